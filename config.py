@@ -1,0 +1,136 @@
+"""Settings read once from the environment and validated together.
+
+Every bad variable is reported in one message so an operator fixes the deployment in one
+pass; `Settings.from_env` raises `ConfigError` and `app.main` exits non-zero with it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Mapping
+
+CLASSIFIER_NAMES = ("mobilenet", "resnet", "inception", "densenet")
+DETECTOR_NAMES = ("yolo", "tiny_yolo", "retina")
+
+_TRUE = {"1", "true", "yes", "on", "y", "t"}
+_FALSE = {"0", "false", "no", "off", "n", "f"}
+
+
+class ConfigError(Exception):
+    """One or more environment variables are invalid; the message lists all of them."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__(
+            "Invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems)
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    classification_enabled: bool = False
+    classification_model: str = "mobilenet"
+    detection_enabled: bool = False
+    detection_model: str = "yolo"
+    models_dir: Path = Path("./models")
+    model_download: bool = True
+    preload_models: bool = False
+    waitress_threads: int = 4
+    port: int = 5001
+    max_upload_mb: int = 10
+    max_image_pixels: int = 40_000_000
+    max_image_side: int = 10_000
+    # Seconds before a failed model load may be tried again (not on every request).
+    load_retry_seconds: float = 60.0
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.max_upload_mb * 1024 * 1024
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if environ is None else environ
+        reader = _Reader(env)
+        classification_enabled = reader.boolean(
+            "IMAGE_CLASSIFICATION_ENABLED", False, alias="IMAGE_CLASSIFICATION"
+        )
+        settings = cls(
+            classification_enabled=classification_enabled,
+            classification_model=reader.choice(
+                "IMAGE_CLASSIFICATION_MODEL", "mobilenet", CLASSIFIER_NAMES
+            ),
+            detection_enabled=reader.boolean("OBJECT_DETECTION_ENABLED", False),
+            detection_model=reader.choice("OBJECT_DETECTION_MODEL", "yolo", DETECTOR_NAMES),
+            models_dir=Path(reader.text("MODELS_DIR", "./models")),
+            model_download=reader.boolean("MODEL_DOWNLOAD", True),
+            preload_models=reader.boolean("PRELOAD_MODELS", False),
+            waitress_threads=reader.integer("WAITRESS_THREADS", 4, minimum=1, maximum=256),
+            port=reader.integer("PORT", 5001, minimum=1, maximum=65535),
+            max_upload_mb=reader.integer("MAX_UPLOAD_MB", 10, minimum=1, maximum=1024),
+            max_image_pixels=reader.integer(
+                "MAX_IMAGE_PIXELS", 40_000_000, minimum=1, maximum=1_000_000_000
+            ),
+        )
+        if reader.problems:
+            raise ConfigError(reader.problems)
+        return settings
+
+
+class _Reader:
+    """Reads variables with casts, collecting every problem instead of stopping at the first."""
+
+    def __init__(self, env: Mapping[str, str]):
+        self.env = env
+        self.problems: list[str] = []
+
+    def _raw(self, name: str, alias: str | None = None) -> tuple[str, str | None]:
+        if name in self.env:
+            return name, self.env[name]
+        if alias and alias in self.env:
+            return alias, self.env[alias]
+        return name, None
+
+    def text(self, name: str, default: str) -> str:
+        _, raw = self._raw(name)
+        return default if raw is None or raw.strip() == "" else raw.strip()
+
+    def boolean(self, name: str, default: bool, alias: str | None = None) -> bool:
+        used, raw = self._raw(name, alias)
+        if raw is None or raw.strip() == "":
+            return default
+        value = raw.strip().lower()
+        if value in _TRUE:
+            return True
+        if value in _FALSE:
+            return False
+        self.problems.append(
+            f"{used}={raw!r} is not a valid boolean; use one of true/false, 1/0, yes/no, on/off"
+        )
+        return default
+
+    def integer(self, name: str, default: int, *, minimum: int, maximum: int) -> int:
+        _, raw = self._raw(name)
+        if raw is None or raw.strip() == "":
+            return default
+        try:
+            value = int(raw.strip().replace("_", ""))
+        except ValueError:
+            self.problems.append(f"{name}={raw!r} is not a whole number")
+            return default
+        if not minimum <= value <= maximum:
+            self.problems.append(f"{name}={value} is out of range; use {minimum} to {maximum}")
+            return default
+        return value
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        _, raw = self._raw(name)
+        if raw is None or raw.strip() == "":
+            return default
+        value = raw.strip().lower()
+        if value not in choices:
+            self.problems.append(
+                f"{name}={raw!r} is not a known model; valid choices: {', '.join(choices)}"
+            )
+            return default
+        return value

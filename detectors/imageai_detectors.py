@@ -1,0 +1,116 @@
+"""ImageAI 3.0.3 detectors: YOLOv3, TinyYOLOv3 and RetinaNet.
+
+ImageAI's `ObjectDetection` loads the network and weights. Two of its input paths are wrong
+for a server, so each model gets what it handles correctly:
+- YOLO expects OpenCV's BGR order (a PIL image gets RGB treated as BGR): it gets a BGR array.
+- RetinaNet writes any non-path input to a temporary JPEG inside the installed package (fails
+  on a read-only image, races between requests, and re-encodes the pixels): its network is
+  called with the exact tensor ImageAI would build from that file (RGB, CHW, 0-1), no file.
+ImageAI keeps state in module-level layers, so each detector runs one image at a time.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+import frameworks
+from detectors.base import Detection, Detector
+from models.weights import CATALOG, WeightFile, ensure_weights
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageAISpec:
+    name: str
+    model_type: str  # ObjectDetection.setModelTypeAs<model_type>
+
+    @property
+    def weights(self) -> WeightFile:
+        return CATALOG[self.name]
+
+
+SPECS = {s.name: s for s in (
+    ImageAISpec("yolo", "YOLOv3"),
+    ImageAISpec("tiny_yolo", "TinyYOLOv3"),
+    ImageAISpec("retina", "RetinaNet"),
+)}
+
+
+class ImageAIDetector(Detector):
+    frameworks = frozenset({frameworks.TORCH})
+
+    def __init__(self, spec: ImageAISpec, models_dir: Path, download: bool = True):
+        self.spec = spec
+        self.name = spec.name
+        self.models_dir = Path(models_dir)
+        self.download = download
+        self._detector = None
+        self._lock = threading.Lock()
+
+    @property
+    def weights_file(self) -> WeightFile:
+        return self.spec.weights
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self._detector._ObjectDetection__classes) if self._detector else []
+
+    def build(self, weights_path: Path):
+        """ImageAI's ObjectDetection with the weights loaded (raises on a bad file)."""
+        from imageai.Detection import ObjectDetection
+
+        detector = ObjectDetection()
+        getattr(detector, f"setModelTypeAs{self.spec.model_type}")()
+        detector.setModelPath(str(weights_path))
+        detector.loadModel()
+        return detector
+
+    def load(self) -> None:
+        path = ensure_weights(self.spec.weights, self.models_dir, download=self.download,
+                              check=self.build)
+        self._detector = self.build(path)
+
+    def detect(self, image: Image.Image, min_score: float) -> list[Detection]:
+        rgb = np.asarray(image)
+        with self._lock:
+            if self.spec.model_type == "RetinaNet":
+                raw = self._retinanet(rgb, min_score)
+            else:
+                raw = self._yolo(rgb, min_score)
+        height, width = rgb.shape[:2]
+        return [Detection(label, score, _clip(box, width, height)) for label, score, box in raw]
+
+    def _yolo(self, rgb: np.ndarray, min_score: float):
+        bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+        _, predictions = self._detector.detectObjectsFromImage(
+            input_image=bgr, output_type="array",
+            minimum_percentage_probability=min_score * 100,
+        )
+        return [(p["name"], p["percentage_probability"] / 100.0, p["box_points"])
+                for p in predictions]
+
+    def _retinanet(self, rgb: np.ndarray, min_score: float):
+        import torch
+
+        network = self._detector._ObjectDetection__model
+        classes = self._detector._ObjectDetection__classes
+        device = next(network.parameters()).device
+        tensor = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
+        tensor = tensor.to(device).float().div(255.0)
+        with torch.no_grad():
+            output = network([tensor])[0]
+        results = []
+        for box, score, label in zip(output["boxes"].tolist(), output["scores"].tolist(),
+                                     output["labels"].tolist()):
+            if score >= min_score:
+                results.append((classes[label], float(score), [int(v) for v in box]))
+        return results
+
+
+def _clip(box, width: int, height: int) -> tuple[int, int, int, int]:
+    x1, y1, x2, y2 = (int(v) for v in box)
+    return (min(max(x1, 0), width), min(max(y1, 0), height),
+            min(max(x2, 0), width), min(max(y2, 0), height))

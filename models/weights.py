@@ -1,0 +1,161 @@
+"""The catalogue of official weight files and the verified download into MODELS_DIR.
+
+A download goes to a temporary file beside its destination and is renamed into place only
+when it is complete (Content-Length), matches the publisher's checksum or known size, and
+passes the model family's own structural check. A partial or corrupt file is never used.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+KERAS_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/"
+IMAGEAI_BASE = "https://github.com/OlafenwaMoses/ImageAI/releases/download/3.0.0-pretrained/"
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightFile:
+    model: str          # public model name: mobilenet, yolo, ...
+    subdir: str         # classify | detect
+    filename: str       # the official file name
+    url: str
+    md5: str | None = None            # Keras publishes md5 per file in its source
+    sha256_prefix: str | None = None  # torchvision names carry a sha256 prefix
+    size: int | None = None           # where no checksum is published
+
+    def path(self, models_dir: Path) -> Path:
+        return Path(models_dir) / self.subdir / self.filename
+
+    @property
+    def fetch_command(self) -> str:
+        return f"python -m models.download {self.model}"
+
+
+CATALOG: dict[str, WeightFile] = {w.model: w for w in (
+    WeightFile("mobilenet", "classify",
+               "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5",
+               KERAS_BASE + "mobilenet_v2/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5",
+               size=14_536_120),  # Keras' source has no hash for this file
+    WeightFile("resnet", "classify", "resnet50_weights_tf_dim_ordering_tf_kernels.h5",
+               KERAS_BASE + "resnet/resnet50_weights_tf_dim_ordering_tf_kernels.h5",
+               md5="2cb95161c43110f7111970584f804107"),
+    WeightFile("inception", "classify", "inception_v3_weights_tf_dim_ordering_tf_kernels.h5",
+               KERAS_BASE + "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels.h5",
+               md5="9a0d58056eeedaa3f26cb7ebd46da564"),
+    WeightFile("densenet", "classify", "densenet121_weights_tf_dim_ordering_tf_kernels.h5",
+               KERAS_BASE + "densenet/densenet121_weights_tf_dim_ordering_tf_kernels.h5",
+               md5="9d60b8095a5708f2dcce2bca79d332c7"),
+    # ImageAI publishes no checksum or size for its YOLO files: they are verified by
+    # Content-Length and by loading them into the architecture before they are kept.
+    WeightFile("yolo", "detect", "yolov3.pt", IMAGEAI_BASE + "yolov3.pt"),
+    WeightFile("tiny_yolo", "detect", "tiny-yolov3.pt", IMAGEAI_BASE + "tiny-yolov3.pt"),
+    WeightFile("retina", "detect", "retinanet_resnet50_fpn_coco-eeacb38b.pth",
+               IMAGEAI_BASE + "retinanet_resnet50_fpn_coco-eeacb38b.pth",
+               sha256_prefix="eeacb38b"),
+)}
+
+
+class WeightsUnavailable(Exception):
+    """The weight file is missing and could not be fetched; the message says how to fix it."""
+
+
+class WeightsCorrupt(Exception):
+    """A downloaded file failed verification; it was deleted, never used."""
+
+
+_locks: dict[Path, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def _lock_for(path: Path) -> threading.Lock:
+    with _locks_guard:
+        return _locks.setdefault(path, threading.Lock())
+
+
+def ensure_weights(spec: WeightFile, models_dir: Path, *, download: bool,
+                   check: Callable[[Path], None] | None = None,
+                   fetch: Callable[[str, Path], None] | None = None) -> Path:
+    """Return the path of the verified weight file, downloading it first when allowed."""
+    target = spec.path(models_dir)
+    if target.is_file():
+        return target
+    help_text = (f"Weights file {spec.filename} for model '{spec.model}' is not in "
+                 f"MODELS_DIR/{spec.subdir}. Fetch it with `{spec.fetch_command}` "
+                 f"(from {spec.url}), or place the file there.")
+    if not download:
+        raise WeightsUnavailable(help_text + " MODEL_DOWNLOAD is false.")
+    with _lock_for(target):
+        if target.is_file():
+            return target
+        try:
+            download_verified(spec, target, check=check, fetch=fetch)
+        except WeightsCorrupt as exc:
+            raise WeightsUnavailable(f"{help_text} The download failed verification: {exc}") from None
+        except Exception as exc:  # network errors, full disk, ...
+            log.warning("download of %s failed: %s", spec.url, type(exc).__name__)
+            raise WeightsUnavailable(f"{help_text} The download failed ({type(exc).__name__}).") from None
+    return target
+
+
+def download_verified(spec: WeightFile, target: Path, *,
+                      check: Callable[[Path], None] | None = None,
+                      fetch: Callable[[str, Path], None] | None = None) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.filename}.", suffix=".part",
+                                    dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        log.info("downloading %s from %s", spec.filename, spec.url)
+        (fetch or http_fetch)(spec.url, tmp)
+        verify(spec, tmp)
+        if check is not None:
+            try:
+                check(tmp)
+            except Exception as exc:
+                raise WeightsCorrupt(f"the file does not load as {spec.model} weights "
+                                     f"({type(exc).__name__})") from None
+        os.replace(tmp, target)
+        log.info("verified and saved %s", target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def verify(spec: WeightFile, path: Path) -> None:
+    size = path.stat().st_size
+    if spec.size is not None and size != spec.size:
+        raise WeightsCorrupt(f"size {size} bytes, expected {spec.size}")
+    if spec.md5 or spec.sha256_prefix:
+        md5, sha256 = hashlib.md5(), hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                md5.update(block)
+                sha256.update(block)
+        if spec.md5 and md5.hexdigest() != spec.md5:
+            raise WeightsCorrupt(f"md5 {md5.hexdigest()}, expected {spec.md5}")
+        if spec.sha256_prefix and not sha256.hexdigest().startswith(spec.sha256_prefix):
+            raise WeightsCorrupt(f"sha256 does not start with {spec.sha256_prefix}")
+
+
+def http_fetch(url: str, dest: Path, *, timeout: float = 30.0) -> None:
+    """Stream `url` into `dest`; a body shorter than its Content-Length is an error."""
+    import requests  # imported here: the service itself only needs it to download
+
+    with requests.get(url, stream=True, timeout=timeout) as response:
+        response.raise_for_status()
+        expected = response.headers.get("Content-Length")
+        received = 0
+        with open(dest, "wb") as out:
+            for chunk in response.iter_content(chunk_size=1 << 20):
+                out.write(chunk)
+                received += len(chunk)
+        if expected is not None and received != int(expected):
+            raise WeightsCorrupt(f"incomplete download: {received} of {expected} bytes")

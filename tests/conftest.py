@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+SHARED = ROOT.parent / "shared"
+
+from config import Settings  # noqa: E402
+from tests.fakes import FakeClassifier, FakeDetector  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    # In CI a missing ../shared is a failure, never a silent skip.
+    if os.environ.get("CI", "").lower() == "true" and not SHARED.is_dir():
+        raise pytest.UsageError(f"CI=true but {SHARED} is missing")
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return Settings(classification_enabled=True, detection_enabled=True,
+                    models_dir=tmp_path / "models", model_download=False)
+
+
+@pytest.fixture
+def classifier():
+    return FakeClassifier()
+
+
+@pytest.fixture
+def detector():
+    return FakeDetector()
+
+
+@pytest.fixture
+def app(settings, classifier, detector):
+    from app import create_app
+    return create_app(settings, classifier=classifier, detector=detector)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()

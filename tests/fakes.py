@@ -1,0 +1,75 @@
+"""Instant models for the HTTP layer's tests: no TensorFlow, no torch."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from classifiers.base import Classifier
+from detectors.base import Detection, Detector
+
+
+class FakeClassifier(Classifier):
+    """Probabilities follow the image's mean colour, so different images differ."""
+
+    name = "fake_classifier"
+
+    def __init__(self, fail_load: bool = False, fail_predict: bool = False, load_delay: float = 0.0):
+        self.fail_load, self.fail_predict, self.load_delay = fail_load, fail_predict, load_delay
+        self.load_calls = 0
+        self.seen_sizes: list[tuple[int, int]] = []
+        self.seen_pixels: list[np.ndarray] = []
+        self._loaded = False
+
+    @property
+    def input_size(self):
+        return (4, 4)
+
+    @property
+    def labels(self):
+        return ["red", "green", "blue"]
+
+    def load(self):
+        import time
+        self.load_calls += 1
+        time.sleep(self.load_delay)
+        if self.fail_load:
+            raise OSError("/secret/path/weights.h5 is garbage")
+        self._loaded = True
+
+    def predict(self, images):
+        assert self._loaded
+        if self.fail_predict:
+            raise RuntimeError("boom at 0xdeadbeef")
+        out = []
+        for img in images:
+            self.seen_sizes.append(img.size)
+            pixels = np.asarray(img, dtype=np.float64)
+            self.seen_pixels.append(pixels)
+            means = pixels.reshape(-1, 3).mean(axis=0) + 1e-3
+            out.append(means / means.sum())
+        return np.array(out)
+
+
+class FakeDetector(Detector):
+    name = "fake_detector"
+
+    def __init__(self, fail_predict: bool = False):
+        self.fail_predict = fail_predict
+        self.lock = threading.Lock()
+
+    @property
+    def labels(self):
+        return ["dog", "cat"]
+
+    def load(self):
+        pass
+
+    def detect(self, image, min_score):
+        if self.fail_predict:
+            raise RuntimeError("detector exploded")
+        w, h = image.size
+        found = [Detection("dog", 0.9, (0, 0, w // 2, h // 2)),
+                 Detection("cat", 0.4, (w // 2, h // 2, w, h)),
+                 Detection("cat", 0.1, (1, 1, 2, 2))]
+        return [d for d in found if d.score >= min_score]

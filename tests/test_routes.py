@@ -1,0 +1,222 @@
+"""The HTTP layer with instant fake models: shapes, status codes, the error contract."""
+from __future__ import annotations
+
+import io
+import re
+import threading
+
+import pytest
+
+from app import create_app
+from config import Settings
+from tests import imaging
+from tests.fakes import FakeClassifier, FakeDetector
+
+
+def upload(client, path, data, filename="photo.jpg", query="", content_type=None):
+    return client.post(f"{path}{query}", data={"image": (io.BytesIO(data), filename, content_type or "image/jpeg")},
+                       content_type="multipart/form-data")
+
+
+def assert_error(response, code, type_=None):
+    assert response.status_code == code, response.get_data(as_text=True)
+    assert response.mimetype == "application/json"
+    body = response.get_json()
+    assert set(body["error"]) >= {"code", "type", "message"}
+    assert body["error"]["code"] == code
+    if type_:
+        assert body["error"]["type"] == type_
+    text = response.get_data(as_text=True)
+    for leak in ("Traceback", "/secret", "0xdeadbeef", "<PIL", "object at", ".py\""):
+        assert leak not in text
+    return body
+
+
+def test_classify_returns_label_percentage_pairs_highest_first(client):
+    response = upload(client, "/classify-image", imaging.jpeg(color=(250, 10, 10)))
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/json"
+    body = response.get_json()
+    assert [row[0] for row in body][0] == "red"
+    assert all(isinstance(label, str) and 0 <= pct <= 100 for label, pct in body)
+    assert [pct for _, pct in body] == sorted((pct for _, pct in body), reverse=True)
+    assert sum(pct for _, pct in body) == pytest.approx(100, abs=0.1)
+
+
+def test_classify_top_k(client):
+    assert len(upload(client, "/classify-image", imaging.jpeg(), query="?top_k=1").get_json()) == 1
+    # More than the model has labels: all of them.
+    assert len(upload(client, "/classify-image", imaging.jpeg(), query="?top_k=1000").get_json()) == 3
+    for bad in ("0", "1001", "abc", "2.5"):
+        assert_error(upload(client, "/classify-image", imaging.jpeg(), query=f"?top_k={bad}"),
+                     400, "invalid_parameter")
+
+
+def test_detect_returns_imageai_shape(client):
+    response = upload(client, "/detect-objects", imaging.jpeg(size=(100, 80)))
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.get_json() == [
+        {"name": "dog", "percentage_probability": 90.0, "box_points": [0, 0, 50, 40]},
+        {"name": "cat", "percentage_probability": 40.0, "box_points": [50, 40, 100, 80]},
+    ]
+
+
+def test_detect_min_probability(client):
+    body = upload(client, "/detect-objects", imaging.jpeg(), query="?min_probability=5").get_json()
+    assert len(body) == 3
+    body = upload(client, "/detect-objects", imaging.jpeg(), query="?min_probability=50").get_json()
+    assert [d["name"] for d in body] == ["dog"]
+    for bad in ("-1", "101", "nan", "x"):
+        assert_error(upload(client, "/detect-objects", imaging.jpeg(), query=f"?min_probability={bad}"), 400)
+
+
+def test_disabled_features_answer_403(tmp_path):
+    app = create_app(Settings(models_dir=tmp_path))
+    client = app.test_client()
+    body = assert_error(upload(client, "/classify-image", imaging.jpeg()), 403, "feature_disabled")
+    assert "IMAGE_CLASSIFICATION_ENABLED" in body["error"]["message"]
+    body = assert_error(upload(client, "/detect-objects", imaging.jpeg()), 403, "feature_disabled")
+    assert "OBJECT_DETECTION_ENABLED" in body["error"]["message"]
+    assert client.get("/ready").status_code == 200  # nothing to load
+    status = client.get("/status").get_json()
+    assert status["features"]["classification"]["enabled"] is False
+
+
+def test_health_ready_status(client, classifier):
+    assert client.get("/health").get_json() == {"status": "ok"}
+    response = client.get("/ready")
+    assert_error(response, 503, "not_ready")
+    assert response.get_json()["models"]["fake_classifier"]["state"] == "not_loaded"
+    upload(client, "/classify-image", imaging.jpeg())
+    upload(client, "/detect-objects", imaging.jpeg())
+    response = client.get("/ready")
+    assert response.status_code == 200
+    assert {m["state"] for m in response.get_json()["models"].values()} == {"ready"}
+    status = client.get("/status").get_json()
+    assert status["features"]["classification"]["model"] == "mobilenet"
+    assert status["features"]["detection"]["state"] == "ready"
+
+
+def test_model_loads_once_when_requests_arrive_together(settings):
+    classifier = FakeClassifier(load_delay=0.3)
+    app = create_app(settings, classifier=classifier, detector=FakeDetector())
+    results = []
+
+    def call():
+        results.append(upload(app.test_client(), "/classify-image", imaging.jpeg()).status_code)
+
+    threads = [threading.Thread(target=call) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [200] * 6
+    assert classifier.load_calls == 1
+
+
+def test_failed_load_is_reported_not_retried_per_request(settings):
+    classifier = FakeClassifier(fail_load=True)
+    client = create_app(settings, classifier=classifier, detector=FakeDetector()).test_client()
+    for _ in range(3):
+        body = assert_error(upload(client, "/classify-image", imaging.jpeg()), 503, "model_not_ready")
+    assert classifier.load_calls == 1
+    ready = client.get("/ready").get_json()
+    assert ready["models"]["fake_classifier"]["state"] == "failed"
+    assert "OSError" in ready["models"]["fake_classifier"]["reason"]
+    assert "/secret" not in str(ready)
+    # The healthy feature and liveness are unaffected.
+    assert client.get("/health").status_code == 200
+    assert upload(client, "/detect-objects", imaging.jpeg()).status_code == 200
+
+
+def test_inference_failure_is_500_and_next_request_succeeds(settings):
+    classifier = FakeClassifier(fail_predict=True)
+    client = create_app(settings, classifier=classifier, detector=FakeDetector()).test_client()
+    assert_error(upload(client, "/classify-image", imaging.jpeg()), 500, "inference_failed")
+    classifier.fail_predict = False
+    assert upload(client, "/classify-image", imaging.jpeg()).status_code == 200
+
+
+# --- bad input (RELIABILITY.md, "Bad input") -----------------------------------------------
+
+def test_missing_image_field(client):
+    assert_error(client.post("/classify-image", data={}, content_type="multipart/form-data"), 400, "missing_image")
+    assert_error(client.post("/classify-image", data={"other": (io.BytesIO(imaging.jpeg()), "a.jpg")},
+                             content_type="multipart/form-data"), 400, "missing_image")
+    # The field sent as text instead of a file.
+    assert_error(client.post("/classify-image", data={"image": "abc"}, content_type="multipart/form-data"),
+                 400, "missing_image")
+
+
+def test_empty_file(client):
+    assert_error(upload(client, "/classify-image", b""), 400, "invalid_image")
+
+
+@pytest.mark.parametrize("data", [
+    b"hello, this is text",
+    b"<!doctype html><html><body>not an image</body></html>",
+    b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\n%%EOF",
+    b"\x00" * 1000,
+])
+def test_non_images_sent_as_jpeg_are_400(client, data):
+    assert_error(upload(client, "/classify-image", data, content_type="image/jpeg"), 400, "invalid_image")
+    assert_error(upload(client, "/detect-objects", data), 400, "invalid_image")
+
+
+def test_wrong_content_type(client):
+    assert_error(client.post("/classify-image", data=imaging.jpeg(), content_type="image/jpeg"),
+                 415, "unsupported_media_type")
+    assert_error(client.post("/classify-image", data="{}", content_type="application/json"), 415)
+
+
+def test_broken_multipart_boundary(client):
+    body = b"--wrong\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.jpg\"\r\n\r\n" + imaging.jpeg()
+    response = client.post("/classify-image", data=body,
+                           content_type="multipart/form-data; boundary=expected")
+    assert_error(response, 400)
+
+
+def test_body_over_limit_is_413_json(tmp_path):
+    settings = Settings(classification_enabled=True, models_dir=tmp_path, max_upload_mb=1)
+    client = create_app(settings, classifier=FakeClassifier()).test_client()
+    big = imaging.jpeg() + b"\0" * (1024 * 1024)
+    body = assert_error(upload(client, "/classify-image", big), 413, "request_too_large")
+    assert "1 MB" in body["error"]["message"]
+
+
+def test_thousands_of_form_parts_are_413(client):
+    data = {f"field{i}": "x" for i in range(2000)}
+    data["image"] = (io.BytesIO(imaging.jpeg()), "a.jpg")
+    assert_error(client.post("/classify-image", data=data, content_type="multipart/form-data"), 413)
+
+
+def test_huge_text_field_is_413(client):
+    data = {"note": "x" * 2_000_000, "image": (io.BytesIO(imaging.jpeg()), "a.jpg")}
+    assert_error(client.post("/classify-image", data=data, content_type="multipart/form-data"), 413)
+
+
+@pytest.mark.parametrize("filename", ["../../etc/passwd.jpg", "a\x00b.jpg", "x" * 10_000 + ".jpg", ""])
+def test_hostile_filenames_are_ignored(client, filename):
+    response = upload(client, "/classify-image", imaging.jpeg(), filename=filename)
+    assert response.status_code == 200
+    assert "passwd" not in response.get_data(as_text=True)
+
+
+def test_unknown_path_and_wrong_method_are_json(client):
+    assert_error(client.get("/nope"), 404, "not_found")
+    response = client.get("/classify-image")
+    assert_error(response, 405, "method_not_allowed")
+    assert "POST" in response.headers["Allow"]
+    assert_error(client.post("/health"), 405)
+
+
+def test_pixel_bomb_is_413(client):
+    assert_error(upload(client, "/classify-image", imaging.png_header_claiming(20000, 20000), filename="a.png"),
+                 413, "image_too_large")
+
+
+def test_every_error_message_is_plain(client):
+    for response in (client.get("/nope"), upload(client, "/classify-image", b"junk")):
+        message = response.get_json()["error"]["message"]
+        assert not re.search(r"<|>|Traceback|File \"", message)
