@@ -45,3 +45,15 @@ def app(settings, classifier, detector):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def random_models_dir(tmp_path_factory):
+    """A MODELS_DIR holding all seven official weight files, real architectures, random weights."""
+    from models.weights import CATALOG
+    from tests.weights_factory import write_weights
+
+    models_dir = tmp_path_factory.mktemp("models")
+    for name in CATALOG:
+        write_weights(name, models_dir)
+    return models_dir

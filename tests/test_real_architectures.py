@@ -1,0 +1,131 @@
+"""The real loading code on the real architectures (random weights, official file names)."""
+from __future__ import annotations
+
+import importlib
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app import create_app
+from classifiers.keras_applications import SPECS as CLASSIFIER_SPECS
+from config import Settings
+from models.weights import CATALOG
+from tests import imaging
+
+pytestmark = pytest.mark.slow
+
+
+def post_image(client, path, data, query=""):
+    return client.post(path + query, data={"image": (io.BytesIO(data), "x.png")},
+                       content_type="multipart/form-data")
+
+
+def gradient_image(width: int, height: int, seed: int) -> Image.Image:
+    """Random coloured blocks plus noise: different seeds give very different images."""
+    rng = np.random.default_rng(seed)
+    blocks = Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)).resize((width, height))
+    noise = rng.normal(0, 20, (height, width, 3))
+    return Image.fromarray(np.clip(np.asarray(blocks, dtype=np.float64) + noise, 0, 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize("name", list(CLASSIFIER_SPECS))
+def test_classifier_matches_the_reference_keras_pipeline(name, random_models_dir):
+    """For an image already at the input size the service equals preprocess_input → model."""
+    spec = CLASSIFIER_SPECS[name]
+    settings = Settings(classification_enabled=True, classification_model=name,
+                        models_dir=random_models_dir, model_download=False)
+    client = create_app(settings).test_client()
+    images = [gradient_image(spec.size, spec.size, seed) for seed in (1, 2)]
+
+    module = importlib.import_module(f"keras.applications.{spec.module}")
+    reference_model = getattr(module, spec.constructor)(weights=str(CATALOG[name].path(random_models_dir)))
+    from classifiers import imagenet
+    labels = imagenet.labels()
+
+    answers = []
+    for img in images:
+        response = post_image(client, "/classify-image", imaging.encode(img, "PNG"), "?top_k=1000")
+        assert response.status_code == 200, response.get_data(as_text=True)
+        service = {label: pct / 100 for label, pct in response.get_json()}
+        assert len(service) == len(set(labels))  # duplicate names (crane, maillot) merge in a dict
+        x = module.preprocess_input(np.asarray(img, dtype=np.float32)[None].copy())
+        reference = np.asarray(reference_model(x, training=False))[0]
+        top = int(reference.argmax())
+        assert response.get_json()[0][0] == labels[top]
+        for i in np.argsort(-reference)[:50]:
+            if labels.count(labels[i]) == 1:
+                assert service[labels[i]] == pytest.approx(float(reference[i]), abs=1e-4)
+        answers.append(reference)
+    # The random weights are input-dependent, so the comparison above means something.
+    assert np.abs(answers[0] - answers[1]).max() > 0.05
+
+
+def test_classifier_labels_are_keras_imagenet_names(random_models_dir):
+    settings = Settings(classification_enabled=True, models_dir=random_models_dir,
+                        model_download=False)
+    client = create_app(settings).test_client()
+    body = post_image(client, "/classify-image", imaging.jpeg(size=(640, 480)), "?top_k=1000").get_json()
+    names = {label for label, _ in body}
+    assert {"Egyptian_cat", "golden_retriever", "tabby"} <= names
+    assert client.get("/ready").status_code == 200
+
+
+@pytest.mark.parametrize("name", ["yolo", "tiny_yolo", "retina"])
+def test_detector_loads_and_answers_in_the_imageai_shape(name, random_models_dir):
+    settings = Settings(detection_enabled=True, detection_model=name,
+                        models_dir=random_models_dir, model_download=False)
+    client = create_app(settings).test_client()
+    width, height = 320, 200
+    response = post_image(client, "/detect-objects", imaging.encode(gradient_image(width, height, 3), "PNG"))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.headers["Content-Type"] == "application/json"
+    detections = response.get_json()
+    assert isinstance(detections, list)  # random weights: no assumption about classes or counts
+    for d in detections:
+        assert set(d) == {"name", "percentage_probability", "box_points"}
+        assert isinstance(d["name"], str) and 30 <= d["percentage_probability"] <= 100
+        x1, y1, x2, y2 = d["box_points"]
+        assert all(isinstance(v, int) for v in d["box_points"])
+        assert 0 <= x1 <= x2 <= width and 0 <= y1 <= y2 <= height
+    probabilities = [d["percentage_probability"] for d in detections]
+    assert probabilities == sorted(probabilities, reverse=True)
+    ready = client.get("/ready").get_json()
+    assert ready["models"][name]["state"] == "ready"
+
+
+@pytest.mark.parametrize("name", ["mobilenet", "tiny_yolo"])
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_damaged_weight_file_fails_clearly_and_the_service_stays_up(name, damage, random_models_dir, tmp_path):
+    spec = CATALOG[name]
+    good = spec.path(random_models_dir).read_bytes()
+    target = spec.path(tmp_path)
+    target.parent.mkdir(parents=True)
+    target.write_bytes(good[: len(good) // 2] if damage == "truncated" else b"not weights" * 100)
+    task = "classification" if spec.subdir == "classify" else "detection"
+    settings = Settings(classification_enabled=task == "classification",
+                        detection_enabled=task == "detection",
+                        classification_model=name if task == "classification" else "mobilenet",
+                        detection_model=name if task == "detection" else "yolo",
+                        models_dir=tmp_path, model_download=False)
+    client = create_app(settings).test_client()
+    path = "/classify-image" if task == "classification" else "/detect-objects"
+    response = post_image(client, path, imaging.jpeg())
+    assert response.status_code == 503
+    message = response.get_json()["error"]["message"]
+    assert spec.filename in message and f"python -m models.download {name}" in message
+    assert str(tmp_path) not in response.get_data(as_text=True)
+    assert client.get("/health").status_code == 200
+    assert client.get("/ready").get_json()["models"][name]["state"] == "failed"
+
+
+def test_missing_weights_without_download_name_file_url_and_command(tmp_path):
+    settings = Settings(detection_enabled=True, detection_model="retina", models_dir=tmp_path,
+                        model_download=False)
+    client = create_app(settings).test_client()
+    response = post_image(client, "/detect-objects", imaging.jpeg())
+    assert response.status_code == 503
+    message = response.get_json()["error"]["message"]
+    spec = CATALOG["retina"]
+    assert spec.filename in message and spec.url in message and "python -m models.download retina" in message

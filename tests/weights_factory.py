@@ -1,0 +1,103 @@
+"""Weight files of the real architectures with random weights, under the official names.
+
+The service's real loading code then reads them exactly as it reads the published files.
+Keras models get their BatchNorm statistics calibrated layer by layer on a small batch, so
+their outputs depend on the input (plain random weights give nearly the same answer for every
+image, and a parity test on them would prove nothing).
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import numpy as np
+
+import frameworks
+from models.weights import CATALOG
+
+
+def calibration_images(size: int, count: int = 3, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    ys, xs = np.mgrid[0:size, 0:size] / size
+    images = []
+    for i in range(count):
+        base = np.stack([xs * 255, ys * 255, (xs + ys) * 127], axis=-1)
+        noise = rng.uniform(0, 255, (size, size, 3))
+        images.append(np.clip(base * (i + 1) / count + noise * 0.5, 0, 255))
+    return np.stack(images).astype(np.float32)
+
+
+def calibrate_batchnorm(model, batch: np.ndarray) -> None:
+    import keras
+
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            probe = keras.Model(model.input, layer.input)
+            activations = np.asarray(probe(batch, training=False), dtype=np.float64)
+            axes = tuple(range(activations.ndim - 1))
+            layer.moving_mean.assign(activations.mean(axis=axes).astype(np.float32))
+            layer.moving_variance.assign(activations.var(axis=axes).astype(np.float32) + 1e-3)
+
+
+def spread_logits(model, batch: np.ndarray, spread: float = 3.0) -> None:
+    """Centre and scale the classifier head so logits differ between images by ~`spread`."""
+    import keras
+
+    head = model.get_layer("predictions")
+    features = np.asarray(keras.Model(model.input, head.input)(batch, training=False))
+    kernel = head.kernel.numpy()
+    logits = features @ kernel
+    scale = spread / max(float(logits.std(axis=0).mean()), 1e-6)
+    head.kernel.assign(kernel * scale)
+    head.bias.assign(-logits.mean(axis=0) * scale)
+
+
+def write_keras_weights(name: str, models_dir: Path) -> Path:
+    frameworks.require({frameworks.TORCH, frameworks.TENSORFLOW})
+    import h5py
+    import keras
+    from keras.src.legacy.saving import legacy_h5_format
+
+    from classifiers.keras_applications import SPECS
+
+    spec = SPECS[name]
+    module = importlib.import_module(f"keras.applications.{spec.module}")
+    keras.utils.set_random_seed(1234)
+    model = getattr(module, spec.constructor)(weights=None)
+    batch = module.preprocess_input(calibration_images(spec.size))
+    calibrate_batchnorm(model, batch)
+    spread_logits(model, batch)
+    path = CATALOG[name].path(models_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, model)
+    return path
+
+
+def write_imageai_weights(name: str, models_dir: Path) -> Path:
+    frameworks.require({frameworks.TORCH})
+    import torch
+    import torchvision
+    from imageai.yolov3.tiny_yolov3 import YoloV3Tiny
+    from imageai.yolov3.yolov3 import YoloV3
+
+    torch.manual_seed(1234)
+    if name == "yolo":
+        network = YoloV3(anchors=[10, 13, 16, 30, 33, 23, 30, 61, 62, 45, 59, 119, 116, 90,
+                                  156, 198, 373, 326], num_classes=80)
+    elif name == "tiny_yolo":
+        network = YoloV3Tiny(anchors=[10, 14, 23, 27, 37, 58, 81, 82, 135, 169, 344, 319],
+                             num_classes=80)
+    else:
+        network = torchvision.models.detection.retinanet_resnet50_fpn(
+            weights=None, weights_backbone=None, num_classes=91)
+    path = CATALOG[name].path(models_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(network.state_dict(), path)
+    return path
+
+
+def write_weights(name: str, models_dir: Path) -> Path:
+    if CATALOG[name].subdir == "classify":
+        return write_keras_weights(name, models_dir)
+    return write_imageai_weights(name, models_dir)
