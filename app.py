@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from flask import Flask
@@ -66,6 +67,8 @@ def create_app(settings: Settings | None = None, *, classifier=None, detector=No
 
 
 def main() -> int:
+    # TensorFlow's C++ start-up chatter (CPU feature notes) is not for operators.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

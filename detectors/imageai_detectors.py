@@ -74,7 +74,7 @@ class ImageAIDetector(Detector):
         self._detector = self.build(path)
 
     def detect(self, image: Image.Image, min_score: float) -> list[Detection]:
-        rgb = np.asarray(image)
+        rgb = np.array(image)  # a writable copy: torch refuses read-only arrays
         with self._lock:
             if self.spec.model_type == "RetinaNet":
                 raw = self._retinanet(rgb, min_score)
@@ -98,7 +98,7 @@ class ImageAIDetector(Detector):
         network = self._detector._ObjectDetection__model
         classes = self._detector._ObjectDetection__classes
         device = next(network.parameters()).device
-        tensor = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
+        tensor = torch.from_numpy(rgb).permute(2, 0, 1)
         tensor = tensor.to(device).float().div(255.0)
         with torch.no_grad():
             output = network([tensor])[0]

@@ -180,20 +180,21 @@ def test_broken_multipart_boundary(client):
 def test_body_over_limit_is_413_json(tmp_path):
     settings = Settings(classification_enabled=True, models_dir=tmp_path, max_upload_mb=1)
     client = create_app(settings, classifier=FakeClassifier()).test_client()
-    big = imaging.jpeg() + b"\0" * (1024 * 1024)
-    body = assert_error(upload(client, "/classify-image", big), 413, "request_too_large")
+    content_type, data = imaging.multipart(files={"image": ("a.jpg", imaging.jpeg() + b"\0" * (1024 * 1024))})
+    body = assert_error(client.post("/classify-image", data=data, content_type=content_type),
+                        413, "request_too_large")
     assert "1 MB" in body["error"]["message"]
 
 
 def test_thousands_of_form_parts_are_413(client):
-    data = {f"field{i}": "x" for i in range(2000)}
-    data["image"] = (io.BytesIO(imaging.jpeg()), "a.jpg")
-    assert_error(client.post("/classify-image", data=data, content_type="multipart/form-data"), 413)
+    content_type, data = imaging.multipart({f"field{i}": "x" for i in range(2000)},
+                                           {"image": ("a.jpg", imaging.jpeg())})
+    assert_error(client.post("/classify-image", data=data, content_type=content_type), 413)
 
 
 def test_huge_text_field_is_413(client):
-    data = {"note": "x" * 2_000_000, "image": (io.BytesIO(imaging.jpeg()), "a.jpg")}
-    assert_error(client.post("/classify-image", data=data, content_type="multipart/form-data"), 413)
+    content_type, data = imaging.multipart({"note": "x" * 2_000_000}, {"image": ("a.jpg", imaging.jpeg())})
+    assert_error(client.post("/classify-image", data=data, content_type=content_type), 413)
 
 
 @pytest.mark.parametrize("filename", ["../../etc/passwd.jpg", "a\x00b.jpg", "x" * 10_000 + ".jpg", ""])
@@ -220,3 +221,12 @@ def test_every_error_message_is_plain(client):
     for response in (client.get("/nope"), upload(client, "/classify-image", b"junk")):
         message = response.get_json()["error"]["message"]
         assert not re.search(r"<|>|Traceback|File \"", message)
+
+
+def test_the_model_sees_the_upright_image(client, classifier):
+    from PIL import Image
+    stored = Image.new("RGB", (40, 20), (0, 0, 255))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    upload(client, "/classify-image", imaging.encode(stored, "JPEG", exif=exif))
+    assert classifier.seen_sizes[-1] == (20, 40)

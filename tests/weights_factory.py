@@ -11,20 +11,23 @@ import importlib
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 import frameworks
 from models.weights import CATALOG
 
 
-def calibration_images(size: int, count: int = 3, seed: int = 0) -> np.ndarray:
+def sample_image(width: int, height: int, seed: int) -> Image.Image:
+    """Random coloured blocks plus noise: different seeds give very different images."""
     rng = np.random.default_rng(seed)
-    ys, xs = np.mgrid[0:size, 0:size] / size
-    images = []
-    for i in range(count):
-        base = np.stack([xs * 255, ys * 255, (xs + ys) * 127], axis=-1)
-        noise = rng.uniform(0, 255, (size, size, 3))
-        images.append(np.clip(base * (i + 1) / count + noise * 0.5, 0, 255))
-    return np.stack(images).astype(np.float32)
+    blocks = Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)).resize((width, height))
+    noise = rng.normal(0, 20, (height, width, 3))
+    return Image.fromarray(np.clip(np.asarray(blocks, dtype=np.float64) + noise, 0, 255).astype(np.uint8))
+
+
+def calibration_images(size: int, count: int = 8) -> np.ndarray:
+    return np.stack([np.asarray(sample_image(size, size, 1000 + i), dtype=np.float32)
+                     for i in range(count)])
 
 
 def calibrate_batchnorm(model, batch: np.ndarray) -> None:
@@ -39,7 +42,7 @@ def calibrate_batchnorm(model, batch: np.ndarray) -> None:
             layer.moving_variance.assign(activations.var(axis=axes).astype(np.float32) + 1e-3)
 
 
-def spread_logits(model, batch: np.ndarray, spread: float = 3.0) -> None:
+def spread_logits(model, batch: np.ndarray, spread: float = 1.5) -> None:
     """Centre and scale the classifier head so logits differ between images by ~`spread`."""
     import keras
 

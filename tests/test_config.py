@@ -1,0 +1,55 @@
+"""Settings: read once, cast, and every problem reported together."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from config import ConfigError, Settings
+
+
+def test_defaults():
+    s = Settings.from_env({})
+    assert (s.classification_enabled, s.classification_model) == (False, "mobilenet")
+    assert (s.detection_enabled, s.detection_model) == (False, "yolo")
+    assert s.models_dir == Path("./models") and s.model_download is True and s.preload_models is False
+    assert (s.waitress_threads, s.port, s.max_upload_mb, s.max_image_pixels) == (4, 5001, 10, 40_000_000)
+
+
+@pytest.mark.parametrize("raw,expected", [
+    ("true", True), ("TRUE", True), ("1", True), ("yes", True), ("Yes", True), ("on", True),
+    ("false", False), ("0", False), ("NO", False), ("off", False), ("", False),
+])
+def test_booleans(raw, expected):
+    assert Settings.from_env({"OBJECT_DETECTION_ENABLED": raw}).detection_enabled is expected
+
+
+def test_legacy_alias_for_classification():
+    assert Settings.from_env({"IMAGE_CLASSIFICATION": "true"}).classification_enabled is True
+    # The documented name wins when both are set.
+    env = {"IMAGE_CLASSIFICATION": "true", "IMAGE_CLASSIFICATION_ENABLED": "false"}
+    assert Settings.from_env(env).classification_enabled is False
+
+
+def test_model_names_are_case_insensitive():
+    s = Settings.from_env({"IMAGE_CLASSIFICATION_MODEL": "DenseNet", "OBJECT_DETECTION_MODEL": " tiny_yolo "})
+    assert (s.classification_model, s.detection_model) == ("densenet", "tiny_yolo")
+
+
+def test_every_problem_is_reported_at_once():
+    env = {"IMAGE_CLASSIFICATION_MODEL": "vgg16", "OBJECT_DETECTION_MODEL": "ssd",
+           "OBJECT_DETECTION_ENABLED": "perhaps", "PORT": "http", "WAITRESS_THREADS": "0",
+           "MAX_UPLOAD_MB": "1.5", "MAX_IMAGE_PIXELS": "-3"}
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(env)
+    message = str(info.value)
+    assert len(info.value.problems) == 7
+    assert "valid choices: mobilenet, resnet, inception, densenet" in message
+    assert "valid choices: yolo, tiny_yolo, retina" in message
+    for name in env:
+        assert name in message
+
+
+def test_settings_are_frozen():
+    with pytest.raises(Exception):
+        Settings().port = 1
