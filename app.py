@@ -18,41 +18,24 @@ MAX_FORM_PARTS = 64
 
 
 def create_app(settings: Settings | None = None, *, classifier=None, detector=None) -> Flask:
-    """Build the app. `classifier`/`detector` replace the configured models (tests' fakes)."""
+    """Build the app. `classifier`/`detector` replace the default models (tests' fakes).
+
+    Raises ConfigError, listing every problem, when a configured model folder is malformed.
+    """
     settings = settings or Settings.from_env()
     app = Flask(__name__)
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_upload_bytes,
         MAX_UPLOAD_MB=settings.max_upload_mb,
         MAX_FORM_PARTS=MAX_FORM_PARTS,
-        JSON_SORT_KEYS=False,
     )
     app.json.sort_keys = False
 
-    models = {}
-    if settings.classification_enabled:
-        if classifier is None:
-            from classifiers import create_classifier
-            classifier = create_classifier(settings.classification_model, settings.models_dir,
-                                           settings.model_download)
-        models["classification"] = classifier
-    else:
-        log.info("image classification is disabled; set IMAGE_CLASSIFICATION_ENABLED=true "
-                 "to enable it")
-    if settings.detection_enabled:
-        if detector is None:
-            from detectors import create_detector
-            detector = create_detector(settings.detection_model, settings.models_dir,
-                                       settings.model_download)
-        models["detection"] = detector
-    else:
-        log.info("object detection is disabled; set OBJECT_DETECTION_ENABLED=true to enable it")
-
-    needed = set().union(*(m.frameworks for m in models.values())) if models else set()
+    models = _configured_models(settings, classifier, detector)
+    needed = set().union(*(model.frameworks for _, model in models))
     manager = ModelManager(
-        ModelSlot(task, model, needed_frameworks=needed,
-                  retry_seconds=settings.load_retry_seconds)
-        for task, model in models.items()
+        ModelSlot(task, model, needed_frameworks=needed, retry_seconds=settings.load_retry_seconds)
+        for task, model in models
     )
     app.extensions["settings"] = settings
     app.extensions["model_manager"] = manager
@@ -66,6 +49,43 @@ def create_app(settings: Settings | None = None, *, classifier=None, detector=No
     return app
 
 
+def _configured_models(settings: Settings, classifier, detector) -> list[tuple[str, object]]:
+    """(task, model) for every configured model, in order; users' folders validated now."""
+    from classifiers import create_classifier
+    from detectors import create_detector
+    from models.custom_spec import SpecError
+
+    models, problems = [], []
+    for task, enabled, names, create, replacement, variable in (
+        ("classification", settings.classification_enabled, settings.classification_models,
+         create_classifier, classifier, "IMAGE_CLASSIFICATION_ENABLED"),
+        ("detection", settings.detection_enabled, settings.detection_models,
+         create_detector, detector, "OBJECT_DETECTION_ENABLED"),
+    ):
+        if not enabled:
+            log.info("%s is disabled; set %s=true to enable it", task, variable)
+            continue
+        if replacement is not None:
+            models.append((task, replacement))
+            continue
+        for name in names:
+            try:
+                model = create(name, settings.models_dir, settings.model_download)
+                if hasattr(model, "validate"):
+                    model.validate()
+            except SpecError as exc:
+                problems.extend(exc.problems)
+                continue
+            except Exception as exc:  # the runtime could not open the file at all
+                problems.append(f"MODELS_DIR/{name}: 'file' could not be opened as a model "
+                                f"({type(exc).__name__})")
+                continue
+            models.append((task, model))
+    if problems:
+        raise ConfigError(problems)
+    return models
+
+
 def main() -> int:
     # TensorFlow's C++ start-up chatter (CPU feature notes) is not for operators.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -76,7 +96,11 @@ def main() -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
     import waitress
 
     log.info("serving on port %d with %d threads", settings.port, settings.waitress_threads)

@@ -7,11 +7,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 from typing import Mapping
 
 CLASSIFIER_NAMES = ("mobilenet", "resnet", "inception", "densenet")
 DETECTOR_NAMES = ("yolo", "tiny_yolo", "retina")
+
+# A custom model is a folder MODELS_DIR/<name>/ with a model.json; names stay URL- and path-safe.
+CUSTOM_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+CUSTOM_SPEC_FILE = "model.json"
 
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
 _FALSE = {"0", "false", "no", "off", "n", "f"}
@@ -30,9 +35,9 @@ class ConfigError(Exception):
 @dataclasses.dataclass(frozen=True)
 class Settings:
     classification_enabled: bool = False
-    classification_model: str = "mobilenet"
+    classification_models: tuple[str, ...] = ("mobilenet",)  # the first is the default
     detection_enabled: bool = False
-    detection_model: str = "yolo"
+    detection_models: tuple[str, ...] = ("yolo",)
     models_dir: Path = Path("./models")
     model_download: bool = True
     preload_models: bool = False
@@ -45,6 +50,14 @@ class Settings:
     load_retry_seconds: float = 60.0
 
     @property
+    def classification_model(self) -> str:
+        return self.classification_models[0]
+
+    @property
+    def detection_model(self) -> str:
+        return self.detection_models[0]
+
+    @property
     def max_upload_bytes(self) -> int:
         return self.max_upload_mb * 1024 * 1024
 
@@ -52,17 +65,16 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if environ is None else environ
         reader = _Reader(env)
-        classification_enabled = reader.boolean(
-            "IMAGE_CLASSIFICATION_ENABLED", False, alias="IMAGE_CLASSIFICATION"
-        )
+        models_dir = Path(reader.text("MODELS_DIR", "./models"))
         settings = cls(
-            classification_enabled=classification_enabled,
-            classification_model=reader.choice(
-                "IMAGE_CLASSIFICATION_MODEL", "mobilenet", CLASSIFIER_NAMES
-            ),
+            classification_enabled=reader.boolean(
+                "IMAGE_CLASSIFICATION_ENABLED", False, alias="IMAGE_CLASSIFICATION"),
+            classification_models=reader.models(
+                "IMAGE_CLASSIFICATION_MODEL", "mobilenet", CLASSIFIER_NAMES, models_dir),
             detection_enabled=reader.boolean("OBJECT_DETECTION_ENABLED", False),
-            detection_model=reader.choice("OBJECT_DETECTION_MODEL", "yolo", DETECTOR_NAMES),
-            models_dir=Path(reader.text("MODELS_DIR", "./models")),
+            detection_models=reader.models(
+                "OBJECT_DETECTION_MODEL", "yolo", DETECTOR_NAMES, models_dir),
+            models_dir=models_dir,
             model_download=reader.boolean("MODEL_DOWNLOAD", True),
             preload_models=reader.boolean("PRELOAD_MODELS", False),
             waitress_threads=reader.integer("WAITRESS_THREADS", 4, minimum=1, maximum=256),
@@ -123,14 +135,25 @@ class _Reader:
             return default
         return value
 
-    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+    def models(self, name: str, default: str, builtins: tuple[str, ...],
+               models_dir: Path) -> tuple[str, ...]:
+        """A comma-separated list of built-in names or custom model folders; first = default."""
         _, raw = self._raw(name)
         if raw is None or raw.strip() == "":
-            return default
-        value = raw.strip().lower()
-        if value not in choices:
-            self.problems.append(
-                f"{name}={raw!r} is not a known model; valid choices: {', '.join(choices)}"
-            )
-            return default
-        return value
+            return (default,)
+        names = [part.strip().lower() for part in raw.split(",") if part.strip()]
+        valid = []
+        for model in names:
+            if model in builtins:
+                valid.append(model)
+            elif CUSTOM_NAME.match(model) and (models_dir / model / CUSTOM_SPEC_FILE).is_file():
+                valid.append(model)
+            else:
+                self.problems.append(
+                    f"{name}: {model!r} is not a known model; valid choices: "
+                    f"{', '.join(builtins)}, or the name of a folder in MODELS_DIR that holds "
+                    f"a {CUSTOM_SPEC_FILE}"
+                )
+        if len(set(valid)) != len(valid):
+            self.problems.append(f"{name}={raw!r} names a model twice")
+        return tuple(dict.fromkeys(valid)) or (default,)

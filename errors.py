@@ -57,6 +57,10 @@ class FeatureDisabled(ApiError):
     code, type = 403, "feature_disabled"
 
 
+class ModelNotFound(ApiError):
+    code, type = 404, "model_not_found"
+
+
 class ModelNotReady(ApiError):
     code, type = 503, "model_not_ready"
     message = "The model is not ready; try again shortly."

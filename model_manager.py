@@ -12,13 +12,19 @@ import threading
 import time
 from typing import Iterable
 
+import psutil
+
 import frameworks
-from errors import ModelNotReady
+from errors import FeatureDisabled, ModelNotFound, ModelNotReady
+from models.custom_spec import SpecError
 from models.weights import WeightsUnavailable
 
 log = logging.getLogger(__name__)
 
 NOT_LOADED, LOADING, READY, FAILED = "not_loaded", "loading", "ready", "failed"
+
+# Loads run one at a time, so the resident memory a load adds is that model's own.
+_load_lock = threading.Lock()
 
 
 class ModelSlot:
@@ -34,6 +40,7 @@ class ModelSlot:
         self.state = NOT_LOADED
         self.reason: str | None = None
         self.load_seconds: float | None = None
+        self.memory_mb: float | None = None
         self._failed_at: float | None = None
 
     def describe(self) -> dict:
@@ -42,7 +49,16 @@ class ModelSlot:
             info["reason"] = self.reason
         if self.load_seconds is not None:
             info["load_seconds"] = round(self.load_seconds, 3)
+        if self.memory_mb is not None:
+            info["memory_mb"] = round(self.memory_mb, 1)
         return info
+
+    def info(self) -> dict:
+        """What /models says of the model: static facts and the current state."""
+        size = self.model.input_size
+        return {"name": self.name, "task": self.task, **self.model.describe(),
+                "input_size": list(size) if size else None, "num_labels": len(self.model.labels),
+                **self.describe()}
 
     def get(self):
         """The loaded model; loads it first if needed. Raises ModelNotReady after a failure."""
@@ -62,20 +78,28 @@ class ModelSlot:
 
     def _load(self) -> None:
         self.state, self.reason = LOADING, None
-        started = self._clock()
         log.info("loading %s model '%s'", self.task, self.name)
-        try:
-            frameworks.require(self._needed_frameworks)
-            self.model.load()
-        except WeightsUnavailable as exc:
-            self._fail(str(exc))
-        except Exception as exc:
-            log.exception("loading model '%s' failed", self.name)
-            self._fail(_describe_load_error(self.model, exc))
-        else:
-            self.load_seconds = self._clock() - started
-            self.state = READY
-            log.info("model '%s' ready in %.1f s", self.name, self.load_seconds)
+        with _load_lock:
+            started = self._clock()
+            try:
+                frameworks.require(self._needed_frameworks)
+                rss_before = psutil.Process().memory_info().rss
+                self.model.load()
+                rss_after = psutil.Process().memory_info().rss
+            except WeightsUnavailable as exc:
+                self._fail(str(exc))
+                return
+            except SpecError as exc:
+                self._fail(str(exc))
+                return
+            except Exception as exc:
+                log.exception("loading model '%s' failed", self.name)
+                self._fail(_describe_load_error(self.model, exc))
+                return
+        self.load_seconds = self._clock() - started
+        self.memory_mb = max(0, rss_after - rss_before) / 2**20
+        self.state = READY
+        log.info("model '%s' ready in %.1f s, %.0f MB", self.name, self.load_seconds, self.memory_mb)
 
     def _fail(self, reason: str) -> None:
         self.state, self.reason, self._failed_at = FAILED, reason, self._clock()
@@ -88,15 +112,42 @@ def _describe_load_error(model, exc: Exception) -> str:
         return (f"the weights file {weights.filename} in MODELS_DIR/{weights.subdir} could not "
                 f"be loaded ({type(exc).__name__}); it may be truncated or corrupt: delete it "
                 f"and fetch it again with `{weights.fetch_command}`")
+    spec = getattr(model, "spec", None)
+    if spec is not None and hasattr(spec, "folder"):
+        return (f"the model file MODELS_DIR/{model.name}/{spec.file} could not be loaded "
+                f"({type(exc).__name__}); check it with `python -m models.check MODELS_DIR/{model.name}`")
     return f"the model could not be loaded ({type(exc).__name__})"
 
 
-class ModelManager:
-    def __init__(self, slots: Iterable[ModelSlot]):
-        self.slots = {slot.task: slot for slot in slots}
+ENABLE_VARIABLE = {"classification": "IMAGE_CLASSIFICATION_ENABLED",
+                   "detection": "OBJECT_DETECTION_ENABLED"}
 
-    def slot(self, task: str) -> ModelSlot | None:
-        return self.slots.get(task)
+
+class ModelManager:
+    """Slots by name; per task, the configured order (the first is the default)."""
+
+    def __init__(self, slots: Iterable[ModelSlot]):
+        self.slots: dict[str, ModelSlot] = {}
+        self.by_task: dict[str, list[str]] = {}
+        for slot in slots:
+            self.slots[slot.name] = slot
+            self.by_task.setdefault(slot.task, []).append(slot.name)
+
+    def slot(self, name: str) -> ModelSlot | None:
+        return self.slots.get(name)
+
+    def for_task(self, task: str, name: str | None = None) -> ModelSlot:
+        """The named model of a task, or its default; 403 if the task is off, 404 if unknown."""
+        names = self.by_task.get(task)
+        if not names:
+            raise FeatureDisabled(f"{task.capitalize()} is disabled on this service; it is enabled "
+                                  f"with {ENABLE_VARIABLE[task]}=true.")
+        if name is None or name == "":
+            return self.slots[names[0]]
+        if name not in names:
+            raise ModelNotFound(f"Model '{name}' is not configured for {task}; configured: "
+                                f"{', '.join(names)}.", details={"configured": names})
+        return self.slots[name]
 
     @property
     def ready(self) -> bool:

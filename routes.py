@@ -8,8 +8,8 @@ import logging
 import numpy as np
 from flask import Blueprint, current_app, jsonify, request
 
-from errors import (ApiError, FeatureDisabled, InferenceFailed, InvalidParameter,
-                    MissingImage, UnsupportedMediaType, error_body)
+from errors import (ApiError, InferenceFailed, InvalidParameter, MissingImage, ModelNotFound,
+                    UnsupportedMediaType, error_body)
 from images import DecodedImage, ImageLimits, decode_image
 
 log = logging.getLogger(__name__)
@@ -47,25 +47,46 @@ def ready():
 
 @bp.get("/status")
 def status():
-    settings, manager = _settings(), _manager()
+    manager = _manager()
     features = {}
-    for task, enabled, model in (
-        (CLASSIFICATION, settings.classification_enabled, settings.classification_model),
-        (DETECTION, settings.detection_enabled, settings.detection_model),
-    ):
-        entry = {"enabled": enabled, "model": model if enabled else None}
-        slot = manager.slot(task)
-        if slot is not None:
-            entry.update(slot.describe())
+    for task in (CLASSIFICATION, DETECTION):
+        names = manager.by_task.get(task, [])
+        if names:
+            features[task] = {"enabled": True, "model": names[0], "models": names}
         else:
-            entry["enable_with"] = f"{_ENABLE_VARIABLE[task]}=true"
-        features[task] = entry
-    return jsonify(features=features, ready=manager.ready)
+            features[task] = {"enabled": False, "model": None, "models": [],
+                              "enable_with": f"{_ENABLE_VARIABLE[task]}=true"}
+    return jsonify(features=features, models=manager.describe(), ready=manager.ready)
+
+
+@bp.get("/models")
+def list_models():
+    return jsonify(models=[slot.info() for slot in _manager().slots.values()])
+
+
+@bp.get("/models/<name>")
+def model_info(name: str):
+    return jsonify(_named_slot(name).info())
+
+
+@bp.get("/models/<name>/labels")
+def model_labels(name: str):
+    return jsonify(name=name, labels=_named_slot(name).model.labels)
+
+
+def _named_slot(name: str):
+    manager = _manager()
+    slot = manager.slot(name)
+    if slot is None:
+        names = list(manager.slots)
+        raise ModelNotFound(f"Model '{name}' is not configured; configured: {', '.join(names) or 'none'}.",
+                            details={"configured": names})
+    return slot
 
 
 @bp.post("/classify-image")
 def classify_image():
-    slot = _enabled_slot(CLASSIFICATION)
+    slot = _manager().for_task(CLASSIFICATION, request.args.get("model"))
     top_k = _int_arg("top_k", default=10, minimum=1, maximum=1000)
     image = _uploaded_image()
     model = slot.get()
@@ -77,7 +98,7 @@ def classify_image():
 
 @bp.post("/detect-objects")
 def detect_objects():
-    slot = _enabled_slot(DETECTION)
+    slot = _manager().for_task(DETECTION, request.args.get("model"))
     min_probability = _float_arg("min_probability", default=30.0, minimum=0.0, maximum=100.0)
     image = _uploaded_image()
     model = slot.get()
@@ -88,16 +109,6 @@ def detect_objects():
          "box_points": list(d.box)}
         for d in detections
     ])
-
-
-def _enabled_slot(task: str):
-    slot = _manager().slot(task)
-    if slot is None:
-        raise FeatureDisabled(
-            f"{task.capitalize()} is disabled on this service; it is enabled with "
-            f"{_ENABLE_VARIABLE[task]}=true."
-        )
-    return slot
 
 
 def _uploaded_image() -> DecodedImage:

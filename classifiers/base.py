@@ -14,12 +14,16 @@ class Classifier(abc.ABC):
     @property
     @abc.abstractmethod
     def input_size(self) -> tuple[int, int]:
-        """(height, width) the whole image is resized to."""
+        """(height, width) the whole image is resized to; None while unknown."""
 
     @property
     @abc.abstractmethod
     def labels(self) -> list[str]:
         """Class names, index i = output i. Available after `load`."""
+
+    def describe(self) -> dict:
+        """Static facts for /models: format, weights or files, preprocessing."""
+        return {}
 
     @abc.abstractmethod
     def load(self) -> None:

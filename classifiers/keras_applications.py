@@ -47,7 +47,7 @@ class KerasApplicationClassifier(Classifier):
         self.name = spec.name
         self.models_dir = Path(models_dir)
         self.download = download
-        self._labels: list[str] = []
+        self._labels: list[str] = imagenet.labels()
         self._infer = None
         self._preprocess = None
 
@@ -62,6 +62,12 @@ class KerasApplicationClassifier(Classifier):
     @property
     def weights_file(self) -> WeightFile:
         return self.spec.weights
+
+    def describe(self) -> dict:
+        return {"format": "keras", "builtin": True, "architecture": self.spec.constructor,
+                "weights": self.spec.weights.filename,
+                "preprocessing": f"keras.applications.{self.spec.module}.preprocess_input",
+                "resize": "stretch"}
 
     def _module(self):
         return importlib.import_module(f"keras.applications.{self.spec.module}")
@@ -83,8 +89,6 @@ class KerasApplicationClassifier(Classifier):
             input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)],
         )
         self._model = model
-        self._labels = imagenet.labels()
-        self._wordnet_ids = imagenet.wordnet_ids()
         self._infer(tf.zeros([1, size, size, 3]))  # trace now, not on the first request
 
     def to_array(self, images: list[Image.Image]) -> np.ndarray:

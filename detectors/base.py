@@ -23,6 +23,15 @@ class Detector(abc.ABC):
     def labels(self) -> list[str]:
         """Class names the detector can report. Available after `load`."""
 
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        """(height, width) of the network input, or None where the network decides."""
+        return None
+
+    def describe(self) -> dict:
+        """Static facts for /models: format, weights or files."""
+        return {}
+
     @abc.abstractmethod
     def load(self) -> None:
         """Read weights and prepare inference. Called once, before any `detect`."""

@@ -11,6 +11,8 @@ ImageAI keeps state in module-level layers, so each detector runs one image at a
 from __future__ import annotations
 
 import dataclasses
+import functools
+import importlib.util
 import threading
 from pathlib import Path
 
@@ -56,7 +58,17 @@ class ImageAIDetector(Detector):
 
     @property
     def labels(self) -> list[str]:
-        return list(self._detector._ObjectDetection__classes) if self._detector else []
+        return _imageai_classes("coco91_classes.txt" if self.spec.model_type == "RetinaNet"
+                                else "coco_classes.txt")
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        # YOLO letterboxes to 416x416; RetinaNet resizes inside the network (shorter side 800).
+        return None if self.spec.model_type == "RetinaNet" else (416, 416)
+
+    def describe(self) -> dict:
+        return {"format": "imageai", "builtin": True, "architecture": self.spec.model_type,
+                "weights": self.spec.weights.filename}
 
     def build(self, weights_path: Path):
         """ImageAI's ObjectDetection with the weights loaded (raises on a bad file)."""
@@ -108,6 +120,14 @@ class ImageAIDetector(Detector):
             if score >= min_score:
                 results.append((classes[label], float(score), [int(v) for v in box]))
         return results
+
+
+@functools.lru_cache(maxsize=None)
+def _imageai_classes(filename: str) -> list[str]:
+    """ImageAI's own class list, read from its package without importing it (and torch)."""
+    package = importlib.util.find_spec("imageai").submodule_search_locations[0]
+    with open(Path(package) / "Detection" / filename, encoding="utf-8") as f:
+        return [line.strip() for line in f.read().splitlines()]
 
 
 def _clip(box, width: int, height: int) -> tuple[int, int, int, int]:

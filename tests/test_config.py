@@ -10,8 +10,8 @@ from config import ConfigError, Settings
 
 def test_defaults():
     s = Settings.from_env({})
-    assert (s.classification_enabled, s.classification_model) == (False, "mobilenet")
-    assert (s.detection_enabled, s.detection_model) == (False, "yolo")
+    assert (s.classification_enabled, s.classification_models) == (False, ("mobilenet",))
+    assert (s.detection_enabled, s.detection_models) == (False, ("yolo",))
     assert s.models_dir == Path("./models") and s.model_download is True and s.preload_models is False
     assert (s.waitress_threads, s.port, s.max_upload_mb, s.max_image_pixels) == (4, 5001, 10, 40_000_000)
 
@@ -33,7 +33,7 @@ def test_legacy_alias_for_classification():
 
 def test_model_names_are_case_insensitive():
     s = Settings.from_env({"IMAGE_CLASSIFICATION_MODEL": "DenseNet", "OBJECT_DETECTION_MODEL": " tiny_yolo "})
-    assert (s.classification_model, s.detection_model) == ("densenet", "tiny_yolo")
+    assert (s.classification_models, s.detection_models) == (("densenet",), ("tiny_yolo",))
 
 
 def test_every_problem_is_reported_at_once():
@@ -44,7 +44,7 @@ def test_every_problem_is_reported_at_once():
         Settings.from_env(env)
     message = str(info.value)
     assert len(info.value.problems) == 7
-    assert "valid choices: mobilenet, resnet, inception, densenet" in message
+    assert "valid choices: mobilenet, resnet, inception, densenet, or the name of a folder" in message
     assert "valid choices: yolo, tiny_yolo, retina" in message
     for name in env:
         assert name in message
@@ -53,3 +53,21 @@ def test_every_problem_is_reported_at_once():
 def test_settings_are_frozen():
     with pytest.raises(Exception):
         Settings().port = 1
+
+
+def test_model_lists_keep_their_order_and_accept_model_folders(tmp_path):
+    (tmp_path / "my_model").mkdir()
+    (tmp_path / "my_model" / "model.json").write_text("{}")
+    s = Settings.from_env({"IMAGE_CLASSIFICATION_MODEL": "resnet, my_model,mobilenet",
+                           "OBJECT_DETECTION_MODEL": "tiny_yolo,yolo", "MODELS_DIR": str(tmp_path)})
+    assert s.classification_models == ("resnet", "my_model", "mobilenet")
+    assert s.classification_model == "resnet" and s.detection_model == "tiny_yolo"
+
+
+def test_unknown_names_and_duplicates_in_lists(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"IMAGE_CLASSIFICATION_MODEL": "mobilenet,nothere,../etc",
+                           "OBJECT_DETECTION_MODEL": "yolo,yolo", "MODELS_DIR": str(tmp_path)})
+    message = str(info.value)
+    assert "'nothere' is not a known model" in message and "'../etc' is not a known model" in message
+    assert "names a model twice" in message

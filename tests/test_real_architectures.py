@@ -27,7 +27,7 @@ def post_image(client, path, data, query=""):
 def test_classifier_matches_the_reference_keras_pipeline(name, random_models_dir):
     """For an image already at the input size the service equals preprocess_input → model."""
     spec = CLASSIFIER_SPECS[name]
-    settings = Settings(classification_enabled=True, classification_model=name,
+    settings = Settings(classification_enabled=True, classification_models=(name,),
                         models_dir=random_models_dir, model_download=False)
     client = create_app(settings).test_client()
     images = [sample_image(spec.size, spec.size, seed) for seed in (1, 2)]
@@ -68,7 +68,7 @@ def test_classifier_labels_are_keras_imagenet_names(random_models_dir):
 
 @pytest.mark.parametrize("name", ["yolo", "tiny_yolo", "retina"])
 def test_detector_loads_and_answers_in_the_imageai_shape(name, random_models_dir):
-    settings = Settings(detection_enabled=True, detection_model=name,
+    settings = Settings(detection_enabled=True, detection_models=(name,),
                         models_dir=random_models_dir, model_download=False)
     client = create_app(settings).test_client()
     width, height = 320, 200
@@ -100,8 +100,8 @@ def test_damaged_weight_file_fails_clearly_and_the_service_stays_up(name, damage
     task = "classification" if spec.subdir == "classify" else "detection"
     settings = Settings(classification_enabled=task == "classification",
                         detection_enabled=task == "detection",
-                        classification_model=name if task == "classification" else "mobilenet",
-                        detection_model=name if task == "detection" else "yolo",
+                        classification_models=(name if task == "classification" else "mobilenet",),
+                        detection_models=(name if task == "detection" else "yolo",),
                         models_dir=tmp_path, model_download=False)
     client = create_app(settings).test_client()
     path = "/classify-image" if task == "classification" else "/detect-objects"
@@ -115,7 +115,7 @@ def test_damaged_weight_file_fails_clearly_and_the_service_stays_up(name, damage
 
 
 def test_missing_weights_without_download_name_file_url_and_command(tmp_path):
-    settings = Settings(detection_enabled=True, detection_model="retina", models_dir=tmp_path,
+    settings = Settings(detection_enabled=True, detection_models=("retina",), models_dir=tmp_path,
                         model_download=False)
     client = create_app(settings).test_client()
     response = post_image(client, "/detect-objects", imaging.jpeg())

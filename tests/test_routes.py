@@ -94,8 +94,9 @@ def test_health_ready_status(client, classifier):
     assert response.status_code == 200
     assert {m["state"] for m in response.get_json()["models"].values()} == {"ready"}
     status = client.get("/status").get_json()
-    assert status["features"]["classification"]["model"] == "mobilenet"
-    assert status["features"]["detection"]["state"] == "ready"
+    assert status["features"]["classification"]["model"] == "fake_classifier"
+    assert status["models"]["fake_detector"]["state"] == "ready"
+    assert status["models"]["fake_classifier"]["memory_mb"] >= 0
 
 
 def test_model_loads_once_when_requests_arrive_together(settings):

@@ -1,0 +1,1 @@
+"""Measurement tools: accuracy evaluation (and, later, the service benchmark)."""

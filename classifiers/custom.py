@@ -1,0 +1,29 @@
+"""A user's own classifier from a model folder (Keras, TFLite or ONNX)."""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from classifiers.base import Classifier
+from runtimes.custom_model import CustomModel
+
+
+class CustomClassifier(CustomModel, Classifier):
+    def check_outputs(self, runtime, where):
+        shape = runtime.outputs[0].shape
+        classes = shape[-1]
+        if len(runtime.outputs) != 1 or len(shape) != 2:
+            return [f"{where}: 'file' must have one output of shape [batch, classes]; it has "
+                    f"{[list(o.shape) for o in runtime.outputs]}"]
+        if classes != len(self.spec.labels):
+            return [f"{where}: 'labels' has {len(self.spec.labels)} lines but the model has "
+                    f"{classes} outputs"]
+        return []
+
+    def predict(self, images: list[Image.Image]) -> np.ndarray:
+        batch, _ = self.inputs(images)
+        scores = self._runtime.run(batch)[0].astype(np.float64)
+        if self.spec.output == "logits":
+            scores = np.exp(scores - scores.max(axis=1, keepdims=True))
+            scores /= scores.sum(axis=1, keepdims=True)
+        return scores

@@ -1,0 +1,84 @@
+"""The runtime interface and the quantization arithmetic every runtime shares."""
+from __future__ import annotations
+
+import abc
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: tuple[int | None, ...]   # None for a dynamic dimension
+    dtype: np.dtype
+    scale: float = 0.0              # quantization: real = (q - zero_point) * scale
+    zero_point: int = 0
+
+    @property
+    def quantized(self) -> bool:
+        return self.scale > 0 and np.issubdtype(self.dtype, np.integer)
+
+    def describe(self) -> dict:
+        info = {"name": self.name, "shape": [d if d is not None else -1 for d in self.shape],
+                "dtype": np.dtype(self.dtype).name}
+        if self.quantized:
+            info.update(scale=self.scale, zero_point=self.zero_point)
+        return info
+
+
+def quantize(x: np.ndarray, info: TensorInfo) -> np.ndarray:
+    if info.quantized:
+        limits = np.iinfo(info.dtype)
+        q = np.round(x / info.scale + info.zero_point)
+        return np.clip(q, limits.min, limits.max).astype(info.dtype)
+    if np.issubdtype(info.dtype, np.integer):
+        limits = np.iinfo(info.dtype)
+        return np.clip(np.round(x), limits.min, limits.max).astype(info.dtype)
+    return x.astype(info.dtype, copy=False)
+
+
+def dequantize(y: np.ndarray, info: TensorInfo) -> np.ndarray:
+    if info.quantized:
+        return (y.astype(np.float32) - info.zero_point) * np.float32(info.scale)
+    return y.astype(np.float32, copy=False)
+
+
+class Runtime(abc.ABC):
+    format: str
+    input: TensorInfo
+    outputs: list[TensorInfo]
+
+    @property
+    def layout(self) -> str:
+        """NHWC or NCHW, read from the model's input shape."""
+        shape = self.input.shape
+        if len(shape) == 4 and shape[3] == 3:
+            return "NHWC"
+        if len(shape) == 4 and shape[1] == 3:
+            return "NCHW"
+        raise ValueError(f"input shape {list(shape)} is not a batch of 3-channel images")
+
+    @property
+    def fixed_size(self) -> tuple[int, int] | None:
+        """(height, width) when the model fixes it."""
+        shape = self.input.shape
+        h, w = (shape[1], shape[2]) if self.layout == "NHWC" else (shape[2], shape[3])
+        return (h, w) if isinstance(h, int) and isinstance(w, int) else None
+
+    @property
+    def max_batch(self) -> int | None:
+        batch = self.input.shape[0]
+        return batch if isinstance(batch, int) else None
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        """float32 batch in the model's layout -> float32 outputs, batch first."""
+        if self.max_batch is not None and len(batch) > self.max_batch:
+            parts = [self.run(batch[i:i + self.max_batch]) for i in range(0, len(batch), self.max_batch)]
+            return [np.concatenate(outs) for outs in zip(*parts)]
+        raw = self._invoke(quantize(batch, self.input))
+        return [dequantize(y, info) for y, info in zip(raw, self.outputs)]
+
+    @abc.abstractmethod
+    def _invoke(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Run the model on an input already in its dtype."""
