@@ -7,9 +7,16 @@ import sys
 
 from flask import Flask
 
+import middleware
+from cache import ResultCache
 from config import ConfigError, Settings
 from errors import register_error_handlers
+from fetch import Fetcher, FetchPolicy
+from images import ImageLimits
+from metrics import Metrics
 from model_manager import ModelManager, ModelSlot
+from report import UsageReport
+from service import InferenceService
 
 log = logging.getLogger("image_service")
 
@@ -39,10 +46,20 @@ def create_app(settings: Settings | None = None, *, classifier=None, detector=No
     )
     app.extensions["settings"] = settings
     app.extensions["model_manager"] = manager
+    app.extensions["metrics"] = metrics = Metrics(manager)
+    app.extensions["report"] = report = UsageReport(settings.monitor_window, settings.report_top_n)
+    app.extensions["inference"] = InferenceService(
+        manager, ResultCache(settings.cache_maxsize, settings.cache_ttl), report,
+        Fetcher(FetchPolicy(allow_hosts=settings.fetch_allow_hosts, timeout=settings.fetch_timeout,
+                            max_bytes=settings.max_upload_bytes)),
+        ImageLimits(settings.max_image_pixels, settings.max_image_side), metrics=metrics)
 
-    from routes import bp
-    app.register_blueprint(bp)
+    import ops
+    import routes
+    app.register_blueprint(routes.bp)
+    app.register_blueprint(ops.bp)
     register_error_handlers(app)
+    middleware.install(app)
 
     if settings.preload_models:
         manager.preload_in_background()
@@ -91,6 +108,12 @@ def main() -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The access log lines are JSON already: print them as they are.
+    access = logging.getLogger("image_service.access")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access.addHandler(handler)
+    access.propagate = False
     try:
         settings = Settings.from_env()
     except ConfigError as exc:

@@ -48,6 +48,14 @@ class Settings:
     max_image_side: int = 10_000
     # Seconds before a failed model load may be tried again (not on every request).
     load_retry_seconds: float = 60.0
+    fetch_allow_hosts: frozenset[str] = frozenset()
+    fetch_timeout: float = 10.0
+    max_batch: int = 16
+    cache_maxsize: int = 1024
+    cache_ttl: int = 3600
+    monitor_window: int = 3 * 24 * 3600
+    report_top_n: int = 10
+    api_keys: tuple[str, ...] = dataclasses.field(default=(), repr=False)  # never printed
 
     @property
     def classification_model(self) -> str:
@@ -83,6 +91,14 @@ class Settings:
             max_image_pixels=reader.integer(
                 "MAX_IMAGE_PIXELS", 40_000_000, minimum=1, maximum=1_000_000_000
             ),
+            fetch_allow_hosts=frozenset(reader.items("FETCH_ALLOW_HOSTS", lower=True)),
+            max_batch=reader.integer("MAX_BATCH", 16, minimum=1, maximum=256),
+            cache_maxsize=reader.integer("CACHE_MAXSIZE", 1024, minimum=0, maximum=10_000_000),
+            cache_ttl=reader.integer("CACHE_TTL", 3600, minimum=1, maximum=365 * 24 * 3600),
+            monitor_window=reader.integer("MONITOR_WINDOW", 3 * 24 * 3600, minimum=1,
+                                          maximum=365 * 24 * 3600),
+            report_top_n=reader.integer("REPORT_TOP_N", 10, minimum=1, maximum=10_000),
+            api_keys=tuple(reader.items("API_KEYS", lower=False)),
         )
         if reader.problems:
             raise ConfigError(reader.problems)
@@ -134,6 +150,11 @@ class _Reader:
             self.problems.append(f"{name}={value} is out of range; use {minimum} to {maximum}")
             return default
         return value
+
+    def items(self, name: str, *, lower: bool) -> list[str]:
+        _, raw = self._raw(name)
+        parts = [p.strip() for p in (raw or "").split(",") if p.strip()]
+        return [p.lower() for p in parts] if lower else parts
 
     def models(self, name: str, default: str, builtins: tuple[str, ...],
                models_dir: Path) -> tuple[str, ...]:

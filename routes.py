@@ -1,18 +1,16 @@
-"""HTTP routes. Each one unpacks the request, asks the model manager for a model and shapes
-the answer; decoding lives in `images`, loading in `model_manager`, models in their packages.
-"""
+"""HTTP routes. Each unpacks the request, calls the data plane (`service`) and shapes the
+answer; decoding lives in `images`, fetching in `fetch`, loading in `model_manager`."""
 from __future__ import annotations
 
-import logging
+from flask import Blueprint, Response, current_app, jsonify, request
 
-import numpy as np
-from flask import Blueprint, current_app, jsonify, request
+from annotate import annotate
+from errors import InvalidParameter, ModelNotFound, error_body
+from inputs import read_sources
+from middleware import log_fields
+from params import bool_arg, float_arg, int_arg, list_arg
+from service import InferenceService, detection_dict
 
-from errors import (ApiError, InferenceFailed, InvalidParameter, MissingImage, ModelNotFound,
-                    UnsupportedMediaType, error_body)
-from images import DecodedImage, ImageLimits, decode_image
-
-log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
 
 CLASSIFICATION, DETECTION = "classification", "detection"
@@ -24,9 +22,15 @@ def _manager():
     return current_app.extensions["model_manager"]
 
 
-def _settings():
-    return current_app.extensions["settings"]
+def _service() -> InferenceService:
+    return current_app.extensions["inference"]
 
+
+def _max_batch() -> int:
+    return current_app.extensions["settings"].max_batch
+
+
+# --- operations ------------------------------------------------------------------------------
 
 @bp.get("/health")
 def health():
@@ -84,78 +88,98 @@ def _named_slot(name: str):
     return slot
 
 
+# --- v1: the shapes existing clients depend on ----------------------------------------------
+
 @bp.post("/classify-image")
 def classify_image():
-    slot = _manager().for_task(CLASSIFICATION, request.args.get("model"))
-    top_k = _int_arg("top_k", default=10, minimum=1, maximum=1000)
-    image = _uploaded_image()
-    model = slot.get()
-    probabilities = _infer(lambda: model.predict([image.image]))[0]
-    labels = model.labels
-    order = np.argsort(-probabilities, kind="stable")[:top_k]
-    return jsonify([[labels[i], round(float(probabilities[i]) * 100, 2)] for i in order])
+    top_k = int_arg("top_k", default=10, minimum=1, maximum=1000)
+    slot, results = _service().classify(read_sources(request, batch=False, max_batch=1),
+                                        model=request.args.get("model"), top_k=top_k,
+                                        route="/classify-image")
+    result = _single(results, slot.name)
+    return jsonify([[label, round(score * 100, 2)] for label, _, score in result.value])
 
 
 @bp.post("/detect-objects")
 def detect_objects():
-    slot = _manager().for_task(DETECTION, request.args.get("model"))
-    min_probability = _float_arg("min_probability", default=30.0, minimum=0.0, maximum=100.0)
-    image = _uploaded_image()
-    model = slot.get()
-    detections = _infer(lambda: model.detect(image.image, min_probability / 100.0))
-    detections = sorted(detections, key=lambda d: d.score, reverse=True)
-    return jsonify([
-        {"name": d.label, "percentage_probability": round(d.score * 100, 2),
-         "box_points": list(d.box)}
-        for d in detections
-    ])
+    min_probability = float_arg("min_probability", default=30.0, minimum=0.0, maximum=100.0)
+    slot, results = _service().detect(read_sources(request, batch=False, max_batch=1),
+                                      model=request.args.get("model"), min_score=min_probability / 100,
+                                      max_detections=None, classes=None, route="/detect-objects")
+    result = _single(results, slot.name)
+    return jsonify([{"name": d.label, "percentage_probability": round(d.score * 100, 2),
+                     "box_points": list(d.box)} for d in result.value])
 
 
-def _uploaded_image() -> DecodedImage:
-    if request.mimetype != "multipart/form-data":
-        raise UnsupportedMediaType(
-            "Send the image as multipart/form-data with a file field named 'image' "
-            "(curl -F image=@photo.jpg)."
-        )
-    upload = request.files.get("image")
-    if upload is None:
-        raise MissingImage()
-    data = upload.read()
-    settings = _settings()
-    return decode_image(data, ImageLimits(settings.max_image_pixels, settings.max_image_side))
+def _single(results, model: str):
+    result = results[0]
+    log_fields(model=model, images=1, image_size=_size(result), cache_hit=result.cached,
+               processing_ms=round(result.seconds * 1000, 2))
+    if result.error is not None:
+        raise result.error
+    return result
 
 
-def _infer(run):
-    try:
-        return run()
-    except ApiError:
-        raise
-    except Exception:
-        log.exception("inference failed")
-        raise InferenceFailed() from None
+def _size(result) -> str | None:
+    return f"{result.width}x{result.height}" if result.width else None
 
 
-def _int_arg(name: str, *, default: int, minimum: int, maximum: int) -> int:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidParameter(f"'{name}' must be a whole number from {minimum} to {maximum}.") from None
-    if not minimum <= value <= maximum:
-        raise InvalidParameter(f"'{name}' must be from {minimum} to {maximum}.")
-    return value
+# --- v2: JSON objects, batches, annotation --------------------------------------------------
+
+@bp.post("/v2/classify")
+def classify_v2():
+    top_k = int_arg("top_k", default=5, minimum=1, maximum=1000)
+    min_score = float_arg("min_score", default=0.0, minimum=0.0, maximum=1.0)
+    sources = read_sources(request, batch=True, max_batch=_max_batch())
+    slot, results = _service().classify(sources, model=request.args.get("model"), top_k=top_k,
+                                        route="/v2/classify")
+    _log_batch(slot.name, results)
+    if len(results) == 1 and results[0].error is not None:
+        raise results[0].error
+    entries = []
+    for r in results:
+        if r.error is not None:
+            entries.append(error_body(r.error.code, r.error.type, r.error.message))
+            continue
+        entries.append({"width": r.width, "height": r.height, "cached": r.cached,
+                        "predictions": [{"label": label, "class_id": class_id, "score": round(score, 4)}
+                                        for label, class_id, score in r.value if score >= min_score]})
+    return jsonify(model=slot.name, cached=all(r.cached for r in results), results=entries)
 
 
-def _float_arg(name: str, *, default: float, minimum: float, maximum: float) -> float:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise InvalidParameter(f"'{name}' must be a number from {minimum:g} to {maximum:g}.") from None
-    if not minimum <= value <= maximum:  # also refuses nan
-        raise InvalidParameter(f"'{name}' must be from {minimum:g} to {maximum:g}.")
-    return value
+@bp.post("/v2/detect")
+def detect_v2():
+    min_score = float_arg("min_score", default=0.3, minimum=0.0, maximum=1.0)
+    max_detections = int_arg("max_detections", default=None, minimum=1, maximum=10_000)
+    classes = list_arg("classes")
+    wants_image = bool_arg("annotate")
+    sources = read_sources(request, batch=True, max_batch=_max_batch())
+    if wants_image and len(sources) != 1:
+        raise InvalidParameter("'annotate=true' takes exactly one image.")
+    slot, results = _service().detect(sources, model=request.args.get("model"), min_score=min_score,
+                                      max_detections=max_detections, classes=classes,
+                                      route="/v2/detect", keep_images=wants_image)
+    _log_batch(slot.name, results)
+    if len(results) == 1 and results[0].error is not None:
+        raise results[0].error
+    if wants_image:
+        result = results[0]
+        response = Response(annotate(result.image, result.value), mimetype="image/jpeg")
+        response.headers["X-Detections"] = str(len(result.value))
+        return response
+    entries = []
+    for r in results:
+        if r.error is not None:
+            entries.append(error_body(r.error.code, r.error.type, r.error.message))
+            continue
+        entries.append({"width": r.width, "height": r.height, "cached": r.cached,
+                        "detections": [detection_dict(d) for d in r.value]})
+    return jsonify(model=slot.name, cached=all(r.cached for r in results), results=entries)
+
+
+def _log_batch(model: str, results) -> None:
+    log_fields(model=model, images=len(results),
+               image_size=",".join(filter(None, (_size(r) for r in results))) or None,
+               cache_hit=[r.cached for r in results] if len(results) > 1 else results[0].cached,
+               errors=sum(r.error is not None for r in results),
+               processing_ms=round(sum(r.seconds for r in results) * 1000, 2))

@@ -60,6 +60,11 @@ class KerasApplicationClassifier(Classifier):
         return self._labels
 
     @property
+    def class_ids(self) -> list[str]:
+        """WordNet ids (n02124075), as Keras' decode_predictions gives them."""
+        return imagenet.wordnet_ids()
+
+    @property
     def weights_file(self) -> WeightFile:
         return self.spec.weights
 

@@ -168,7 +168,10 @@ def test_non_images_sent_as_jpeg_are_400(client, data):
 def test_wrong_content_type(client):
     assert_error(client.post("/classify-image", data=imaging.jpeg(), content_type="image/jpeg"),
                  415, "unsupported_media_type")
-    assert_error(client.post("/classify-image", data="{}", content_type="application/json"), 415)
+    assert_error(client.post("/classify-image", data="hello", content_type="text/plain"), 415)
+    # JSON is a way to send an image (image_url / image_base64), so an empty object is a 400.
+    assert_error(client.post("/classify-image", data="{}", content_type="application/json"), 400, "missing_image")
+    assert_error(client.post("/classify-image", data="{not json", content_type="application/json"), 400)
 
 
 def test_broken_multipart_boundary(client):

@@ -1,0 +1,34 @@
+"""The result cache: (task, model, parameters, image key) -> one image's result.
+
+Image keys are the sha256 of the image bytes, or the URL for image URLs (until the TTL).
+Thread-safe; only successful results are stored.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any, Hashable
+
+from cachetools import TTLCache
+
+
+class ResultCache:
+    def __init__(self, maxsize: int, ttl: float, timer=None):
+        self.enabled = maxsize > 0
+        kwargs = {"timer": timer} if timer else {}
+        self._cache = TTLCache(maxsize=max(maxsize, 1), ttl=ttl, **kwargs)
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> Any | None:
+        if not self.enabled:
+            return None
+        with self._lock:
+            return self._cache.get(key)
+
+    def put(self, key: Hashable, value: Any) -> None:
+        if self.enabled:
+            with self._lock:
+                self._cache[key] = value
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._cache)

@@ -1,0 +1,53 @@
+"""Prometheus metrics, one registry per app (two apps in one process never share counts)."""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+from model_manager import FAILED, LOADING, NOT_LOADED, READY
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_STATES = (NOT_LOADED, LOADING, READY, FAILED)
+
+
+class _ModelStateCollector:
+    def __init__(self, manager):
+        self.manager = manager
+
+    def collect(self):
+        family = GaugeMetricFamily("model_state", "1 for the state each model is in", labels=["model", "state"])
+        for name, slot in self.manager.slots.items():
+            for state in _STATES:
+                family.add_metric([name, state], 1.0 if slot.state == state else 0.0)
+        yield family
+
+
+class Metrics:
+    def __init__(self, manager):
+        self.registry = CollectorRegistry()
+        self.requests = Counter("http_requests_total", "HTTP requests by route and status",
+                                ["route", "method", "status"], registry=self.registry)
+        self.latency = Histogram("http_request_duration_seconds", "HTTP request latency by route",
+                                 ["route"], registry=self.registry,
+                                 buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60))
+        self.inference_seconds = Histogram("model_inference_seconds", "Model call time by model",
+                                           ["model"], registry=self.registry,
+                                           buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
+        self.cache_requests = Counter("result_cache_requests_total", "Result cache lookups",
+                                      ["result"], registry=self.registry)
+        self.in_flight = Gauge("http_requests_in_flight", "Requests being served now",
+                               registry=self.registry)
+        self.registry.register(_ModelStateCollector(manager))
+
+    def cache(self, hit: bool) -> None:
+        self.cache_requests.labels("hit" if hit else "miss").inc()
+
+    def inference(self, model: str, seconds: float) -> None:
+        self.inference_seconds.labels(model).observe(seconds)
+
+    def request_done(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.requests.labels(route, method, str(status)).inc()
+        self.latency.labels(route).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,180 @@
+"""The OpenAPI 3.0 document of every route. Validated with openapi-spec-validator in the
+tests, and a test checks that every registered Flask route appears here."""
+from __future__ import annotations
+
+from flask import Flask
+
+_ERROR = {"$ref": "#/components/responses/Error"}
+
+
+def _errors(*codes: int) -> dict:
+    return {str(code): _ERROR for code in codes}
+
+
+def _query(name: str, schema: dict, description: str) -> dict:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+_MODEL = _query("model", {"type": "string"}, "A configured model name; default: the first configured for the task.")
+
+_SINGLE_IMAGE_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {
+            "image": {"type": "string", "format": "binary", "description": "JPEG, PNG, BMP, GIF, WEBP or TIFF"}}}},
+        "application/json": {"schema": {"$ref": "#/components/schemas/ImageReference"}},
+    },
+}
+_BATCH_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {
+            "image": {"type": "array", "items": {"type": "string", "format": "binary"},
+                      "description": "one or more image parts, at most MAX_BATCH"}}}},
+        "application/json": {"schema": {"oneOf": [
+            {"$ref": "#/components/schemas/ImageReference"},
+            {"type": "object", "required": ["images"], "properties": {
+                "images": {"type": "array", "minItems": 1,
+                           "items": {"$ref": "#/components/schemas/ImageReference"}}}},
+        ]}},
+    },
+}
+
+
+def _json(schema: dict, description: str = "OK") -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def openapi_document(app: Flask) -> dict:
+    settings = app.extensions["settings"]
+    open_route = {"security": []}
+    paths = {
+        "/health": {"get": {**open_route, "summary": "Liveness", "operationId": "health",
+                            "responses": {"200": _json({"type": "object", "properties": {"status": {"type": "string"}}})}}},
+        "/ready": {"get": {**open_route, "summary": "Readiness: 200 once every configured model is loaded",
+                           "operationId": "ready",
+                           "responses": {"200": _json(_ref("Readiness")),
+                                         "503": _json(_ref("Readiness"), "Not every model is loaded")}}},
+        "/status": {"get": {"summary": "Features, models, their state and memory", "operationId": "status",
+                            "responses": {"200": _json({"type": "object"}), **_errors(401)}}},
+        "/models": {"get": {"summary": "Every configured model", "operationId": "listModels",
+                            "responses": {"200": _json({"type": "object", "properties": {
+                                "models": {"type": "array", "items": _ref("ModelInfo")}}}), **_errors(401)}}},
+        "/models/{name}": {"get": {"summary": "One model's configuration", "operationId": "modelInfo",
+                                   "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+                                   "responses": {"200": _json(_ref("ModelInfo")), **_errors(401, 404)}}},
+        "/models/{name}/labels": {"get": {"summary": "One model's labels", "operationId": "modelLabels",
+                                          "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+                                          "responses": {"200": _json({"type": "object", "properties": {
+                                              "name": {"type": "string"},
+                                              "labels": {"type": "array", "items": {"type": "string"}}}}),
+                                              **_errors(401, 404)}}},
+        "/classify-image": {"post": {
+            "summary": "Classify one image (v1 shape: [label, percentage] pairs)", "operationId": "classifyImage",
+            "parameters": [_query("top_k", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10}, "How many labels"), _MODEL],
+            "requestBody": _SINGLE_IMAGE_BODY,
+            "responses": {"200": _json({"type": "array", "items": {"type": "array", "minItems": 2, "maxItems": 2,
+                                                                   "items": {"oneOf": [{"type": "string"}, {"type": "number"}]}}},
+                                       "[[label, percentage 0-100], ...], highest first"),
+                          **_errors(400, 401, 403, 404, 413, 415, 500, 503)}}},
+        "/detect-objects": {"post": {
+            "summary": "Detect objects in one image (v1 shape, ImageAI's)", "operationId": "detectObjects",
+            "parameters": [_query("min_probability", {"type": "number", "minimum": 0, "maximum": 100, "default": 30}, "Percent"), _MODEL],
+            "requestBody": _SINGLE_IMAGE_BODY,
+            "responses": {"200": _json({"type": "array", "items": _ref("DetectionV1")}),
+                          **_errors(400, 401, 403, 404, 413, 415, 500, 503)}}},
+        "/v2/classify": {"post": {
+            "summary": "Classify one image or a batch", "operationId": "classifyV2",
+            "parameters": [_query("top_k", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 5}, "Predictions per image"),
+                           _query("min_score", {"type": "number", "minimum": 0, "maximum": 1, "default": 0}, "Drop predictions below"),
+                           _MODEL],
+            "requestBody": _BATCH_BODY,
+            "responses": {"200": _json(_ref("ClassifyV2")), **_errors(400, 401, 403, 404, 413, 415, 500, 503)}}},
+        "/v2/detect": {"post": {
+            "summary": "Detect objects in one image or a batch; annotate=true answers the drawn image",
+            "operationId": "detectV2",
+            "parameters": [_query("min_score", {"type": "number", "minimum": 0, "maximum": 1, "default": 0.3}, "Score 0-1"),
+                           _query("max_detections", {"type": "integer", "minimum": 1, "maximum": 10000}, "Per image"),
+                           _query("classes", {"type": "string"}, "Comma-separated labels to keep"),
+                           _query("annotate", {"type": "boolean", "default": False}, "Answer image/jpeg with the detections drawn (one image)"),
+                           _MODEL],
+            "requestBody": _BATCH_BODY,
+            "responses": {"200": {"description": "Detections, or the annotated JPEG", "content": {
+                "application/json": {"schema": _ref("DetectV2")},
+                "image/jpeg": {"schema": {"type": "string", "format": "binary"}}}},
+                **_errors(400, 401, 403, 404, 413, 415, 500, 503)}}},
+        "/report": {"get": {"summary": f"Usage over the last MONITOR_WINDOW seconds ({settings.monitor_window})",
+                            "operationId": "report", "responses": {"200": _json(_ref("Report")), **_errors(401)}}},
+        "/metrics": {"get": {**open_route, "summary": "Prometheus metrics", "operationId": "metrics",
+                             "responses": {"200": {"description": "Prometheus text format",
+                                                   "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+        "/openapi.json": {"get": {"summary": "This document", "operationId": "openapi",
+                                  "responses": {"200": _json({"type": "object"}), **_errors(401)}}},
+        "/docs": {"get": {"summary": "Swagger UI for this document", "operationId": "docs",
+                          "responses": {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}},
+                                        **_errors(401)}}},
+        "/docs/static/{filename}": {"get": {"summary": "Swagger UI assets", "operationId": "docsStatic",
+                                            "parameters": [{"name": "filename", "in": "path", "required": True, "schema": {"type": "string"}}],
+                                            "responses": {"200": {"description": "A static file"}, **_errors(401, 404)}}},
+    }
+    stats = {"type": "object", "properties": {
+        "num_requested": {"type": "integer"}, "num_cache_hits": {"type": "integer"}, "num_errors": {"type": "integer"},
+        "processing_time_min": {"type": "number", "nullable": True},
+        "processing_time_max": {"type": "number", "nullable": True},
+        "processing_time_mean": {"type": "number", "nullable": True}}}
+    error_entry = _ref("Error")
+    schemas = {
+        "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+            "type": "object", "required": ["code", "type", "message"], "properties": {
+                "code": {"type": "integer"}, "type": {"type": "string"}, "message": {"type": "string"}}}}},
+        "ImageReference": {"type": "object", "properties": {
+            "image_url": {"type": "string", "format": "uri", "maxLength": 4096},
+            "image_base64": {"type": "string", "format": "byte"}},
+            "description": "exactly one of image_url or image_base64"},
+        "DetectionV1": {"type": "object", "properties": {
+            "name": {"type": "string"}, "percentage_probability": {"type": "number"},
+            "box_points": {"type": "array", "items": {"type": "integer"}, "minItems": 4, "maxItems": 4}}},
+        "Detection": {"type": "object", "properties": {
+            "label": {"type": "string"}, "score": {"type": "number"},
+            "box": {"type": "object", "properties": {k: {"type": "integer"} for k in ("x1", "y1", "x2", "y2")}}}},
+        "ClassifyV2": {"type": "object", "properties": {
+            "model": {"type": "string"}, "cached": {"type": "boolean"},
+            "results": {"type": "array", "items": {"oneOf": [{"type": "object", "properties": {
+                "width": {"type": "integer"}, "height": {"type": "integer"}, "cached": {"type": "boolean"},
+                "predictions": {"type": "array", "items": {"type": "object", "properties": {
+                    "label": {"type": "string"}, "class_id": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
+                    "score": {"type": "number"}}}}}}, error_entry]}}}},
+        "DetectV2": {"type": "object", "properties": {
+            "model": {"type": "string"}, "cached": {"type": "boolean"},
+            "results": {"type": "array", "items": {"oneOf": [{"type": "object", "properties": {
+                "width": {"type": "integer"}, "height": {"type": "integer"}, "cached": {"type": "boolean"},
+                "detections": {"type": "array", "items": _ref("Detection")}}}, error_entry]}}}},
+        "ModelInfo": {"type": "object", "properties": {
+            "name": {"type": "string"}, "task": {"type": "string"}, "format": {"type": "string"},
+            "input_size": {"type": "array", "items": {"type": "integer"}, "nullable": True},
+            "num_labels": {"type": "integer"}, "state": {"type": "string"}}},
+        "Readiness": {"type": "object", "properties": {
+            "status": {"type": "string"}, "models": {"type": "object"}}},
+        "Report": {"type": "object", "properties": {
+            "window_seconds": {"type": "number"}, "distinct_images": {"type": "integer"},
+            "images": {"type": "array", "items": {"allOf": [{"type": "object", "properties": {"key": {"type": "string"}}}, stats]}},
+            "models": {"type": "object", "additionalProperties": stats},
+            "routes": {"type": "object", "additionalProperties": stats}}},
+    }
+    document = {
+        "openapi": "3.0.3",
+        "info": {"title": "image-classification-service", "version": "1.0.0",
+                 "description": "Image classification and object detection on your own machines."},
+        "paths": paths,
+        "components": {"schemas": schemas,
+                       "responses": {"Error": {"description": "An error", "content": {"application/json": {"schema": _ref("Error")}}}},
+                       "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                                           "bearer": {"type": "http", "scheme": "bearer"}}},
+    }
+    if settings.api_keys:
+        document["security"] = [{"apiKey": []}, {"bearer": []}]
+    return document

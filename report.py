@@ -1,0 +1,126 @@
+"""Usage report: per image key, per model and per route, over the last MONITOR_WINDOW seconds.
+
+Requests are counted in per-minute buckets, so memory grows with distinct keys per minute,
+not with requests, and pruning is exact to the minute. Pruning runs on every record (not only
+when the report is read). Cache hits count as requests and hits, never as 0-second processing.
+At most `max_keys` image keys are tracked; the least recently seen is dropped past that.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import threading
+import time
+
+BUCKET_SECONDS = 60
+
+
+@dataclasses.dataclass
+class Stats:
+    requests: int = 0
+    cache_hits: int = 0
+    errors: int = 0
+    processed: int = 0
+    time_sum: float = 0.0
+    time_min: float = float("inf")
+    time_max: float = 0.0
+
+    def add(self, seconds: float | None, hit: bool, error: bool) -> None:
+        self.requests += 1
+        if hit:
+            self.cache_hits += 1
+        elif error:
+            self.errors += 1
+        elif seconds is not None:
+            self.processed += 1
+            self.time_sum += seconds
+            self.time_min = min(self.time_min, seconds)
+            self.time_max = max(self.time_max, seconds)
+
+    def merge(self, other: "Stats") -> None:
+        self.requests += other.requests
+        self.cache_hits += other.cache_hits
+        self.errors += other.errors
+        self.processed += other.processed
+        self.time_sum += other.time_sum
+        self.time_min = min(self.time_min, other.time_min)
+        self.time_max = max(self.time_max, other.time_max)
+
+    def as_dict(self) -> dict:
+        processed = self.processed
+        return {
+            "num_requested": self.requests,
+            "num_cache_hits": self.cache_hits,
+            "num_errors": self.errors,
+            "processing_time_min": round(self.time_min, 6) if processed else None,
+            "processing_time_max": round(self.time_max, 6) if processed else None,
+            "processing_time_mean": round(self.time_sum / processed, 6) if processed else None,
+        }
+
+
+class UsageReport:
+    def __init__(self, window: float, top_n: int, max_keys: int = 100_000, clock=time.time):
+        self.window, self.top_n, self.max_keys, self.clock = window, top_n, max_keys, clock
+        self._lock = threading.Lock()
+        # group ("image" | "model" | "route") -> name -> OrderedDict(bucket -> Stats)
+        self._series: dict[str, dict[str, collections.OrderedDict]] = {
+            "image": collections.OrderedDict(), "model": {}, "route": {}}
+        self._order: collections.deque[tuple[int, str, str]] = collections.deque()  # (bucket, group, name)
+
+    def record(self, *, image_key: str | None, model: str | None, route: str,
+               seconds: float | None, cache_hit: bool = False, error: bool = False) -> None:
+        now = self.clock()
+        bucket = int(now // BUCKET_SECONDS)
+        with self._lock:
+            self._prune(now)
+            for group, name in (("image", image_key), ("model", model), ("route", route)):
+                if name is None:
+                    continue
+                series = self._series[group]
+                buckets = series.get(name)
+                if buckets is None:
+                    buckets = series[name] = collections.OrderedDict()
+                    if group == "image" and len(series) > self.max_keys:
+                        series.popitem(last=False)
+                elif group == "image":
+                    series.move_to_end(name)
+                stats = buckets.get(bucket)
+                if stats is None:
+                    stats = buckets[bucket] = Stats()
+                    self._order.append((bucket, group, name))
+                stats.add(seconds, cache_hit, error)
+
+    def _prune(self, now: float) -> None:
+        oldest = int((now - self.window) // BUCKET_SECONDS)
+        while self._order and self._order[0][0] <= oldest:
+            bucket, group, name = self._order.popleft()
+            buckets = self._series[group].get(name)
+            if buckets is None:
+                continue
+            buckets.pop(bucket, None)
+            if not buckets:
+                del self._series[group][name]
+
+    def _totals(self, group: str) -> dict[str, Stats]:
+        totals = {}
+        for name, buckets in self._series[group].items():
+            total = Stats()
+            for stats in buckets.values():
+                total.merge(stats)
+            totals[name] = total
+        return totals
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            self._prune(self.clock())
+            images = self._totals("image")
+            models = self._totals("model")
+            routes = self._totals("route")
+        top = sorted(images.items(), key=lambda item: (-item[1].requests, item[0]))[: self.top_n]
+        return {
+            "window_seconds": self.window,
+            "images": [{"key": key, **stats.as_dict()} for key, stats in top],
+            "distinct_images": len(images),
+            "models": {name: stats.as_dict() for name, stats in sorted(models.items())},
+            "routes": {name: stats.as_dict() for name, stats in sorted(routes.items())},
+        }

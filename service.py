@@ -1,0 +1,146 @@
+"""The data plane: find the model, take results from the cache or compute them, record usage.
+
+Routes hand it image sources and parameters and shape its results; it owns the order of work:
+cache lookup (URLs are not fetched on a hit) → fetch/decode per image (a bad image is that
+image's error) → one batched model call for a classifier → cache store → report and metrics.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from cache import ResultCache
+from detectors.base import Detection
+from errors import ApiError, InferenceFailed
+from fetch import Fetcher
+from images import ImageLimits, decode_image
+from inputs import ImageSource
+from model_manager import ModelManager, ModelSlot
+from report import UsageReport
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class ImageResult:
+    key: str
+    width: int | None = None
+    height: int | None = None
+    value: Any = None                # classification: [(label, class_id, score)]; detection: [Detection]
+    cached: bool = False
+    error: ApiError | None = None
+    image: Image.Image | None = None  # kept only when the caller needs the pixels (annotation)
+    seconds: float = 0.0
+
+
+class InferenceService:
+    def __init__(self, manager: ModelManager, cache: ResultCache, report: UsageReport,
+                 fetcher: Fetcher, limits: ImageLimits, metrics=None):
+        self.manager, self.cache, self.report = manager, cache, report
+        self.fetcher, self.limits, self.metrics = fetcher, limits, metrics
+
+    # --- public ----------------------------------------------------------------------------
+
+    def classify(self, sources: list[ImageSource], *, model: str | None, top_k: int,
+                 route: str) -> tuple[ModelSlot, list[ImageResult]]:
+        slot = self.manager.for_task("classification", model)
+        params = ("classification", slot.name, top_k)
+        results, pending = self._from_cache(sources, params, keep_images=False)
+        if pending:
+            classifier = slot.get()
+            labels = classifier.labels
+            class_ids = getattr(classifier, "class_ids", None) or list(range(len(labels)))
+            started = time.perf_counter()
+            probabilities = self._run(slot, lambda: classifier.predict([r.image for r in pending]))
+            share = (time.perf_counter() - started) / len(pending)
+            for result, row in zip(pending, probabilities):
+                order = np.argsort(-row, kind="stable")[:top_k]
+                result.value = [(labels[i], class_ids[i], float(row[i])) for i in order]
+                result.seconds += share
+                result.image = None
+                self.cache.put(params + (result.key,), (result.width, result.height, result.value))
+        self._record(results, slot.name, route)
+        return slot, results
+
+    def detect(self, sources: list[ImageSource], *, model: str | None, min_score: float,
+               max_detections: int | None, classes: frozenset[str] | None, route: str,
+               keep_images: bool = False) -> tuple[ModelSlot, list[ImageResult]]:
+        slot = self.manager.for_task("detection", model)
+        classes = frozenset(c.lower() for c in classes) if classes else None
+        params = ("detection", slot.name, min_score, max_detections, classes)
+        results, pending = self._from_cache(sources, params, keep_images=keep_images)
+        if pending:
+            detector = slot.get()
+            for result in pending:
+                started = time.perf_counter()
+                found = self._run(slot, lambda: detector.detect(result.image, min_score))
+                result.seconds += time.perf_counter() - started
+                found = sorted((d for d in found if classes is None or d.label.lower() in classes),
+                               key=lambda d: d.score, reverse=True)
+                result.value = found[:max_detections] if max_detections else found
+                self.cache.put(params + (result.key,), (result.width, result.height, result.value))
+                if not keep_images:
+                    result.image = None
+        self._record(results, slot.name, route)
+        return slot, results
+
+    # --- steps -----------------------------------------------------------------------------
+
+    def _from_cache(self, sources, params, *, keep_images: bool):
+        results, pending = [], []
+        for source in sources:
+            result = ImageResult(key=source.key)
+            results.append(result)
+            if source.error is not None:
+                result.error = source.error
+                continue
+            cached = self.cache.get(params + (source.key,))
+            if self.metrics:
+                self.metrics.cache(cached is not None)
+            if cached is not None:
+                result.width, result.height, result.value = cached
+                result.cached = True
+                if not keep_images:
+                    continue
+            started = time.perf_counter()
+            try:
+                data = source.data if source.url is None else self.fetcher.fetch(source.url)
+                decoded = decode_image(data, self.limits)
+            except ApiError as err:
+                result.error = err
+                continue
+            finally:
+                result.seconds = time.perf_counter() - started
+            result.image, result.width, result.height = decoded.image, decoded.width, decoded.height
+            if not result.cached:
+                pending.append(result)
+        return results, pending
+
+    def _run(self, slot: ModelSlot, call):
+        started = time.perf_counter()
+        try:
+            return call()
+        except ApiError:
+            raise
+        except Exception:
+            log.exception("inference failed on model '%s'", slot.name)
+            raise InferenceFailed() from None
+        finally:
+            if self.metrics:
+                self.metrics.inference(slot.name, time.perf_counter() - started)
+
+    def _record(self, results: list[ImageResult], model: str, route: str) -> None:
+        for result in results:
+            self.report.record(image_key=None if result.key == "invalid" else result.key, model=model,
+                               route=route, seconds=result.seconds, cache_hit=result.cached,
+                               error=result.error is not None)
+
+
+def detection_dict(d: Detection) -> dict:
+    x1, y1, x2, y2 = d.box
+    return {"label": d.label, "score": round(d.score, 4), "box": {"x1": x1, "y1": y1, "x2": x2, "y2": y2}}

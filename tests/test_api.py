@@ -1,0 +1,319 @@
+"""The richer API: /v2 routes, batches, annotation, cache, report, OpenAPI, docs, metrics,
+API keys and the request log. Fake models keep these fast; the real models are elsewhere."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+
+import pytest
+from PIL import Image
+
+from app import create_app
+from config import Settings
+from report import UsageReport
+from tests import imaging
+from tests.fakes import FakeClassifier, FakeDetector
+from tests.image_server import ImageServer
+
+RED = imaging.jpeg(size=(40, 30), color=(250, 10, 10))
+BLUE = imaging.png(size=(20, 10), color=(10, 10, 250))
+
+
+def make_app(tmp_path, **overrides):
+    settings = Settings(classification_enabled=True, detection_enabled=True, models_dir=tmp_path, **overrides)
+    return create_app(settings, classifier=FakeClassifier(), detector=FakeDetector())
+
+
+@pytest.fixture
+def app(tmp_path):
+    return make_app(tmp_path)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def multipart(*images):
+    body = imaging.multipart()
+    parts = []
+    boundary = "b0undary"
+    for i, data in enumerate(images):
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{i}.jpg"\r\n'
+                     f"Content-Type: image/jpeg\r\n\r\n".encode() + data + b"\r\n")
+    return f"multipart/form-data; boundary={boundary}", b"".join(parts) + f"--{boundary}--\r\n".encode()
+
+
+def post_images(client, path, *images):
+    content_type, body = multipart(*images)
+    return client.post(path, data=body, content_type=content_type)
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+# --- /v2 shapes -------------------------------------------------------------------------------
+
+def test_v2_classify_shape(client):
+    body = post_images(client, "/v2/classify?top_k=2", RED).get_json()
+    assert body["model"] == "fake_classifier" and body["cached"] is False
+    (result,) = body["results"]
+    assert (result["width"], result["height"]) == (40, 30)
+    assert [p["label"] for p in result["predictions"]][0] == "red" and len(result["predictions"]) == 2
+    assert result["predictions"][0]["class_id"] == 0 and 0 <= result["predictions"][0]["score"] <= 1
+
+
+def test_v2_classify_min_score(client):
+    preds = post_images(client, "/v2/classify?top_k=3&min_score=0.5", RED).get_json()["results"][0]["predictions"]
+    assert [p["label"] for p in preds] == ["red"]
+
+
+def test_v2_detect_shape_and_filters(client):
+    body = post_images(client, "/v2/detect?min_score=0.05", RED).get_json()
+    dets = body["results"][0]["detections"]
+    assert dets[0] == {"label": "dog", "score": 0.9, "box": {"x1": 0, "y1": 0, "x2": 20, "y2": 15}}
+    assert len(dets) == 3
+    only_cats = post_images(client, "/v2/detect?min_score=0.05&classes=Cat", RED).get_json()
+    assert {d["label"] for d in only_cats["results"][0]["detections"]} == {"cat"}
+    top1 = post_images(client, "/v2/detect?min_score=0.05&max_detections=1", RED).get_json()
+    assert len(top1["results"][0]["detections"]) == 1
+    for bad in ("min_score=2", "max_detections=0", "annotate=maybe"):
+        assert post_images(client, f"/v2/detect?{bad}", RED).status_code == 400
+
+
+def test_json_base64_input_on_every_route(client):
+    for path in ("/classify-image", "/detect-objects", "/v2/classify", "/v2/detect"):
+        response = client.post(path, json={"image_base64": b64(RED)})
+        assert response.status_code == 200, (path, response.get_json())
+    data_uri = "data:image/jpeg;base64," + b64(RED)
+    assert client.post("/v2/classify", json={"image_base64": data_uri}).status_code == 200
+    bad = client.post("/classify-image", json={"image_base64": "not base64!!"})
+    assert bad.status_code == 400 and bad.get_json()["error"]["type"] == "invalid_image"
+    both = client.post("/classify-image", json={"image_base64": b64(RED), "image_url": "http://x/a.jpg"})
+    assert both.status_code == 400
+
+
+# --- batches ----------------------------------------------------------------------------------
+
+def test_batch_of_parts_keeps_order_and_isolates_bad_images(client, app):
+    response = post_images(client, "/v2/classify?top_k=1", RED, b"not an image", BLUE)
+    assert response.status_code == 200
+    results = response.get_json()["results"]
+    assert results[0]["predictions"][0]["label"] == "red"
+    assert results[1]["error"]["code"] == 400 and results[1]["error"]["type"] == "invalid_image"
+    assert results[2]["predictions"][0]["label"] == "blue"
+
+
+def test_batch_runs_as_one_model_call(tmp_path):
+    classifier = FakeClassifier()
+    calls = []
+    original = classifier.predict
+    classifier.predict = lambda images: calls.append(len(images)) or original(images)
+    app = create_app(Settings(classification_enabled=True, models_dir=tmp_path), classifier=classifier)
+    post_images(app.test_client(), "/v2/classify", RED, BLUE, imaging.jpeg(color=(0, 255, 0)))
+    assert calls == [3]
+
+
+def test_json_batch_with_urls_and_base64(tmp_path):
+    with ImageServer() as server:
+        app = make_app(tmp_path, fetch_allow_hosts=frozenset({f"127.0.0.1:{server.port}"}))
+        body = {"images": [{"image_url": server.url("/cat.jpg")}, {"image_base64": b64(BLUE)},
+                           {"image_url": "http://10.0.0.1/x.jpg"}, {"nothing": 1}]}
+        results = app.test_client().post("/v2/classify?top_k=1", json=body).get_json()["results"]
+    assert results[0]["predictions"][0]["label"] == "green"
+    assert results[1]["predictions"][0]["label"] == "blue"
+    assert results[2]["error"]["type"] == "image_url_unavailable"
+    assert results[3]["error"]["code"] == 400
+
+
+def test_batch_limits(tmp_path):
+    client = make_app(tmp_path, max_batch=2).test_client()
+    response = post_images(client, "/v2/classify", RED, RED, RED)
+    assert response.status_code == 400 and "MAX_BATCH" in response.get_json()["error"]["message"]
+    assert client.post("/v2/detect", json={"images": [{"image_base64": b64(RED)}] * 3}).status_code == 400
+    assert client.post("/v2/detect", json={"images": []}).status_code == 400
+    # v1 routes take one image.
+    assert post_images(client, "/classify-image", RED, RED).status_code == 400
+
+
+def test_a_single_bad_image_on_v2_is_its_error_status(client):
+    response = post_images(client, "/v2/classify", imaging.png_header_claiming(20000, 20000))
+    assert response.status_code == 413
+
+
+# --- annotation -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("size", [(40, 30), (3000, 2000)])
+def test_annotated_image(client, size):
+    response = post_images(client, "/v2/detect?annotate=true&min_score=0.3", imaging.jpeg(size=size, color=(255, 255, 255)))
+    assert response.status_code == 200 and response.mimetype == "image/jpeg"
+    assert response.headers["X-Detections"] == "2"
+    drawn = Image.open(io.BytesIO(response.data))
+    assert drawn.size == size
+    # Something was drawn on the white image, near the dog's box corner.
+    assert drawn.convert("RGB").getpixel((1, 1)) != (255, 255, 255)
+    assert post_images(client, "/v2/detect?annotate=true", RED, RED).status_code == 400
+
+
+# --- cache ------------------------------------------------------------------------------------
+
+def test_cache_hits_and_failures_are_not_cached(tmp_path):
+    classifier = FakeClassifier()
+    calls = []
+    original = classifier.predict
+    classifier.predict = lambda images: calls.append(1) or original(images)
+    app = create_app(Settings(classification_enabled=True, models_dir=tmp_path), classifier=classifier)
+    client = app.test_client()
+    first = post_images(client, "/v2/classify", RED).get_json()
+    second = post_images(client, "/v2/classify", RED).get_json()
+    assert (first["cached"], second["cached"]) == (False, True)
+    assert first["results"][0]["predictions"] == second["results"][0]["predictions"]
+    assert len(calls) == 1
+    # Other parameters are another entry.
+    assert post_images(client, "/v2/classify?top_k=1", RED).get_json()["cached"] is False
+    # v1 answers share the cache and keep their shape.
+    assert post_images(client, "/classify-image?top_k=1", RED).status_code == 200
+    # A failure is never cached.
+    classifier.fail_predict = True
+    assert post_images(client, "/v2/classify", BLUE).status_code == 500
+    classifier.fail_predict = False
+    assert post_images(client, "/v2/classify", BLUE).get_json()["cached"] is False
+
+
+def test_urls_are_cached_by_url_without_fetching_again(tmp_path):
+    with ImageServer() as server:
+        client = make_app(tmp_path, fetch_allow_hosts=frozenset({f"127.0.0.1:{server.port}"})).test_client()
+        url = server.url("/cat.jpg")
+        assert client.post("/v2/detect", json={"image_url": url}).get_json()["cached"] is False
+        assert client.post("/v2/detect", json={"image_url": url}).get_json()["cached"] is True
+        assert server.hits["/cat.jpg"] == 1
+
+
+def test_cache_expires_after_ttl(tmp_path):
+    app = make_app(tmp_path, cache_ttl=1)
+    service = app.extensions["inference"]
+    now = [1000.0]
+    from cache import ResultCache
+    service.cache = ResultCache(16, 1, timer=lambda: now[0])
+    client = app.test_client()
+    assert post_images(client, "/v2/classify", RED).get_json()["cached"] is False
+    assert post_images(client, "/v2/classify", RED).get_json()["cached"] is True
+    now[0] += 2
+    assert post_images(client, "/v2/classify", RED).get_json()["cached"] is False
+
+
+# --- report -----------------------------------------------------------------------------------
+
+def test_report_counts_requests_hits_and_times(client):
+    for _ in range(3):
+        post_images(client, "/v2/classify", RED)
+    post_images(client, "/detect-objects", BLUE)
+    report = client.get("/report").get_json()
+    top = report["images"][0]
+    assert top["num_requested"] == 3 and top["num_cache_hits"] == 2
+    assert top["key"].startswith("sha256:")
+    assert top["processing_time_min"] > 0 and top["processing_time_min"] <= top["processing_time_mean"] <= top["processing_time_max"]
+    assert report["models"]["fake_classifier"]["num_requested"] == 3
+    assert report["routes"]["/v2/classify"]["num_requested"] == 3
+    assert report["routes"]["/detect-objects"]["num_requested"] == 1
+    assert report["distinct_images"] == 2
+
+
+def test_report_prunes_old_entries_as_it_goes():
+    now = [0.0]
+    report = UsageReport(window=3600, top_n=2, clock=lambda: now[0])
+    report.record(image_key="a", model="m", route="/r", seconds=0.5)
+    report.record(image_key="b", model="m", route="/r", seconds=0.1)
+    now[0] = 1800
+    report.record(image_key="b", model="m", route="/r", seconds=0.3)
+    now[0] = 3700  # the first two records are out of the window
+    report.record(image_key="c", model="m", route="/r", seconds=None, cache_hit=True)
+    assert "a" not in report._series["image"]  # pruned on record, before any read
+    snapshot = report.snapshot()
+    assert [i["key"] for i in snapshot["images"]] == ["b", "c"]
+    b = snapshot["images"][0]
+    assert b["num_requested"] == 1 and b["processing_time_max"] == 0.3
+    c = snapshot["images"][1]
+    assert c["num_cache_hits"] == 1 and c["processing_time_mean"] is None  # hits are not 0-second work
+
+
+# --- OpenAPI, docs, metrics -------------------------------------------------------------------
+
+def test_openapi_document_is_valid_and_complete(app, client):
+    from openapi_spec_validator import validate
+    document = client.get("/openapi.json").get_json()
+    validate(document)
+    documented = {(path, method) for path, item in document["paths"].items() for method in item}
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        path = rule.rule.replace("<path:", "{").replace("<", "{").replace(">", "}")
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            assert (path, method.lower()) in documented, (path, method)
+
+
+def test_docs_are_served_from_local_assets(client):
+    page = client.get("/docs")
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    html = page.get_data(as_text=True)
+    assert "http://" not in html and "https://" not in html  # no CDN
+    for asset in ("docs/static/swagger-ui.css", "docs/static/swagger-ui-bundle.js",
+                  "docs/static/swagger-ui-standalone-preset.js"):
+        assert asset in html
+        with client.get("/" + asset) as response:
+            assert response.status_code == 200 and len(response.data) > 10_000
+    assert client.get("/docs/static/../../app.py").status_code == 404
+    assert client.get("/docs/static/swagger-ui.js.map").status_code == 404
+
+
+def test_metrics(client):
+    post_images(client, "/v2/classify", RED)
+    post_images(client, "/v2/classify", RED)
+    client.get("/nope")
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'http_requests_total{method="POST",route="/v2/classify",status="200"} 2.0' in text
+    assert 'http_requests_total{method="GET",route="unmatched",status="404"} 1.0' in text
+    assert 'http_request_duration_seconds_bucket{le="0.005",route="/v2/classify"}' in text
+    assert 'model_inference_seconds_count{model="fake_classifier"} 1.0' in text
+    assert 'result_cache_requests_total{result="hit"} 1.0' in text
+    assert 'result_cache_requests_total{result="miss"} 1.0' in text
+    assert 'model_state{model="fake_classifier",state="ready"} 1.0' in text
+    assert 'model_state{model="fake_detector",state="not_loaded"} 1.0' in text
+    assert "http_requests_in_flight" in text
+
+
+# --- API keys and the request log -------------------------------------------------------------
+
+def test_api_keys(tmp_path, caplog):
+    client = make_app(tmp_path, api_keys=("s3cret-key-one", "another-key")).test_client()
+    caplog.set_level(logging.INFO)
+    denied = post_images(client, "/v2/classify", RED)
+    assert denied.status_code == 401 and denied.get_json()["error"]["type"] == "unauthorized"
+    assert "Bearer" in denied.headers["WWW-Authenticate"]
+    assert client.get("/models", headers={"X-API-Key": "wrong"}).status_code == 401
+    assert client.get("/models", headers={"X-API-Key": "s3cret-key-one"}).status_code == 200
+    assert client.get("/models", headers={"Authorization": "Bearer another-key"}).status_code == 200
+    for path in ("/openapi.json", "/docs", "/report", "/status"):
+        assert client.get(path).status_code == 401
+    for path in ("/health", "/ready", "/metrics"):
+        assert client.get(path).status_code in (200, 503)
+    assert "s3cret-key-one" not in caplog.text and "another-key" not in caplog.text
+
+
+def test_request_id_and_json_log_line(client, caplog):
+    caplog.set_level(logging.INFO, logger="image_service.access")
+    response = post_images(client, "/classify-image", RED)
+    generated = response.headers["X-Request-ID"]
+    assert len(generated) == 32
+    client.post("/v2/classify", json={"image_base64": b64(RED)})
+    response = client.post("/v2/classify", json={"image_base64": b64(RED)}, headers={"X-Request-ID": "abc-123"})
+    assert response.headers["X-Request-ID"] == "abc-123"
+    for bad in ("bad id with spaces", "x" * 500, "<script>"):
+        assert client.get("/health", headers={"X-Request-ID": bad}).headers["X-Request-ID"] != bad
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "image_service.access"]
+    line = next(l for l in lines if l["request_id"] == "abc-123")
+    assert line["route"] == "/v2/classify" and line["status"] == 200 and line["model"] == "fake_classifier"
+    assert line["image_size"] == "40x30" and line["cache_hit"] is True and line["duration_ms"] > 0
