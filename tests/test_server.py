@@ -55,6 +55,7 @@ def server(random_models_dir, tmp_path_factory):
         "MODELS_DIR": str(random_models_dir), "MODEL_DOWNLOAD": "false", "PRELOAD_MODELS": "true",
         "MAX_UPLOAD_MB": "2", "WAITRESS_THREADS": "4",
     }, log_path)
+    process.log_path = log_path
     try:
         wait_until(lambda: requests.get(url + "/health", timeout=1).status_code == 200, 60, "liveness")
         yield process, url
@@ -146,3 +147,23 @@ def test_invalid_configuration_stops_the_process_with_every_problem(tmp_path):
     assert "IMAGE_CLASSIFICATION_MODEL" in output and "mobilenet, resnet, inception, densenet" in output
     assert "OBJECT_DETECTION_ENABLED" in output and "WAITRESS_THREADS" in output
     assert "Traceback" not in output
+
+
+def test_v2_docs_metrics_and_the_json_access_log(server):
+    process, url = server
+    wait_until(lambda: requests.get(url + "/ready", timeout=5).status_code == 200, 300, "readiness")
+    import base64
+    body = {"images": [{"image_base64": base64.b64encode(imaging.jpeg(size=(64, 64))).decode()},
+                       {"image_base64": "!!"}]}
+    response = requests.post(url + "/v2/classify?top_k=2", json=body, headers={"X-Request-ID": "server-test-1"},
+                             timeout=120)
+    assert response.status_code == 200 and response.headers["X-Request-ID"] == "server-test-1"
+    results = response.json()["results"]
+    assert len(results[0]["predictions"]) == 2 and results[1]["error"]["code"] == 400
+    assert requests.get(url + "/openapi.json", timeout=10).json()["openapi"].startswith("3.")
+    assert requests.get(url + "/docs", timeout=10).status_code == 200
+    assert "http_requests_total" in requests.get(url + "/metrics", timeout=10).text
+    import json
+    lines = [json.loads(line) for line in process.log_path.read_text().splitlines() if "server-test-1" in line]
+    assert lines and lines[0]["route"] == "/v2/classify" and lines[0]["status"] == 200
+    assert lines[0]["model"] == "mobilenet" and lines[0]["images"] == 2
