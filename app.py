@@ -13,6 +13,7 @@ from config import ConfigError, Settings
 from errors import register_error_handlers
 from fetch import Fetcher, FetchPolicy
 from images import ImageLimits
+from lifecycle import Lifecycle
 from metrics import Metrics
 from model_manager import ModelManager, ModelSlot
 from report import UsageReport
@@ -46,13 +47,16 @@ def create_app(settings: Settings | None = None, *, classifier=None, detector=No
     )
     app.extensions["settings"] = settings
     app.extensions["model_manager"] = manager
+    app.extensions["lifecycle"] = lifecycle = Lifecycle(
+        settings.waitress_threads, settings.max_queue, settings.inference_timeout)
     app.extensions["metrics"] = metrics = Metrics(manager)
     app.extensions["report"] = report = UsageReport(settings.monitor_window, settings.report_top_n)
     app.extensions["inference"] = InferenceService(
         manager, ResultCache(settings.cache_maxsize, settings.cache_ttl), report,
         Fetcher(FetchPolicy(allow_hosts=settings.fetch_allow_hosts, timeout=settings.fetch_timeout,
                             max_bytes=settings.max_upload_bytes)),
-        ImageLimits(settings.max_image_pixels, settings.max_image_side), metrics=metrics)
+        ImageLimits(settings.max_image_pixels, settings.max_image_side), metrics=metrics,
+        call=lifecycle.call)
 
     import ops
     import routes
@@ -106,6 +110,18 @@ def _configured_models(settings: Settings, classifier, detector) -> list[tuple[s
 def main() -> int:
     # TensorFlow's C++ start-up chatter (CPU feature notes) is not for operators.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    configure_logging()
+    try:
+        settings = Settings.from_env()
+        app = create_app(settings)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    from server import serve
+    return serve(app, settings)
+
+
+def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # The access log lines are JSON already: print them as they are.
@@ -114,29 +130,6 @@ def main() -> int:
     handler.setFormatter(logging.Formatter("%(message)s"))
     access.addHandler(handler)
     access.propagate = False
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
-        return 2
-    try:
-        app = create_app(settings)
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
-        return 2
-    import waitress
-
-    log.info("serving on port %d with %d threads", settings.port, settings.waitress_threads)
-    waitress.serve(
-        app,
-        host="0.0.0.0",
-        port=settings.port,
-        threads=settings.waitress_threads,
-        # Flask answers oversized bodies with a JSON 413; waitress' own cap is a backstop.
-        max_request_body_size=settings.max_upload_bytes * 2 + 1024 * 1024,
-        ident="image-classification-service",
-    )
-    return 0
 
 
 if __name__ == "__main__":

@@ -56,6 +56,16 @@ class Settings:
     monitor_window: int = 3 * 24 * 3600
     report_top_n: int = 10
     api_keys: tuple[str, ...] = dataclasses.field(default=(), repr=False)  # never printed
+    max_queue: int = 8                 # requests that may wait for an inference place
+    inference_timeout: float = 30.0    # seconds per model call before 504
+    drain_seconds: float = 25.0        # SIGTERM: time in-flight requests get to finish
+    channel_timeout: int = 30          # waitress: idle or stalled connections are closed after
+    connection_limit: int = 500        # waitress: open connections at most
+
+    @property
+    def server_threads(self) -> int:
+        """waitress threads: the inference workers, the queue, and 2 kept for health checks."""
+        return self.waitress_threads + self.max_queue + 2
 
     @property
     def classification_model(self) -> str:
@@ -74,6 +84,7 @@ class Settings:
         env = os.environ if environ is None else environ
         reader = _Reader(env)
         models_dir = Path(reader.text("MODELS_DIR", "./models"))
+        threads = reader.integer("WAITRESS_THREADS", 4, minimum=1, maximum=256)
         settings = cls(
             classification_enabled=reader.boolean(
                 "IMAGE_CLASSIFICATION_ENABLED", False, alias="IMAGE_CLASSIFICATION"),
@@ -85,7 +96,12 @@ class Settings:
             models_dir=models_dir,
             model_download=reader.boolean("MODEL_DOWNLOAD", True),
             preload_models=reader.boolean("PRELOAD_MODELS", False),
-            waitress_threads=reader.integer("WAITRESS_THREADS", 4, minimum=1, maximum=256),
+            waitress_threads=threads,
+            max_queue=reader.integer("MAX_QUEUE", 2 * threads, minimum=0, maximum=4096),
+            inference_timeout=reader.integer("INFERENCE_TIMEOUT_S", 30, minimum=1, maximum=3600),
+            drain_seconds=reader.integer("DRAIN_SECONDS", 25, minimum=0, maximum=3600),
+            channel_timeout=reader.integer("CHANNEL_TIMEOUT_S", 30, minimum=1, maximum=3600),
+            connection_limit=reader.integer("CONNECTION_LIMIT", 500, minimum=10, maximum=100_000),
             port=reader.integer("PORT", 5001, minimum=1, maximum=65535),
             max_upload_mb=reader.integer("MAX_UPLOAD_MB", 10, minimum=1, maximum=1024),
             max_image_pixels=reader.integer(

@@ -2,6 +2,8 @@
 answer; decoding lives in `images`, fetching in `fetch`, loading in `model_manager`."""
 from __future__ import annotations
 
+import functools
+
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from annotate import annotate
@@ -40,11 +42,16 @@ def health():
 
 @bp.get("/ready")
 def ready():
-    manager = _manager()
+    manager, lifecycle = _manager(), current_app.extensions["lifecycle"]
     models = manager.describe()
-    if manager.ready:
+    if lifecycle.draining.is_set():
+        body = error_body(503, "shutting_down", "The service is shutting down.")
+    elif not lifecycle.healthy_capacity:
+        body = error_body(503, "inference_stuck", "Model calls are stuck past the time limit.")
+    elif not manager.ready:
+        body = error_body(503, "not_ready", "Not every enabled model is loaded yet.")
+    else:
         return jsonify(status="ready", models=models)
-    body = error_body(503, "not_ready", "Not every enabled model is loaded yet.")
     body.update(status="not_ready", models=models)
     return jsonify(body), 503
 
@@ -88,9 +95,19 @@ def _named_slot(name: str):
     return slot
 
 
+def admitted(route):
+    """Inference routes take an admission place first: 503 at once past the bounded queue."""
+    @functools.wraps(route)
+    def wrapper(*args, **kwargs):
+        with current_app.extensions["lifecycle"].admit():
+            return route(*args, **kwargs)
+    return wrapper
+
+
 # --- v1: the shapes existing clients depend on ----------------------------------------------
 
 @bp.post("/classify-image")
+@admitted
 def classify_image():
     top_k = int_arg("top_k", default=10, minimum=1, maximum=1000)
     slot, results = _service().classify(read_sources(request, batch=False, max_batch=1),
@@ -101,6 +118,7 @@ def classify_image():
 
 
 @bp.post("/detect-objects")
+@admitted
 def detect_objects():
     min_probability = float_arg("min_probability", default=30.0, minimum=0.0, maximum=100.0)
     slot, results = _service().detect(read_sources(request, batch=False, max_batch=1),
@@ -127,6 +145,7 @@ def _size(result) -> str | None:
 # --- v2: JSON objects, batches, annotation --------------------------------------------------
 
 @bp.post("/v2/classify")
+@admitted
 def classify_v2():
     top_k = int_arg("top_k", default=5, minimum=1, maximum=1000)
     min_score = float_arg("min_score", default=0.0, minimum=0.0, maximum=1.0)
@@ -148,6 +167,7 @@ def classify_v2():
 
 
 @bp.post("/v2/detect")
+@admitted
 def detect_v2():
     min_score = float_arg("min_score", default=0.3, minimum=0.0, maximum=1.0)
     max_detections = int_arg("max_detections", default=None, minimum=1, maximum=10_000)

@@ -1,0 +1,96 @@
+"""Admission, inference time limits and shutdown: what keeps the service answering under
+overload, hung models and SIGTERM.
+
+- At most `workers` requests run inference at once and at most `max_queue` more wait; past
+  that a request gets 503 with Retry-After at once, instead of waitress' unbounded queue.
+- A model call that exceeds `timeout` answers 504; the request's capacity comes back. The
+  stuck call keeps its executor thread until it returns; when as many calls are stuck as there
+  are workers, readiness turns 503 so the orchestrator replaces the instance.
+- Draining (SIGTERM/SIGINT): readiness turns 503 and new inference is refused at once while
+  the requests in flight finish.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import threading
+
+from errors import ApiError
+
+
+class Overloaded(ApiError):
+    code, type = 503, "overloaded"
+    message = "The service is at capacity; retry shortly."
+
+
+class ShuttingDown(ApiError):
+    code, type = 503, "shutting_down"
+    message = "The service is shutting down; retry on another instance."
+
+
+class InferenceTimeout(ApiError):
+    code, type = 504, "inference_timeout"
+    message = "The model did not answer within the time limit."
+
+
+class Lifecycle:
+    def __init__(self, workers: int, max_queue: int, timeout: float):
+        self.workers, self.max_queue, self.timeout = workers, max_queue, timeout
+        self.draining = threading.Event()
+        self._running = threading.BoundedSemaphore(workers)
+        self._lock = threading.Lock()
+        self._admitted = 0
+        self._stuck = 0
+        # Model calls run here so a caller can stop waiting; spare threads absorb stuck calls.
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=workers * 2,
+                                                               thread_name_prefix="inference")
+
+    @property
+    def admitted(self) -> int:
+        return self._admitted
+
+    @property
+    def stuck(self) -> int:
+        return self._stuck
+
+    @property
+    def healthy_capacity(self) -> bool:
+        return self._stuck < self.workers
+
+    @contextlib.contextmanager
+    def admit(self):
+        """Hold one inference place for the duration of a request, or refuse at once."""
+        with self._lock:
+            if self.draining.is_set():
+                raise ShuttingDown(headers={"Retry-After": "1"})
+            if self._admitted >= self.workers + self.max_queue:
+                raise Overloaded(headers={"Retry-After": "1"})
+            self._admitted += 1
+        try:
+            if not self._running.acquire(timeout=self.timeout):
+                raise Overloaded(headers={"Retry-After": "1"})
+            try:
+                yield
+            finally:
+                self._running.release()
+        finally:
+            with self._lock:
+                self._admitted -= 1
+
+    def call(self, function):
+        """Run a model call with the time limit; 504 when it is exceeded."""
+        future = self._executor.submit(function)
+        try:
+            return future.result(timeout=self.timeout)
+        except concurrent.futures.TimeoutError:
+            with self._lock:
+                self._stuck += 1
+            future.add_done_callback(self._unstuck)
+            raise InferenceTimeout() from None
+
+    def _unstuck(self, _future) -> None:
+        with self._lock:
+            self._stuck -= 1
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
