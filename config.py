@@ -14,6 +14,15 @@ from typing import Mapping
 CLASSIFIER_NAMES = ("mobilenet", "resnet", "inception", "densenet")
 DETECTOR_NAMES = ("yolo", "tiny_yolo", "retina")
 
+# Every environment variable the service reads (README, Dockerfile and the Nomad job list them).
+VARIABLES = (
+    "IMAGE_CLASSIFICATION_ENABLED", "IMAGE_CLASSIFICATION_MODEL", "OBJECT_DETECTION_ENABLED",
+    "OBJECT_DETECTION_MODEL", "MODELS_DIR", "MODEL_DOWNLOAD", "PRELOAD_MODELS", "WAITRESS_THREADS",
+    "PORT", "MAX_UPLOAD_MB", "MAX_IMAGE_PIXELS", "FETCH_ALLOW_HOSTS", "MAX_BATCH", "CACHE_MAXSIZE",
+    "CACHE_TTL", "MONITOR_WINDOW", "REPORT_TOP_N", "API_KEYS", "MAX_QUEUE", "INFERENCE_TIMEOUT_S",
+    "DRAIN_SECONDS", "CHANNEL_TIMEOUT_S", "CONNECTION_LIMIT",
+)
+
 # A custom model is a folder MODELS_DIR/<name>/ with a model.json; names stay URL- and path-safe.
 CUSTOM_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 CUSTOM_SPEC_FILE = "model.json"

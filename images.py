@@ -74,9 +74,10 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> DecodedIma
     _refuse_other_formats(data)
     try:
         with warnings.catch_warnings():
-            # Our own pixel cap is checked below, before decoding; Pillow's bomb warning
-            # would only add noise.
+            # Our own pixel cap is checked below, before decoding; Pillow's bomb warning and
+            # its warnings about corrupt metadata (EXIF, TIFF tags) would only add noise.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", UserWarning)
             img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
             _check_size(img.size, limits)
             fmt = img.format or "unknown"

@@ -1,10 +1,12 @@
 """Operator and documentation routes: /metrics, /report, /openapi.json, /docs."""
 from __future__ import annotations
 
+import functools
 import importlib.util
+import mimetypes
 from pathlib import Path
 
-from flask import Blueprint, Response, abort, current_app, jsonify, send_from_directory
+from flask import Blueprint, Response, abort, current_app, jsonify
 
 import metrics as metrics_module
 from openapi import openapi_document
@@ -67,4 +69,14 @@ def docs():
 def docs_static(filename: str):
     if filename not in _SWAGGER_FILES:
         abort(404)
-    return send_from_directory(_SWAGGER_STATIC, filename, max_age=86400)
+    data, mimetype = _swagger_file(filename)
+    response = Response(data, mimetype=mimetype)
+    response.cache_control.max_age = 86400
+    return response
+
+
+@functools.lru_cache(maxsize=None)
+def _swagger_file(filename: str) -> tuple[bytes, str]:
+    """Read once and served from memory: a few small files, no file handle per request."""
+    mimetype = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+    return (_SWAGGER_STATIC / filename).read_bytes(), mimetype

@@ -16,5 +16,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   echo "$wanted" > "$stamp"
 fi
 
+.venv/bin/ruff check .
+
 # pytest exits 5 when it collected no tests: that is a failure here, as is any non-zero code.
 exec .venv/bin/python -m pytest "$@"

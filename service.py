@@ -79,7 +79,7 @@ class InferenceService:
             detector = slot.get()
             for result in pending:
                 started = time.perf_counter()
-                found = self._run(slot, lambda: detector.detect(result.image, min_score))
+                found = self._run(slot, lambda image=result.image: detector.detect(image, min_score))
                 result.seconds += time.perf_counter() - started
                 found = sorted((d for d in found if classes is None or d.label.lower() in classes),
                                key=lambda d: d.score, reverse=True)

@@ -72,8 +72,10 @@ def read_ground_truth(label_file: Path, width: int, height: int) -> list[tuple[i
 def iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
     if len(others) == 0:
         return np.zeros(0)
-    x1 = np.maximum(box[0], others[:, 0]); y1 = np.maximum(box[1], others[:, 1])
-    x2 = np.minimum(box[2], others[:, 2]); y2 = np.minimum(box[3], others[:, 3])
+    x1 = np.maximum(box[0], others[:, 0])
+    y1 = np.maximum(box[1], others[:, 1])
+    x2 = np.minimum(box[2], others[:, 2])
+    y2 = np.minimum(box[3], others[:, 3])
     inter = (x2 - x1).clip(0) * (y2 - y1).clip(0)
     area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
     return inter / np.maximum(area(box) + area(others) - inter, 1e-9)

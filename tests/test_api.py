@@ -37,7 +37,6 @@ def client(app):
 
 
 def multipart(*images):
-    body = imaging.multipart()
     parts = []
     boundary = "b0undary"
     for i, data in enumerate(images):
@@ -314,6 +313,6 @@ def test_request_id_and_json_log_line(client, caplog):
     for bad in ("bad id with spaces", "x" * 500, "<script>"):
         assert client.get("/health", headers={"X-Request-ID": bad}).headers["X-Request-ID"] != bad
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "image_service.access"]
-    line = next(l for l in lines if l["request_id"] == "abc-123")
+    line = next(entry for entry in lines if entry["request_id"] == "abc-123")
     assert line["route"] == "/v2/classify" and line["status"] == 200 and line["model"] == "fake_classifier"
     assert line["image_size"] == "40x30" and line["cache_hit"] is True and line["duration_ms"] > 0

@@ -7,6 +7,8 @@ import pytest
 
 from config import ConfigError, Settings
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 def test_defaults():
     s = Settings.from_env({})
@@ -51,7 +53,8 @@ def test_every_problem_is_reported_at_once():
 
 
 def test_settings_are_frozen():
-    with pytest.raises(Exception):
+    import dataclasses
+    with pytest.raises(dataclasses.FrozenInstanceError):
         Settings().port = 1
 
 
@@ -71,3 +74,13 @@ def test_unknown_names_and_duplicates_in_lists(tmp_path):
     message = str(info.value)
     assert "'nothere' is not a known model" in message and "'../etc' is not a known model" in message
     assert "names a model twice" in message
+
+
+def test_every_variable_is_read_and_documented():
+    from config import VARIABLES
+    source = (ROOT / "config.py").read_text()
+    readme = (ROOT / "README.md").read_text()
+    for name in VARIABLES:
+        assert f'"{name}"' in source.split("VARIABLES = (")[1].split(")")[0]
+        assert source.count(f'"{name}"') >= 2, f"{name} is listed but never read"
+        assert f"`{name}`" in readme, f"{name} is not documented in the README"

@@ -1,7 +1,6 @@
 """Decoding: the format allow-list, size caps from the header, modes to correct RGB."""
 from __future__ import annotations
 
-import io
 import time
 
 import numpy as np

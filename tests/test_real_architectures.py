@@ -6,7 +6,6 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from app import create_app
 from classifiers.keras_applications import SPECS as CLASSIFIER_SPECS

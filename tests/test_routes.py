@@ -120,7 +120,7 @@ def test_failed_load_is_reported_not_retried_per_request(settings):
     classifier = FakeClassifier(fail_load=True)
     client = create_app(settings, classifier=classifier, detector=FakeDetector()).test_client()
     for _ in range(3):
-        body = assert_error(upload(client, "/classify-image", imaging.jpeg()), 503, "model_not_ready")
+        assert_error(upload(client, "/classify-image", imaging.jpeg()), 503, "model_not_ready")
     assert classifier.load_calls == 1
     ready = client.get("/ready").get_json()
     assert ready["models"]["fake_classifier"]["state"] == "failed"

@@ -94,7 +94,7 @@ def test_classify_and_detect_over_http(server):
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "application/json"
     body = response.json()
-    assert len(body) == 3 and all(isinstance(l, str) and 0 <= p <= 100 for l, p in body)
+    assert len(body) == 3 and all(isinstance(label, str) and 0 <= p <= 100 for label, p in body)
 
     response = post(url + "/detect-objects", imaging.png(size=(160, 120)), filename="x.png")
     assert response.status_code == 200

@@ -1,0 +1,47 @@
+# CPU image: python app.py under waitress, weights fetched and verified at build time.
+#   docker build -t image-classification-service .
+#   docker build --build-arg MODELS="resnet retina" -t ics:resnet-retina .
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# libtk8.6: imageai 3.0.3 imports tkinter at import time, and the slim image ships Python's
+# _tkinter without the Tk library. libglib2.0-0 and libgomp1: OpenCV and torch at run time.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libtk8.6 libglib2.0-0 libgomp1 \
+ && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /app
+COPY requirements.txt .
+# torch and torchvision from PyTorch's CPU index (PyPI's default build carries CUDA, ~5 GB);
+# "2.14.1+cpu" satisfies the "torch==2.14.1" pin in requirements.txt.
+RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.14.1 torchvision==0.29.1 \
+ && pip install -r requirements.txt
+
+COPY . .
+RUN useradd --create-home --uid 10001 app && chown -R app:app /app
+USER app
+
+# Weights for the models this image serves, downloaded and checked (checksum or size, and a
+# load into the architecture) now, so a container never downloads at start-up.
+ARG MODELS="mobilenet yolo"
+ENV MODELS_DIR=/app/models
+RUN python -m models.download ${MODELS}
+
+ENV IMAGE_CLASSIFICATION_ENABLED=true \
+    IMAGE_CLASSIFICATION_MODEL=mobilenet \
+    OBJECT_DETECTION_ENABLED=true \
+    OBJECT_DETECTION_MODEL=yolo \
+    MODEL_DOWNLOAD=false \
+    PRELOAD_MODELS=true \
+    PORT=5001 \
+    WAITRESS_THREADS=4 \
+    DRAIN_SECONDS=25 \
+    TF_CPP_MIN_LOG_LEVEL=2
+
+EXPOSE 5001
+HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
+  CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:5001/health', timeout=2)"
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["/app/boot.sh"]

@@ -1,0 +1,102 @@
+# A service job: N stateless replicas behind Consul service discovery.
+#   nomad job run nomad/image-classification.nomad.hcl
+# Scale out by raising `count` (cache and /report are per replica).
+job "image-classification" {
+  datacenters = ["dc1"]
+  type        = "service"
+
+  update {
+    max_parallel     = 1
+    health_check     = "checks"
+    min_healthy_time = "10s"
+    healthy_deadline = "5m"
+    auto_revert      = true
+  }
+
+  group "api" {
+    count = 2
+
+    network {
+      port "http" {
+        to = 5001
+      }
+    }
+
+    service {
+      name     = "image-classification"
+      port     = "http"
+      provider = "consul"
+      tags     = ["http", "image-classification"]
+
+      # Liveness: the process serves. Failing it restarts the task.
+      check {
+        name     = "alive"
+        type     = "http"
+        path     = "/health"
+        interval = "10s"
+        timeout  = "2s"
+
+        check_restart {
+          limit = 3
+          grace = "120s"
+        }
+      }
+
+      # Readiness: every model loaded, not draining, no stuck inference. Consul routes
+      # traffic only to instances passing it.
+      check {
+        name     = "ready"
+        type     = "http"
+        path     = "/ready"
+        interval = "5s"
+        timeout  = "2s"
+      }
+    }
+
+    task "server" {
+      driver = "docker"
+
+      config {
+        image = "registry.example.com/image-classification-service:latest"
+        ports = ["http"]
+      }
+
+      # Nomad sends SIGTERM, waits kill_timeout, then SIGKILL: longer than DRAIN_SECONDS.
+      kill_signal  = "SIGTERM"
+      kill_timeout = "30s"
+
+      env {
+        IMAGE_CLASSIFICATION_ENABLED = "true"
+        IMAGE_CLASSIFICATION_MODEL   = "mobilenet"
+        OBJECT_DETECTION_ENABLED     = "true"
+        OBJECT_DETECTION_MODEL       = "yolo"
+        MODELS_DIR                   = "/app/models"
+        MODEL_DOWNLOAD               = "false"
+        PRELOAD_MODELS               = "true"
+        WAITRESS_THREADS             = "4"
+        PORT                         = "5001"
+        MAX_UPLOAD_MB                = "10"
+        MAX_IMAGE_PIXELS             = "40000000"
+        FETCH_ALLOW_HOSTS            = ""
+        MAX_BATCH                    = "16"
+        CACHE_MAXSIZE                = "1024"
+        CACHE_TTL                    = "3600"
+        MONITOR_WINDOW               = "259200"
+        REPORT_TOP_N                 = "10"
+        API_KEYS                     = ""
+        MAX_QUEUE                    = "8"
+        INFERENCE_TIMEOUT_S          = "30"
+        DRAIN_SECONDS                = "25"
+        CHANNEL_TIMEOUT_S            = "30"
+        CONNECTION_LIMIT             = "500"
+      }
+
+      # Memory: measured resident memory with mobilenet + yolo loaded and serving (see
+      # docs/reliability.md), plus headroom for 40 MP images in flight.
+      resources {
+        cpu    = 2000
+        memory = 2048
+      }
+    }
+  }
+}
