@@ -7,6 +7,7 @@ import sys
 
 from flask import Flask
 
+import memory
 import middleware
 from cache import ResultCache
 from config import ConfigError, Settings
@@ -108,9 +109,7 @@ def _configured_models(settings: Settings, classifier, detector) -> list[tuple[s
 
 
 def main() -> int:
-    # TensorFlow's C++ start-up chatter (CPU feature notes) is not for operators.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    configure_logging()
+    prepare_process()
     try:
         settings = Settings.from_env()
         app = create_app(settings)
@@ -119,6 +118,14 @@ def main() -> int:
         return 2
     from server import serve
     return serve(app, settings)
+
+
+def prepare_process() -> None:
+    """Process-wide set-up for serving, before any worker thread exists."""
+    # TensorFlow's C++ start-up chatter (CPU feature notes) is not for operators.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    memory.limit_arenas(2)
+    configure_logging()
 
 
 def configure_logging() -> None:

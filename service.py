@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+import memory
 from cache import ResultCache
 from detectors.base import Detection
 from errors import ApiError, InferenceFailed
@@ -136,6 +137,8 @@ class InferenceService:
                 self.metrics.inference(slot.name, time.perf_counter() - started)
 
     def _record(self, results: list[ImageResult], model: str, route: str) -> None:
+        if any((r.width or 0) * (r.height or 0) >= memory.LARGE_IMAGE_PIXELS and not r.cached for r in results):
+            memory.release_free_memory()
         for result in results:
             self.report.record(image_key=None if result.key == "invalid" else result.key, model=model,
                                route=route, seconds=result.seconds, cache_hit=result.cached,

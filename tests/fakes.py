@@ -18,7 +18,6 @@ class FakeClassifier(Classifier):
         self.fail_load, self.fail_predict, self.load_delay = fail_load, fail_predict, load_delay
         self.load_calls = 0
         self.seen_sizes: list[tuple[int, int]] = []
-        self.seen_pixels: list[np.ndarray] = []
         self._loaded = False
 
     @property
@@ -45,7 +44,6 @@ class FakeClassifier(Classifier):
         for img in images:
             self.seen_sizes.append(img.size)
             pixels = np.asarray(img, dtype=np.float64)
-            self.seen_pixels.append(pixels)
             means = pixels.reshape(-1, 3).mean(axis=0) + 1e-3
             out.append(means / means.sum())
         return np.array(out)

@@ -6,7 +6,7 @@ import os
 import sys
 import time
 
-from app import configure_logging, create_app
+from app import create_app, prepare_process
 from config import Settings
 from server import serve
 from tests.fakes import FakeClassifier
@@ -21,7 +21,7 @@ class SlowClassifier(FakeClassifier):
 
 
 def main() -> int:
-    configure_logging()
+    prepare_process()
     settings = Settings.from_env()
     return serve(create_app(settings, classifier=SlowClassifier()), settings)
 

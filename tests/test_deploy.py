@@ -83,7 +83,7 @@ def test_nomad_kill_timeout_outlasts_the_drain_and_env_matches_the_code(nomad):
         assert getattr(settings, field) == getattr(DEFAULTS, field), name
     assert settings.preload_models and not settings.model_download
     resources = block(task["resources"])
-    assert resources["memory"] >= 1500  # measured ~1.2 GB with mobilenet + yolo (docs/reliability.md)
+    assert resources["memory"] >= 2400  # measured 2.33 GB peak with mobilenet + yolo (docs/reliability.md)
 
 
 @pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.gpu"])

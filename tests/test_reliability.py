@@ -183,3 +183,20 @@ def test_clients_that_disconnect_mid_upload_leak_nothing(make_server):
     assert server.classify(seed=2).status_code == 200
     assert process.num_fds() <= baseline_fds + 2
     assert server.process.poll() is None
+
+
+def test_memory_returns_to_baseline_after_40_megapixel_images(make_server, tmp_path):
+    import numpy as np
+    from PIL import Image
+    server = make_server(FAKE_DELAY_S=0.01)
+    process = psutil.Process(server.process.pid)
+    ramp = np.linspace(0, 255, 7000, dtype=np.uint8)[None, :, None].repeat(5700, 0).repeat(3, 2)
+    big = imaging.encode(Image.fromarray(ramp), "JPEG", quality=70)  # 39.9 MP, under the caps
+    for seed in range(3):
+        assert server.classify(seed=seed).status_code == 200
+    baseline = process.memory_info().rss
+    for round_ in range(3):
+        response = requests.post(server.url + f"/classify-image?top_k={round_ + 1}",
+                                 files={"image": ("big.jpg", big)}, timeout=120)
+        assert response.status_code == 200
+    assert process.memory_info().rss < baseline * 1.10 + 20 * 2**20
