@@ -7,6 +7,7 @@ import sys
 
 from flask import Flask
 
+import frameworks
 import memory
 import middleware
 from cache import ResultCache
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None, *, classifier=None, detector=No
     )
     app.json.sort_keys = False
 
+    frameworks.set_threads(settings.intra_op_threads, settings.inter_op_threads)
     models = _configured_models(settings, classifier, detector)
     needed = set().union(*(model.frameworks for _, model in models))
     manager = ModelManager(
@@ -57,7 +59,8 @@ def create_app(settings: Settings | None = None, *, classifier=None, detector=No
         Fetcher(FetchPolicy(allow_hosts=settings.fetch_allow_hosts, timeout=settings.fetch_timeout,
                             max_bytes=settings.max_upload_bytes)),
         ImageLimits(settings.max_image_pixels, settings.max_image_side), metrics=metrics,
-        call=lifecycle.call)
+        call=lifecycle.call, max_batch_size=settings.max_batch_size,
+        batch_timeout_ms=settings.batch_timeout_ms)
 
     import ops
     import routes

@@ -20,7 +20,8 @@ VARIABLES = (
     "OBJECT_DETECTION_MODEL", "MODELS_DIR", "MODEL_DOWNLOAD", "PRELOAD_MODELS", "WAITRESS_THREADS",
     "PORT", "MAX_UPLOAD_MB", "MAX_IMAGE_PIXELS", "FETCH_ALLOW_HOSTS", "MAX_BATCH", "CACHE_MAXSIZE",
     "CACHE_TTL", "MONITOR_WINDOW", "REPORT_TOP_N", "API_KEYS", "MAX_QUEUE", "INFERENCE_TIMEOUT_S",
-    "DRAIN_SECONDS", "CHANNEL_TIMEOUT_S", "CONNECTION_LIMIT",
+    "DRAIN_SECONDS", "CHANNEL_TIMEOUT_S", "CONNECTION_LIMIT", "MAX_BATCH_SIZE", "BATCH_TIMEOUT_MS",
+    "INTRA_OP_THREADS", "INTER_OP_THREADS",
 )
 
 # A custom model is a folder MODELS_DIR/<name>/ with a model.json; names stay URL- and path-safe.
@@ -70,6 +71,10 @@ class Settings:
     drain_seconds: float = 25.0        # SIGTERM: time in-flight requests get to finish
     channel_timeout: int = 30          # waitress: idle or stalled connections are closed after
     connection_limit: int = 500        # waitress: open connections at most
+    max_batch_size: int = 8            # micro-batching: images per batched model call
+    batch_timeout_ms: int = 5          # ...and how long a forming batch waits for announced requests
+    intra_op_threads: int = 0          # threads inside one model call (0: the CPU count)
+    inter_op_threads: int = 1          # TensorFlow/torch operations run side by side
 
     @property
     def server_threads(self) -> int:
@@ -111,6 +116,10 @@ class Settings:
             drain_seconds=reader.integer("DRAIN_SECONDS", 25, minimum=0, maximum=3600),
             channel_timeout=reader.integer("CHANNEL_TIMEOUT_S", 30, minimum=1, maximum=3600),
             connection_limit=reader.integer("CONNECTION_LIMIT", 500, minimum=10, maximum=100_000),
+            max_batch_size=reader.integer("MAX_BATCH_SIZE", 8, minimum=1, maximum=256),
+            batch_timeout_ms=reader.integer("BATCH_TIMEOUT_MS", 5, minimum=0, maximum=1000),
+            intra_op_threads=reader.integer("INTRA_OP_THREADS", 0, minimum=0, maximum=256),
+            inter_op_threads=reader.integer("INTER_OP_THREADS", 1, minimum=1, maximum=256),
             port=reader.integer("PORT", 5001, minimum=1, maximum=65535),
             max_upload_mb=reader.integer("MAX_UPLOAD_MB", 10, minimum=1, maximum=1024),
             max_image_pixels=reader.integer(

@@ -8,6 +8,7 @@ configured models need, so the first model to load decides nothing about the ord
 from __future__ import annotations
 
 import importlib
+import os
 import threading
 
 TORCH = "torch"
@@ -19,6 +20,29 @@ _ORDER = {
 }
 _lock = threading.Lock()
 _done: set[str] = set()
+_threads = {"intra": 0, "inter": 1}
+
+
+def set_threads(intra: int, inter: int) -> None:
+    """Thread pools for the frameworks imported from now on (process-wide, like the pools).
+    intra 0 means the CPU count."""
+    _threads.update(intra=intra, inter=inter)
+
+
+def intra_op_threads() -> int:
+    return _threads["intra"] or len(os.sched_getaffinity(0)) or 1
+
+
+def _configure(framework: str) -> None:
+    intra, inter = intra_op_threads(), _threads["inter"]
+    if framework == TORCH:
+        import torch
+        torch.set_num_threads(intra)
+        torch.set_num_interop_threads(inter)
+    elif framework == TENSORFLOW:
+        import tensorflow as tf
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
 
 
 def require(needed: set[str]) -> None:
@@ -30,4 +54,5 @@ def require(needed: set[str]) -> None:
             if framework in needed and framework not in _done:
                 for module in _ORDER[framework]:
                     importlib.import_module(module)
+                _configure(framework)
                 _done.add(framework)

@@ -50,16 +50,10 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 @dataclasses.dataclass(frozen=True)
 class DecodedImage:
-    image: Image.Image  # mode RGB, upright
+    image: Image.Image  # mode RGB, upright; smaller than the file when decoded in draft mode
     format: str
-
-    @property
-    def width(self) -> int:
-        return self.image.width
-
-    @property
-    def height(self) -> int:
-        return self.image.height
+    width: int          # the upright image's full size, as the file describes it
+    height: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +62,12 @@ class ImageLimits:
     max_side: int = 10_000
 
 
-def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> DecodedImage:
+def decode_image(data: bytes, limits: ImageLimits = ImageLimits(),
+                 size_hint: tuple[int, int] | None = None) -> DecodedImage:
+    """`size_hint` (height, width): the image will only be resized down to this, so a JPEG
+    may be decoded at 1/2, 1/4 or 1/8 scale (DCT scaling), never below twice the hint: the
+    final bilinear resize then still averages several pixels into one, and the sample photos
+    keep their top label (at exactly the hint one of them did not)."""
     if not data:
         raise InvalidImage("The uploaded image is empty (0 bytes).")
     _refuse_other_formats(data)
@@ -86,8 +85,15 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> DecodedIma
                     "Multi-page TIFF files are not supported; send a single-page image."
                 )
             img.seek(0)  # GIF/WEBP animations: the first frame only
+            full_size = img.size
+            if size_hint and fmt == "JPEG":
+                side = 2 * max(size_hint)  # max: EXIF rotation may swap the sides
+                img.draft("RGB", (side, side))
+            stored_size = img.size
             img.load()
             img = ImageOps.exif_transpose(img)
+            if img.size != stored_size:  # rotated by 90 or 270 degrees
+                full_size = full_size[::-1]
             rgb = to_rgb(img)
     except (ImageTooLarge, UnsupportedImageFormat):
         raise
@@ -102,7 +108,7 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> DecodedIma
             KeyError, ZeroDivisionError, MemoryError, struct_error()):
         # Truncated or corrupt data. Pillow's messages carry object reprs: not echoed.
         raise InvalidImage("The uploaded image is truncated or corrupt.") from None
-    return DecodedImage(image=rgb, format=fmt)
+    return DecodedImage(image=rgb, format=fmt, width=full_size[0], height=full_size[1])
 
 
 def struct_error():

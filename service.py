@@ -6,8 +6,10 @@ image's error) → one batched model call for a classifier → cache store → r
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import threading
 import time
 from typing import Any
 
@@ -15,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 import memory
+from batching import MicroBatcher
 from cache import ResultCache
 from detectors.base import Detection
 from errors import ApiError, InferenceFailed
@@ -41,10 +44,14 @@ class ImageResult:
 
 class InferenceService:
     def __init__(self, manager: ModelManager, cache: ResultCache, report: UsageReport,
-                 fetcher: Fetcher, limits: ImageLimits, metrics=None, call=None):
+                 fetcher: Fetcher, limits: ImageLimits, metrics=None, call=None,
+                 max_batch_size: int = 8, batch_timeout_ms: float = 5.0):
         self.manager, self.cache, self.report = manager, cache, report
         self.fetcher, self.limits, self.metrics = fetcher, limits, metrics
         self._call = call or (lambda function: function())  # runs a model call (with its time limit)
+        self.max_batch_size, self.batch_timeout_ms = max_batch_size, batch_timeout_ms
+        self._batchers: dict[str, MicroBatcher] = {}
+        self._batchers_lock = threading.Lock()
 
     # --- public ----------------------------------------------------------------------------
 
@@ -52,20 +59,28 @@ class InferenceService:
                  route: str) -> tuple[ModelSlot, list[ImageResult]]:
         slot = self.manager.for_task("classification", model)
         params = ("classification", slot.name, top_k)
-        results, pending = self._from_cache(sources, params, keep_images=False)
-        if pending:
+        batcher = self._batchers.get(slot.name)
+        with batcher.expecting() if batcher else contextlib.nullcontext() as token:
+            results, pending = self._from_cache(sources, params, keep_images=False,
+                                                size_hint=self._size_hint(slot))
+            if not pending:
+                self._record(results, slot.name, route)
+                return slot, results
             classifier = slot.get()
-            labels = classifier.labels
-            class_ids = getattr(classifier, "class_ids", None) or list(range(len(labels)))
+            batcher = batcher or self._batcher(slot.name, classifier)
+            images = [r.image for r in pending]
+            predict = (lambda: batcher.submit(images, token)) if batcher else (lambda: classifier.predict(images))
             started = time.perf_counter()
-            probabilities = self._run(slot, lambda: classifier.predict([r.image for r in pending]))
-            share = (time.perf_counter() - started) / len(pending)
-            for result, row in zip(pending, probabilities):
-                order = np.argsort(-row, kind="stable")[:top_k]
-                result.value = [(labels[i], class_ids[i], float(row[i])) for i in order]
-                result.seconds += share
-                result.image = None
-                self.cache.put(params + (result.key,), (result.width, result.height, result.value))
+            probabilities = self._run(slot, predict)
+        labels = classifier.labels
+        class_ids = getattr(classifier, "class_ids", None) or list(range(len(labels)))
+        share = (time.perf_counter() - started) / len(pending)
+        for result, row in zip(pending, probabilities):
+            order = np.argsort(-row, kind="stable")[:top_k]
+            result.value = [(labels[i], class_ids[i], float(row[i])) for i in order]
+            result.seconds += share
+            result.image = None
+            self.cache.put(params + (result.key,), (result.width, result.height, result.value))
         self._record(results, slot.name, route)
         return slot, results
 
@@ -93,7 +108,25 @@ class InferenceService:
 
     # --- steps -----------------------------------------------------------------------------
 
-    def _from_cache(self, sources, params, *, keep_images: bool):
+    def _batcher(self, name: str, classifier) -> MicroBatcher | None:
+        """The model's micro-batcher, made on first use, for models that batch."""
+        if self.max_batch_size <= 1 or not getattr(classifier, "batchable", False):
+            return None
+        with self._batchers_lock:
+            if name not in self._batchers:
+                self._batchers[name] = MicroBatcher(classifier.predict, self.max_batch_size,
+                                                    self.batch_timeout_ms, name=name)
+            return self._batchers[name]
+
+    def _size_hint(self, slot: ModelSlot) -> tuple[int, int] | None:
+        """The classifier's input size when it stretches the whole image to it (so JPEGs
+        may be decoded at a reduced scale); None otherwise."""
+        model = slot.model
+        if getattr(model, "resize_mode", None) != "stretch":
+            return None
+        return model.input_size
+
+    def _from_cache(self, sources, params, *, keep_images: bool, size_hint=None):
         results, pending = [], []
         for source in sources:
             result = ImageResult(key=source.key)
@@ -112,7 +145,7 @@ class InferenceService:
             started = time.perf_counter()
             try:
                 data = source.data if source.url is None else self.fetcher.fetch(source.url)
-                decoded = decode_image(data, self.limits)
+                decoded = decode_image(data, self.limits, size_hint=size_hint)
             except ApiError as err:
                 result.error = err
                 continue

@@ -9,6 +9,14 @@ from runtimes.custom_model import CustomModel
 
 
 class CustomClassifier(CustomModel, Classifier):
+    @property
+    def batchable(self) -> bool:
+        return self.spec.format == "keras"  # TFLite and ONNX here run image by image anyway
+
+    @property
+    def resize_mode(self) -> str:
+        return self.spec.resize
+
     def check_outputs(self, runtime, where):
         shape = runtime.outputs[0].shape
         classes = shape[-1]

@@ -41,6 +41,8 @@ SPECS = {s.name: s for s in (
 
 class KerasApplicationClassifier(Classifier):
     frameworks = frozenset({frameworks.TENSORFLOW})
+    batchable = True          # one traced call serves any batch size
+    resize_mode = "stretch"   # the whole image is resized to the input size
 
     def __init__(self, spec: KerasAppSpec, models_dir: Path, download: bool = True):
         self.spec = spec

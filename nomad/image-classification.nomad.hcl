@@ -89,6 +89,11 @@ job "image-classification" {
         DRAIN_SECONDS                = "25"
         CHANNEL_TIMEOUT_S            = "30"
         CONNECTION_LIMIT             = "500"
+        MAX_BATCH_SIZE               = "8"
+        BATCH_TIMEOUT_MS             = "5"
+        # The CPUs this task gets (resources.cpu below); the host's count would oversubscribe.
+        INTRA_OP_THREADS             = "2"
+        INTER_OP_THREADS             = "1"
       }
 
       # Memory, measured (docs/reliability.md): mobilenet + yolo loaded and warm 1.57 GB

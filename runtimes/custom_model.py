@@ -47,7 +47,8 @@ class CustomModel:
             self._check(open_runtime(self.spec.format, self.spec.path, threads=1))
 
     def load(self) -> None:
-        runtime = open_runtime(self.spec.format, self.spec.path, threads=self.threads)
+        threads = self.threads or frameworks.intra_op_threads()
+        runtime = open_runtime(self.spec.format, self.spec.path, threads=threads)
         self._check(runtime)
         self._runtime = runtime
 

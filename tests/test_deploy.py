@@ -79,10 +79,13 @@ def test_nomad_kill_timeout_outlasts_the_drain_and_env_matches_the_code(nomad):
                         ("MAX_BATCH", "max_batch"), ("CACHE_MAXSIZE", "cache_maxsize"), ("CACHE_TTL", "cache_ttl"),
                         ("MONITOR_WINDOW", "monitor_window"), ("CHANNEL_TIMEOUT_S", "channel_timeout"),
                         ("CONNECTION_LIMIT", "connection_limit"), ("MAX_UPLOAD_MB", "max_upload_mb"),
+                        ("MAX_BATCH_SIZE", "max_batch_size"), ("BATCH_TIMEOUT_MS", "batch_timeout_ms"),
+                        ("INTER_OP_THREADS", "inter_op_threads"),
                         ("MAX_IMAGE_PIXELS", "max_image_pixels")):
         assert getattr(settings, field) == getattr(DEFAULTS, field), name
     assert settings.preload_models and not settings.model_download
     resources = block(task["resources"])
+    assert settings.intra_op_threads == resources["cpu"] // 1000  # threads match the CPUs asked for
     assert resources["memory"] >= 2400  # measured 2.33 GB peak with mobilenet + yolo (docs/reliability.md)
 
 

@@ -1,0 +1,98 @@
+"""Dynamic micro-batching: concurrent classification requests for one model become one
+batched model call.
+
+A worker thread takes the first waiting request and every other one already waiting (up to
+MAX_BATCH_SIZE images). It waits up to BATCH_TIMEOUT_MS for more only while other requests
+for the same model have announced themselves (admitted, still decoding): a request that is
+alone is dispatched at once, so latency at concurrency 1 does not change.
+"""
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import contextlib
+import threading
+import time
+from typing import Callable
+
+import numpy as np
+
+
+class MicroBatcher:
+    def __init__(self, predict: Callable[[list], np.ndarray], max_batch: int, timeout_ms: float,
+                 name: str = "model"):
+        self._predict = predict
+        self.max_batch = max_batch
+        self.timeout = timeout_ms / 1000.0
+        self._queue: collections.deque = collections.deque()
+        self._cv = threading.Condition()
+        self._expected = 0
+        self.batches = 0
+        self.images = 0
+        self._worker = threading.Thread(target=self._run, name=f"batcher-{name}", daemon=True)
+        self._worker.start()
+
+    @contextlib.contextmanager
+    def expecting(self):
+        """Announce a request that will submit soon (while it decodes), so a forming batch
+        waits for it; the announcement ends when the request submits or gives up."""
+        with self._cv:
+            self._expected += 1
+        token = {"open": True}
+        try:
+            yield token
+        finally:
+            if token["open"]:
+                self._withdraw(token)
+
+    def _withdraw(self, token) -> None:
+        with self._cv:
+            self._expected -= 1
+            token["open"] = False
+            self._cv.notify_all()
+
+    def submit(self, images: list, token=None) -> np.ndarray:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        with self._cv:
+            if token is not None and token["open"]:
+                self._expected -= 1
+                token["open"] = False
+            self._queue.append((images, future))
+            self._cv.notify_all()
+        return future.result()
+
+    def _take_batch(self) -> list:
+        with self._cv:
+            while not self._queue:
+                self._cv.wait()
+            batch = [self._queue.popleft()]
+            count = len(batch[0][0])
+            deadline = time.monotonic() + self.timeout
+            while count < self.max_batch:
+                if self._queue and count + len(self._queue[0][0]) <= self.max_batch:
+                    item = self._queue.popleft()
+                    batch.append(item)
+                    count += len(item[0])
+                    continue
+                remaining = deadline - time.monotonic()
+                if self._queue or self._expected <= 0 or remaining <= 0:
+                    break
+                self._cv.wait(remaining)
+            return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take_batch()
+            images = [img for item_images, _ in batch for img in item_images]
+            try:
+                rows = self._predict(images)
+            except BaseException as exc:  # every caller in the batch gets the failure
+                for _, future in batch:
+                    future.set_exception(exc)
+                continue
+            self.batches += 1
+            self.images += len(images)
+            start = 0
+            for item_images, future in batch:
+                future.set_result(rows[start:start + len(item_images)])
+                start += len(item_images)

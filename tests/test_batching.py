@@ -1,0 +1,151 @@
+"""Micro-batching and reduced-scale JPEG decoding."""
+from __future__ import annotations
+
+import io
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app import create_app
+from batching import MicroBatcher
+from config import Settings
+from images import decode_image
+from tests import imaging
+from tests.fakes import FakeClassifier
+
+
+class Recorder:
+    def __init__(self, delay=0.05, fail=False):
+        self.calls, self.delay, self.fail = [], delay, fail
+
+    def __call__(self, images):
+        self.calls.append(list(images))
+        time.sleep(self.delay)
+        if self.fail:
+            raise RuntimeError("model failed")
+        return np.array([[float(i)] for i in images])
+
+
+def test_concurrent_requests_become_batches_and_get_their_own_rows():
+    predict = Recorder()
+    batcher = MicroBatcher(predict, max_batch=8, timeout_ms=5)
+    out = {}
+
+    def call(i):
+        out[i] = batcher.submit([i, i + 100])
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(12):
+        assert out[i].ravel().tolist() == [i, i + 100]
+    assert len(predict.calls) < 12 and max(len(c) for c in predict.calls) <= 8
+
+
+def test_a_lone_request_is_dispatched_at_once():
+    batcher = MicroBatcher(Recorder(delay=0), max_batch=8, timeout_ms=1000)
+    started = time.perf_counter()
+    batcher.submit([1])
+    assert time.perf_counter() - started < 0.1
+
+
+def test_a_forming_batch_waits_for_announced_requests():
+    predict = Recorder(delay=0)
+    batcher = MicroBatcher(predict, max_batch=8, timeout_ms=500)
+    with batcher.expecting() as token:
+        first = threading.Thread(target=batcher.submit, args=([1],))
+        first.start()
+        time.sleep(0.1)  # the announced request is still "decoding"
+        batcher.submit([2], token)
+    first.join()
+    assert predict.calls == [[1, 2]]
+
+
+def test_a_withdrawn_announcement_stops_the_wait():
+    batcher = MicroBatcher(Recorder(delay=0), max_batch=8, timeout_ms=2000)
+    with batcher.expecting():
+        t = threading.Thread(target=batcher.submit, args=([1],))
+        t.start()
+        time.sleep(0.05)
+    started = time.perf_counter()
+    t.join()
+    assert time.perf_counter() - started < 0.5
+
+
+def test_a_failure_reaches_every_caller_in_the_batch():
+    batcher = MicroBatcher(Recorder(fail=True), max_batch=8, timeout_ms=5)
+    with pytest.raises(RuntimeError):
+        batcher.submit([1])
+    with pytest.raises(RuntimeError):
+        batcher.submit([2])
+
+
+def test_http_requests_are_batched(tmp_path):
+    classifier = FakeClassifier()
+    classifier.batchable = True
+    sizes = []
+    original = classifier.predict
+
+    def slow_predict(images):
+        sizes.append(len(images))
+        time.sleep(0.1)
+        return original(images)
+    classifier.predict = slow_predict
+    app = create_app(Settings(classification_enabled=True, models_dir=tmp_path, waitress_threads=8,
+                              max_batch_size=8), classifier=classifier)
+    results = []
+
+    def call(i):
+        client = app.test_client()
+        data = imaging.jpeg(color=(i * 20, 10, 10))
+        response = client.post("/classify-image", data={"image": (io.BytesIO(data), "a.jpg")},
+                               content_type="multipart/form-data")
+        results.append(response.status_code)
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [200] * 8
+    assert sum(sizes) == 8 and len(sizes) < 8
+
+
+# --- reduced-scale decoding -----------------------------------------------------------------
+
+def test_jpeg_draft_decodes_at_reduced_scale_but_reports_the_full_size():
+    data = imaging.encode(Image.effect_noise((4000, 3000), 40).convert("RGB"), "JPEG", quality=85)
+    decoded = decode_image(data, size_hint=(224, 224))
+    assert (decoded.width, decoded.height) == (4000, 3000)
+    assert decoded.image.size == (1000, 750)  # 1/4 scale, still >= 2 x 224 on both sides
+    full = decode_image(data)
+    assert full.image.size == (4000, 3000) and (full.width, full.height) == (4000, 3000)
+
+
+def test_draft_with_exif_rotation_reports_the_upright_full_size():
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = imaging.encode(Image.new("RGB", (4000, 1000), (9, 9, 9)), "JPEG", exif=exif)
+    decoded = decode_image(data, size_hint=(224, 224))
+    assert (decoded.width, decoded.height) == (1000, 4000)
+    assert decoded.image.width < decoded.image.height and min(decoded.image.size) >= 448
+
+
+def test_draft_keeps_the_top_label_of_the_real_classifier(tmp_path):
+    from tests.shared_models import build_folder, photo, require_shared
+    shared = require_shared()
+    build_folder(tmp_path, "mobilenet_v2_quant")
+    from classifiers import create_classifier
+    classifier = create_classifier("mobilenet_v2_quant", tmp_path)
+    classifier.load()
+    photos = sorted(p for p in (shared / "images").rglob("*.jpg") if "coco8" not in str(p))
+    assert len(photos) >= 8
+    for path in photos:
+        data = path.read_bytes()
+        full = classifier.predict([decode_image(data).image])[0]
+        draft = classifier.predict([decode_image(data, size_hint=classifier.input_size).image])[0]
+        assert full.argmax() == draft.argmax(), path.name
+    assert photo("coral/cat_720p.jpg").exists()
