@@ -50,8 +50,8 @@ def client(app):
 @pytest.fixture(scope="session")
 def random_models_dir(tmp_path_factory):
     """A MODELS_DIR holding all seven official weight files, real architectures, random weights."""
+    from bench.random_weights import write_weights
     from models.weights import CATALOG
-    from tests.weights_factory import write_weights
 
     models_dir = tmp_path_factory.mktemp("models")
     for name in CATALOG:

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from app import create_app
+from bench.random_weights import sample_image
 from classifiers.keras_applications import SPECS as CLASSIFIER_SPECS
 from config import Settings
 from models.weights import CATALOG
 from tests import imaging
-from tests.weights_factory import sample_image
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,5 @@
-"""Weight files of the real architectures with random weights, under the official names.
+"""Weight files of the real architectures with random weights, under the official names
+(for the tests and for benchmarks where the published files cannot be downloaded).
 
 The service's real loading code then reads them exactly as it reads the published files.
 Keras models get their BatchNorm statistics calibrated layer by layer on a small batch, so

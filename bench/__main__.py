@@ -1,0 +1,313 @@
+"""The benchmark: `python -m bench [--models mobilenet,tiny_yolo] [--smoke] [--json out.json]`.
+
+For each model, in one run:
+- raw cost in-process: decode (+ reduced-scale decode for classifiers) + resize + the
+  compiled model call, on a 640x480 and a 12 MP JPEG;
+- the service as deployed (`python app.py` under waitress, configured by the environment):
+  time from start to ready, latency p50/p95/p99 at concurrency 1, throughput at concurrency
+  1, 4, 8, 16, and peak resident memory;
+- the naive baseline (`bench.naive_app`: Flask + `model.predict` per request) on the same
+  model and images, under the same load.
+Clients run in this process over loopback with keep-alive connections. Weight files come from
+--models-dir; --random-weights writes files of the real architectures with random weights
+there first (same compute as the published weights, which cannot be downloaded everywhere).
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import io
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+
+
+# --- inputs ---------------------------------------------------------------------------------
+
+def bench_images() -> dict[str, bytes]:
+    """Real photos at the benchmark sizes (a generated scene when ../shared is missing)."""
+    from PIL import Image, ImageDraw
+
+    photo = SHARED / "images" / "darknet" / "dog.jpg"
+    big_photo = SHARED / "images" / "coral" / "kite_and_cold.jpg"
+    if photo.exists() and big_photo.exists():
+        small = Image.open(photo).convert("RGB").resize((640, 480), Image.LANCZOS)
+        big = Image.open(big_photo).convert("RGB").resize((4000, 3000), Image.LANCZOS)
+    else:
+        small = Image.new("RGB", (640, 480), (90, 140, 200))
+        ImageDraw.Draw(small).ellipse((200, 120, 440, 360), fill=(200, 120, 40))
+        big = small.resize((4000, 3000), Image.LANCZOS)
+    out = {}
+    for name, img in (("640x480", small), ("12MP", big)):
+        buffer = io.BytesIO()
+        img.save(buffer, format="JPEG", quality=90)
+        out[name] = buffer.getvalue()
+    return out
+
+
+def multipart(data: bytes) -> tuple[str, bytes]:
+    boundary = "benchboundary7c1e"
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="i.jpg"\r\n'
+            f"Content-Type: image/jpeg\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return f"multipart/form-data; boundary={boundary}", body
+
+
+# --- raw cost in-process ---------------------------------------------------------------------
+
+def timed(function, repeat: int) -> float:
+    function()  # warm
+    samples = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        function()
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
+
+
+def raw_cost(name: str, models_dir: Path, images: dict[str, bytes], repeat: int) -> dict:
+    import frameworks
+    from config import CLASSIFIER_NAMES
+    from images import decode_image
+
+    frameworks.require({frameworks.TORCH, frameworks.TENSORFLOW})
+    result = {}
+    if name in CLASSIFIER_NAMES:
+        from classifiers import create_classifier
+        model = create_classifier(name, models_dir, download=False)
+        model.load()
+        for label, data in images.items():
+            full = timed(lambda: model.to_array([decode_image(data).image]), repeat)
+            draft = timed(lambda: model.to_array([decode_image(data, size_hint=model.input_size).image]), repeat)
+            image = decode_image(data, size_hint=model.input_size).image
+            call = timed(lambda: model.predict([image]), repeat)
+            batch = model.to_array([image] * 8)
+            infer8 = timed(lambda: model._infer(model._preprocess(batch.copy())), max(3, repeat // 2))
+            infer1 = timed(lambda: model._infer(model._preprocess(batch[:1].copy())), repeat)
+            result[label] = {"decode_resize_full_ms": full * 1e3, "decode_resize_draft_ms": draft * 1e3,
+                             "model_call_ms": call * 1e3, "raw_ms": (draft + call) * 1e3,
+                             "compiled_batch1_ms": infer1 * 1e3, "compiled_batch8_ms": infer8 * 1e3,
+                             "batch8_speedup": (8 * infer1) / infer8}
+        return result
+    import torch
+    from imageai.yolov3.utils import prepare_image
+
+    from detectors import create_detector
+    model = create_detector(name, models_dir, download=False)
+    model.load()
+    network = model._detector._ObjectDetection__model
+    for label, data in images.items():
+        decode = timed(lambda: decode_image(data), repeat)
+        image = decode_image(data).image
+        detect = timed(lambda: model.detect(image, 0.3), repeat)
+        entry = {"decode_ms": decode * 1e3, "detect_ms": detect * 1e3, "raw_ms": (decode + detect) * 1e3}
+        if model.spec.model_type != "RetinaNet":
+            import numpy as np
+            bgr = np.ascontiguousarray(np.asarray(image)[:, :, ::-1])
+            tensor = prepare_image(bgr, (416, 416))
+            with torch.no_grad():
+                forward = timed(lambda: network(tensor), repeat)
+            prep = timed(lambda: prepare_image(bgr, (416, 416)), repeat)
+            entry.update(forward_ms=forward * 1e3, preprocess_ms=prep * 1e3,
+                         outside_forward_ms=(detect - forward) * 1e3,
+                         outside_forward_pct_of_forward=100 * (detect - forward) / forward)
+        result[label] = entry
+    return result
+
+
+# --- servers and load ------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, command: list[str], env: dict[str, str], ready_path: str):
+        self.port = free_port()
+        environment = {**os.environ, **env, "PORT": str(self.port)}
+        started = time.monotonic()
+        self.process = subprocess.Popen(command, cwd=ROOT, env=environment,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = started + 600
+        while time.monotonic() < deadline:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+            try:
+                conn.request("GET", ready_path)
+                if conn.getresponse().status == 200:
+                    break
+            except OSError:
+                pass
+            finally:
+                conn.close()
+            time.sleep(0.1)
+        else:
+            self.stop()
+            raise RuntimeError(f"{command} did not become ready")
+        self.ready_seconds = time.monotonic() - started
+
+    def peak_rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def drive(port: int, path: str, body: bytes, content_type: str, concurrency: int, seconds: float) -> dict:
+    latencies, statuses = [], {}
+    lock = threading.Lock()
+    stop_at = time.monotonic() + seconds
+
+    def client():
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        while time.monotonic() < stop_at:
+            started = time.perf_counter()
+            try:
+                conn.request("POST", path, body=body, headers={"Content-Type": content_type})
+                response = conn.getresponse()
+                response.read()
+                status = response.status
+            except OSError:
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+                status = "error"
+            elapsed = time.perf_counter() - started
+            with lock:
+                statuses[status] = statuses.get(status, 0) + 1
+                if status == 200:
+                    latencies.append(elapsed)
+        conn.close()
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    duration = time.monotonic() - started
+    latencies.sort()
+
+    def pct(q):
+        return latencies[min(len(latencies) - 1, int(q / 100 * len(latencies)))] * 1e3 if latencies else None
+    return {"concurrency": concurrency, "ok": len(latencies), "statuses": {str(k): v for k, v in statuses.items()},
+            "throughput_rps": len(latencies) / duration, "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99)}
+
+
+def measure_server(server: Server, path: str, images: dict[str, bytes], levels: list[int], seconds: float) -> dict:
+    out = {"ready_seconds": server.ready_seconds, "images": {}}
+    for label, data in images.items():
+        content_type, body = multipart(data)
+        drive(server.port, path, body, content_type, 1, min(2.0, seconds))  # warm-up
+        out["images"][label] = [drive(server.port, path, body, content_type, c, seconds) for c in levels]
+    out["peak_rss_mb"] = server.peak_rss_mb()
+    return out
+
+
+# --- report ----------------------------------------------------------------------------------
+
+def fmt(value, digits=1):
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def print_report(report: dict) -> None:
+    print(f"\nmachine: {report['machine']}")
+    for name, entry in report["models"].items():
+        print(f"\n== {name} ==")
+        for label, raw in entry["raw"].items():
+            print(f"raw {label}: " + ", ".join(f"{k} {fmt(v)}" for k, v in raw.items()))
+        for system in ("service", "naive"):
+            data = entry.get(system)
+            if not data:
+                continue
+            print(f"{system}: ready in {fmt(data['ready_seconds'])} s, peak RSS {fmt(data['peak_rss_mb'], 0)} MB")
+            for label, levels in data["images"].items():
+                for level in levels:
+                    others = {k: v for k, v in level["statuses"].items() if k != "200"}
+                    print(f"  {label:8} c={level['concurrency']:<3} {fmt(level['throughput_rps'], 2):>7} req/s  "
+                          f"p50 {fmt(level['p50_ms']):>7} p95 {fmt(level['p95_ms']):>7} p99 {fmt(level['p99_ms']):>7} ms"
+                          + (f"  other statuses {others}" if others else ""))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="mobilenet,tiny_yolo")
+    parser.add_argument("--models-dir", type=Path, default=Path(os.environ.get("MODELS_DIR", "models")))
+    parser.add_argument("--random-weights", action="store_true",
+                        help="write random weights of the real architectures into --models-dir where missing")
+    parser.add_argument("--concurrency", default="1,4,8,16")
+    parser.add_argument("--seconds", type=float, default=15.0, help="per load level")
+    parser.add_argument("--repeat", type=int, default=10, help="repetitions for raw costs")
+    parser.add_argument("--no-naive", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help="seconds-long run for CI")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.concurrency, args.seconds, args.repeat = "1,2", 1.0, 2
+    levels = [int(c) for c in args.concurrency.split(",")]
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+
+    from config import CLASSIFIER_NAMES
+    from models.weights import CATALOG
+    if args.random_weights:
+        from bench.random_weights import write_weights
+        for name in names:
+            if not CATALOG[name].path(args.models_dir).exists():
+                print(f"writing random weights for {name} into {args.models_dir}", flush=True)
+                write_weights(name, args.models_dir)
+
+    images = bench_images()
+    if args.smoke:
+        images = {"640x480": images["640x480"]}
+    report = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+              "settings": {k: os.environ[k] for k in ("WAITRESS_THREADS", "MAX_QUEUE", "MAX_BATCH_SIZE",
+                                                       "BATCH_TIMEOUT_MS", "INTRA_OP_THREADS") if k in os.environ},
+              "random_weights": args.random_weights, "models": {}}
+    for name in names:
+        print(f"measuring {name} ...", flush=True)
+        classifier = name in CLASSIFIER_NAMES
+        entry = {"raw": raw_cost(name, args.models_dir, images, args.repeat)}
+        env = {"MODELS_DIR": str(args.models_dir), "MODEL_DOWNLOAD": "false", "PRELOAD_MODELS": "true",
+               "CACHE_MAXSIZE": "0",
+               "IMAGE_CLASSIFICATION_ENABLED": str(classifier).lower(),
+               "OBJECT_DETECTION_ENABLED": str(not classifier).lower(),
+               "IMAGE_CLASSIFICATION_MODEL" if classifier else "OBJECT_DETECTION_MODEL": name}
+        path = "/classify-image" if classifier else "/detect-objects"
+        server = Server([sys.executable, "app.py"], env, "/ready")
+        try:
+            entry["service"] = measure_server(server, path, images, levels, args.seconds)
+        finally:
+            server.stop()
+        if not args.no_naive:
+            naive = Server([sys.executable, "-m", "bench.naive_app"],
+                           {"BENCH_MODEL": name, "MODELS_DIR": str(args.models_dir)}, "/ready")
+            try:
+                entry["naive"] = measure_server(naive, "/predict", images, levels, args.seconds)
+            finally:
+                naive.stop()
+        report["models"][name] = entry
+    print_report(report)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
