@@ -152,18 +152,9 @@ def classify_v2():
     sources = read_sources(request, batch=True, max_batch=_max_batch())
     slot, results = _service().classify(sources, model=request.args.get("model"), top_k=top_k,
                                         route="/v2/classify")
-    _log_batch(slot.name, results)
-    if len(results) == 1 and results[0].error is not None:
-        raise results[0].error
-    entries = []
-    for r in results:
-        if r.error is not None:
-            entries.append(error_body(r.error.code, r.error.type, r.error.message))
-            continue
-        entries.append({"width": r.width, "height": r.height, "cached": r.cached,
-                        "predictions": [{"label": label, "class_id": class_id, "score": round(score, 4)}
-                                        for label, class_id, score in r.value if score >= min_score]})
-    return jsonify(model=slot.name, cached=all(r.cached for r in results), results=entries)
+    return _v2_answer(slot.name, results, "predictions", lambda value: [
+        {"label": label, "class_id": class_id, "score": round(score, 4)}
+        for label, class_id, score in value if score >= min_score])
 
 
 @bp.post("/v2/detect")
@@ -179,22 +170,27 @@ def detect_v2():
     slot, results = _service().detect(sources, model=request.args.get("model"), min_score=min_score,
                                       max_detections=max_detections, classes=classes,
                                       route="/v2/detect", keep_images=wants_image)
-    _log_batch(slot.name, results)
-    if len(results) == 1 and results[0].error is not None:
-        raise results[0].error
     if wants_image:
+        _log_batch(slot.name, results)
         result = results[0]
+        if result.error is not None:
+            raise result.error
         response = Response(annotate(result.image, result.value), mimetype="image/jpeg")
         response.headers["X-Detections"] = str(len(result.value))
         return response
-    entries = []
-    for r in results:
-        if r.error is not None:
-            entries.append(error_body(r.error.code, r.error.type, r.error.message))
-            continue
-        entries.append({"width": r.width, "height": r.height, "cached": r.cached,
-                        "detections": [detection_dict(d) for d in r.value]})
-    return jsonify(model=slot.name, cached=all(r.cached for r in results), results=entries)
+    return _v2_answer(slot.name, results, "detections", lambda value: [detection_dict(d) for d in value])
+
+
+def _v2_answer(model: str, results, key: str, shape):
+    """One entry per image, in order: its result, or its error. A request with one image
+    answers that image's error status instead."""
+    _log_batch(model, results)
+    if len(results) == 1 and results[0].error is not None:
+        raise results[0].error
+    entries = [error_body(r.error.code, r.error.type, r.error.message) if r.error is not None
+               else {"width": r.width, "height": r.height, "cached": r.cached, key: shape(r.value)}
+               for r in results]
+    return jsonify(model=model, cached=all(r.cached for r in results), results=entries)
 
 
 def _log_batch(model: str, results) -> None:
