@@ -2,7 +2,9 @@
 
 ImageAI's `ObjectDetection` loads the network and weights. Two of its input paths are wrong
 for a server, so each model gets what it handles correctly:
-- YOLO expects OpenCV's BGR order (a PIL image gets RGB treated as BGR): it gets a BGR array.
+- YOLO expects OpenCV's BGR order (a PIL image gets RGB treated as BGR): it gets a BGR array,
+  through ImageAI's own letterbox and network, with its post-processing done without the
+  per-box loop and the drawing (detectors/imageai_yolo.py; identical detections).
 - RetinaNet writes any non-path input to a temporary JPEG inside the installed package (fails
   on a read-only image, races between requests, and re-encodes the pixels): its network is
   called with the exact tensor ImageAI would build from that file (RGB, CHW, 0-1), no file.
@@ -20,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 import frameworks
+from detectors import imageai_yolo
 from detectors.base import Detection, Detector
 from models.weights import CATALOG, WeightFile, ensure_weights
 
@@ -96,13 +99,9 @@ class ImageAIDetector(Detector):
         return [Detection(label, score, _clip(box, width, height)) for label, score, box in raw]
 
     def _yolo(self, rgb: np.ndarray, min_score: float):
-        bgr = np.ascontiguousarray(rgb[:, :, ::-1])
-        _, predictions = self._detector.detectObjectsFromImage(
-            input_image=bgr, output_type="array",
-            minimum_percentage_probability=min_score * 100,
-        )
-        return [(p["name"], p["percentage_probability"] / 100.0, p["box_points"])
-                for p in predictions]
+        network = self._detector._ObjectDetection__model
+        return imageai_yolo.detect(network, self._detector._ObjectDetection__classes,
+                                   next(network.parameters()).device, rgb, min_score)
 
     def _retinanet(self, rgb: np.ndarray, min_score: float):
         import torch

@@ -122,3 +122,24 @@ def test_missing_weights_without_download_name_file_url_and_command(tmp_path):
     message = response.get_json()["error"]["message"]
     spec = CATALOG["retina"]
     assert spec.filename in message and spec.url in message and "python -m models.download retina" in message
+
+
+@pytest.mark.parametrize("name", ["tiny_yolo", "yolo"])
+def test_fast_yolo_post_processing_is_identical_to_imageai(name, random_models_dir):
+    """Random YOLO weights give thousands of candidate boxes: a hard test of the NMS."""
+    from detectors import create_detector
+
+    detector = create_detector(name, random_models_dir, download=False)
+    detector.load()
+    compared = 0
+    for seed, size in ((5, (416, 416)), (6, (640, 480)), (7, (300, 500))):
+        image = sample_image(*size, seed)
+        rgb = np.asarray(image)
+        ours = detector.detect(image, 0.3)
+        bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+        _, reference = detector._detector.detectObjectsFromImage(
+            input_image=bgr, output_type="array", minimum_percentage_probability=30)
+        assert [(d.label, round(d.score * 100, 2), list(d.box)) for d in ours] == \
+               [(r["name"], r["percentage_probability"], r["box_points"]) for r in reference]
+        compared += len(reference)
+    assert compared > 20  # the comparison covered real suppression work
