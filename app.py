@@ -1,6 +1,7 @@
 """The application factory, and `python app.py`: the service under waitress."""
 from __future__ import annotations
 
+import io
 import logging
 import os
 import sys
@@ -27,6 +28,14 @@ log = logging.getLogger("image_service")
 MAX_FORM_PARTS = 64
 
 
+class _Request(Flask.request_class):
+    """Uploaded files stay in memory (the body is capped by MAX_UPLOAD_MB): werkzeug would
+    spool every file part over 500 kB to a temporary file and read it back."""
+
+    def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
+        return io.BytesIO()
+
+
 def create_app(settings: Settings | None = None, *, classifier=None, detector=None) -> Flask:
     """Build the app. `classifier`/`detector` replace the default models (tests' fakes).
 
@@ -34,6 +43,7 @@ def create_app(settings: Settings | None = None, *, classifier=None, detector=No
     """
     settings = settings or Settings.from_env()
     app = Flask(__name__)
+    app.request_class = _Request
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_upload_bytes,
         MAX_UPLOAD_MB=settings.max_upload_mb,
