@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
               "settings": {k: os.environ[k] for k in ("WAITRESS_THREADS", "MAX_QUEUE", "MAX_BATCH_SIZE",
                                                        "BATCH_TIMEOUT_MS", "INTRA_OP_THREADS") if k in os.environ},
-              "random_weights": args.random_weights, "models": {}}
+              "weights": str(args.models_dir), "models": {}}
     for name in names:
         print(f"measuring {name} ...", flush=True)
         classifier = name in CLASSIFIER_NAMES

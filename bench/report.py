@@ -12,7 +12,7 @@ def _f(value, digits=1) -> str:
 
 def render(report: dict) -> str:
     lines = [f"Machine: {report['machine']}. Settings: {report.get('settings') or 'defaults'}. "
-             f"Random weights of the real architectures: {report.get('random_weights')}.", ""]
+             f"Weights: {report.get('weights')}.", ""]
     for name, entry in report["models"].items():
         lines += [f"### {name}", "", "Raw cost in-process (median, ms):", ""]
         raw_keys = sorted({k for raw in entry["raw"].values() for k in raw})
