@@ -64,8 +64,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     self.wfile.write(chunk)
             except OSError:
                 pass
-        elif url.path == "/huge":
-            self._send(200, b"", headers={"X-Note": "claims"}) if False else None
+        elif url.path == "/huge":  # announces 500 MB
             self.send_response(200)
             self.send_header("Content-Length", str(500 * 1024 * 1024))
             self.end_headers()
