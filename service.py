@@ -68,8 +68,12 @@ class InferenceService:
                 return slot, results
             classifier = slot.get()
             batcher = batcher or self._batcher(slot.name, classifier)
-            images = [r.image for r in pending]
-            predict = (lambda: batcher.submit(images, token)) if batcher else (lambda: classifier.predict(images))
+            # The images are listed inside the call, so nothing here holds them afterwards:
+            # _record gives their memory back to the system.
+            if batcher:
+                predict = lambda: batcher.submit([r.image for r in pending], token)
+            else:
+                predict = lambda: classifier.predict([r.image for r in pending])
             started = time.perf_counter()
             probabilities = self._run(slot, predict)
         labels = classifier.labels
