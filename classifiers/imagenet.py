@@ -29,11 +29,13 @@ def class_index() -> dict[str, list[str]]:
     return index
 
 
+@functools.lru_cache(maxsize=1)
 def labels() -> list[str]:
     index = class_index()
     return [index[str(i)][1] for i in range(1000)]
 
 
+@functools.lru_cache(maxsize=1)
 def wordnet_ids() -> list[str]:
     index = class_index()
     return [index[str(i)][0] for i in range(1000)]
