@@ -71,6 +71,32 @@ class InferenceFailed(ApiError):
     message = "The model failed while processing this image."
 
 
+class ImageUrlUnavailable(ApiError):
+    code, type = 400, "image_url_unavailable"
+    message = ("The image URL could not be fetched: it must be a public http(s) address that "
+               "answers within the time limit.")
+
+
+class Unauthorized(ApiError):
+    code, type = 401, "unauthorized"
+    message = "A valid API key is required: send it as X-API-Key or Authorization: Bearer."
+
+
+class Overloaded(ApiError):
+    code, type = 503, "overloaded"
+    message = "The service is at capacity; retry shortly."
+
+
+class ShuttingDown(ApiError):
+    code, type = 503, "shutting_down"
+    message = "The service is shutting down; retry on another instance."
+
+
+class InferenceTimeout(ApiError):
+    code, type = 504, "inference_timeout"
+    message = "The model did not answer within the time limit."
+
+
 # werkzeug's names for its codes become our error types.
 _HTTP_TYPES = {
     400: "bad_request",

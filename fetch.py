@@ -25,18 +25,12 @@ from typing import Callable
 import certifi
 import urllib3
 
-from errors import ApiError, ImageTooLarge
+from errors import ImageTooLarge, ImageUrlUnavailable
 
 log = logging.getLogger(__name__)
 
 REDIRECTS = (301, 302, 303, 307, 308)
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
-
-
-class ImageUrlUnavailable(ApiError):
-    code, type = 400, "image_url_unavailable"
-    message = ("The image URL could not be fetched: it must be a public http(s) address that "
-               "answers within the time limit.")
 
 
 @dataclasses.dataclass(frozen=True)

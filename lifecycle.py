@@ -15,22 +15,7 @@ import concurrent.futures
 import contextlib
 import threading
 
-from errors import ApiError
-
-
-class Overloaded(ApiError):
-    code, type = 503, "overloaded"
-    message = "The service is at capacity; retry shortly."
-
-
-class ShuttingDown(ApiError):
-    code, type = 503, "shutting_down"
-    message = "The service is shutting down; retry on another instance."
-
-
-class InferenceTimeout(ApiError):
-    code, type = 504, "inference_timeout"
-    message = "The model did not answer within the time limit."
+from errors import InferenceTimeout, Overloaded, ShuttingDown
 
 
 class Lifecycle:

@@ -10,18 +10,13 @@ import uuid
 
 from flask import Flask, g, request
 
-from errors import ApiError
+from errors import Unauthorized
 
 access_log = logging.getLogger("image_service.access")
 
 # Routes an orchestrator or scraper calls without a key.
 OPEN_ENDPOINTS = {"api.health", "api.ready", "ops.metrics"}
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-
-
-class Unauthorized(ApiError):
-    code, type = 401, "unauthorized"
-    message = "A valid API key is required: send it as X-API-Key or Authorization: Bearer."
 
 
 def _presented_key() -> str | None:

@@ -13,7 +13,8 @@ import pytest
 
 from app import create_app
 from config import Settings
-from fetch import Fetcher, FetchPolicy, ImageUrlUnavailable, is_public_address
+from errors import ImageUrlUnavailable
+from fetch import Fetcher, FetchPolicy, is_public_address
 from tests.fakes import FakeClassifier, FakeDetector
 from tests.image_server import ImageServer
 
