@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import struct
 import warnings
 
 import numpy as np
@@ -105,15 +106,10 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits(),
             "JPEG, PNG, BMP, GIF, WEBP, TIFF."
         ) from None
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError,
-            KeyError, ZeroDivisionError, MemoryError, struct_error()):
+            KeyError, ZeroDivisionError, MemoryError, struct.error):
         # Truncated or corrupt data. Pillow's messages carry object reprs: not echoed.
         raise InvalidImage("The uploaded image is truncated or corrupt.") from None
     return DecodedImage(image=rgb, format=fmt, width=full_size[0], height=full_size[1])
-
-
-def struct_error():
-    import struct
-    return struct.error
 
 
 def _refuse_other_formats(data: bytes) -> None:

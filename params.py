@@ -9,26 +9,21 @@ _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
 
 
 def int_arg(name: str, *, default: int | None, minimum: int, maximum: int) -> int | None:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidParameter(f"'{name}' must be a whole number from {minimum} to {maximum}.") from None
-    if not minimum <= value <= maximum:
-        raise InvalidParameter(f"'{name}' must be from {minimum} to {maximum}.")
-    return value
+    return _number_arg(name, int, "a whole number", default, minimum, maximum)
 
 
 def float_arg(name: str, *, default: float, minimum: float, maximum: float) -> float:
+    return _number_arg(name, float, "a number", default, minimum, maximum)
+
+
+def _number_arg(name, cast, kind: str, default, minimum, maximum):
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
     try:
-        value = float(raw)
+        value = cast(raw)
     except ValueError:
-        raise InvalidParameter(f"'{name}' must be a number from {minimum:g} to {maximum:g}.") from None
+        raise InvalidParameter(f"'{name}' must be {kind} from {minimum:g} to {maximum:g}.") from None
     if not minimum <= value <= maximum:  # also refuses nan
         raise InvalidParameter(f"'{name}' must be from {minimum:g} to {maximum:g}.")
     return value

@@ -10,14 +10,13 @@ from annotate import annotate
 from errors import InvalidParameter, ModelNotFound, error_body
 from inputs import read_sources
 from middleware import log_fields
+from model_manager import ENABLE_VARIABLE
 from params import bool_arg, float_arg, int_arg, list_arg
 from service import InferenceService, detection_dict
 
 bp = Blueprint("api", __name__)
 
 CLASSIFICATION, DETECTION = "classification", "detection"
-_ENABLE_VARIABLE = {CLASSIFICATION: "IMAGE_CLASSIFICATION_ENABLED",
-                    DETECTION: "OBJECT_DETECTION_ENABLED"}
 
 
 def _manager():
@@ -66,7 +65,7 @@ def status():
             features[task] = {"enabled": True, "model": names[0], "models": names}
         else:
             features[task] = {"enabled": False, "model": None, "models": [],
-                              "enable_with": f"{_ENABLE_VARIABLE[task]}=true"}
+                              "enable_with": f"{ENABLE_VARIABLE[task]}=true"}
     return jsonify(features=features, models=manager.describe(), ready=manager.ready)
 
 
