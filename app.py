@@ -8,19 +8,21 @@ import sys
 
 from flask import Flask
 
-import frameworks
-import memory
-import middleware
-from cache import ResultCache
+from api import middleware
+from api.errors import register_error_handlers
 from config import ConfigError, Settings
-from errors import register_error_handlers
-from fetch import Fetcher, FetchPolicy
-from images import ImageLimits
-from lifecycle import Lifecycle
-from metrics import Metrics
-from model_manager import ModelManager, ModelSlot
-from report import UsageReport
-from service import InferenceService
+from contract import Model
+from dataplane.cache import ResultCache
+from dataplane.fetch import Fetcher, FetchPolicy
+from dataplane.images import ImageLimits
+from dataplane.pipeline import Pipeline
+from dataplane.report import UsageReport
+from models.folder_spec import SpecError
+from registry import TASKS, CallPolicy, ModelSlot, Registry, create_model
+from runtimes import frameworks
+from serving import memory
+from serving.admission import Admission, TimeLimit
+from serving.metrics import Metrics
 
 log = logging.getLogger("image_service")
 
@@ -36,8 +38,10 @@ class _Request(Flask.request_class):
         return io.BytesIO()
 
 
-def create_app(settings: Settings | None = None, *, classifier=None, detector=None) -> Flask:
-    """Build the app. `classifier`/`detector` replace the default models (tests' fakes).
+def create_app(settings: Settings | None = None, *, classifier: Model | None = None, detector: Model | None = None,
+               cache: ResultCache | None = None, fetcher: Fetcher | None = None) -> Flask:
+    """Build the app. `classifier`/`detector` replace the configured models, `cache` and
+    `fetcher` the ones built from the settings (tests' fakes, clocks and resolvers).
 
     Raises ConfigError, listing every problem, when a configured model folder is malformed.
     """
@@ -52,70 +56,62 @@ def create_app(settings: Settings | None = None, *, classifier=None, detector=No
     app.json.sort_keys = False
 
     frameworks.set_threads(settings.intra_op_threads, settings.inter_op_threads)
-    models = _configured_models(settings, classifier, detector)
-    needed = set().union(*(model.frameworks for _, model in models))
-    manager = ModelManager(
-        ModelSlot(task, model, needed_frameworks=needed, retry_seconds=settings.load_retry_seconds)
-        for task, model in models
-    )
-    app.extensions["settings"] = settings
-    app.extensions["model_manager"] = manager
-    app.extensions["lifecycle"] = lifecycle = Lifecycle(
-        settings.waitress_threads, settings.max_queue, settings.inference_timeout)
-    app.extensions["metrics"] = metrics = Metrics(manager)
-    app.extensions["report"] = report = UsageReport(settings.monitor_window, settings.report_top_n)
-    app.extensions["inference"] = InferenceService(
-        manager, ResultCache(settings.cache_maxsize, settings.cache_ttl), report,
-        Fetcher(FetchPolicy(allow_hosts=settings.fetch_allow_hosts, timeout=settings.fetch_timeout,
-                            max_bytes=settings.max_upload_bytes)),
-        ImageLimits(settings.max_image_pixels, settings.max_image_side), metrics=metrics,
-        call=lifecycle.call, max_batch_size=settings.max_batch_size,
-        batch_timeout_ms=settings.batch_timeout_ms)
+    models = configured_models(settings, {"classification": classifier, "detection": detector})
+    admission = Admission(settings.waitress_threads, settings.max_queue)
+    time_limit = TimeLimit(settings.waitress_threads, settings.inference_timeout)
+    metrics = Metrics()
+    policy = CallPolicy(limit=time_limit.run, observe=metrics.inference,
+                        max_batch_size=settings.max_batch_size,
+                        batch_timeout_ms=settings.batch_timeout_ms,
+                        retry_seconds=settings.load_retry_seconds)
+    needed = set().union(*(model.frameworks for model in models))
+    registry = Registry(ModelSlot(model, needed_frameworks=needed, policy=policy) for model in models)
+    metrics.watch_models(registry)
+    report = UsageReport(settings.monitor_window, settings.report_top_n)
+    if fetcher is None:
+        fetcher = Fetcher(FetchPolicy(allow_hosts=settings.fetch_allow_hosts,
+                                    timeout=settings.fetch_timeout, max_bytes=settings.max_upload_bytes))
+    if cache is None:
+        cache = ResultCache(settings.cache_maxsize, settings.cache_ttl)
+    app.extensions.update(
+        settings=settings, registry=registry, admission=admission, time_limit=time_limit,
+        metrics=metrics, report=report,
+        pipeline=Pipeline(registry, cache, report, fetcher, ImageLimits(settings.max_image_pixels, settings.max_image_side),
+                          metrics=metrics))
 
-    import ops
-    import routes
-    app.register_blueprint(routes.bp)
-    app.register_blueprint(ops.bp)
+    from api import inference, operations
+    app.register_blueprint(inference.bp)
+    app.register_blueprint(operations.bp)
     register_error_handlers(app)
     middleware.install(app)
 
     if settings.preload_models:
-        manager.preload_in_background()
+        registry.preload_in_background()
     return app
 
 
-def _configured_models(settings: Settings, classifier, detector) -> list[tuple[str, object]]:
-    """(task, model) for every configured model, in order; users' folders validated now."""
-    from classifiers import create_classifier
-    from detectors import create_detector
-    from models.custom_spec import SpecError
-
+def configured_models(settings: Settings, replacements: dict[str, Model | None]) -> list[Model]:
+    """Every configured model, in order, not loaded; model folders validated now (every
+    problem raised together as a ConfigError). `replacements` stand in for a task's models."""
     models, problems = [], []
-    for task, enabled, names, create, replacement, variable in (
-        ("classification", settings.classification_enabled, settings.classification_models,
-         create_classifier, classifier, "IMAGE_CLASSIFICATION_ENABLED"),
-        ("detection", settings.detection_enabled, settings.detection_models,
-         create_detector, detector, "OBJECT_DETECTION_ENABLED"),
-    ):
-        if not enabled:
-            log.info("%s is disabled; set %s=true to enable it", task, variable)
-            continue
-        if replacement is not None:
-            models.append((task, replacement))
-            continue
-        for name in names:
-            try:
-                model = create(name, settings.models_dir, settings.model_download)
-                if hasattr(model, "validate"):
+    for task, entry in TASKS.items():
+        names = settings.models_for(task)
+        if not names:
+            log.info("%s is disabled; set %s=true to enable it", task, entry.enable_variable)
+        elif replacements.get(task) is not None:
+            models.append(replacements[task])
+        else:
+            for name in names:
+                try:
+                    model = create_model(task, name, settings.models_dir, settings.model_download)
                     model.validate()
-            except SpecError as exc:
-                problems.extend(exc.problems)
-                continue
-            except Exception as exc:  # the runtime could not open the file at all
-                problems.append(f"MODELS_DIR/{name}: 'file' could not be opened as a model "
-                                f"({type(exc).__name__})")
-                continue
-            models.append((task, model))
+                except SpecError as exc:
+                    problems.extend(exc.problems)
+                except Exception as exc:  # the runtime could not open the file at all
+                    problems.append(f"MODELS_DIR/{name}: 'file' could not be opened as a model "
+                                    f"({type(exc).__name__})")
+                else:
+                    models.append(model)
     if problems:
         raise ConfigError(problems)
     return models
@@ -129,7 +125,7 @@ def main() -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2
-    from server import serve
+    from serving.server import serve
     return serve(app, settings)
 
 

@@ -1,5 +1,6 @@
 """Settings read once from the environment and validated together.
 
+Each setting is declared once, below: its field, its variable, its default and its range.
 Every bad variable is reported in one message so an operator fixes the deployment in one
 pass; `Settings.from_env` raises `ConfigError` and `app.main` exits non-zero with it.
 """
@@ -11,25 +12,25 @@ import re
 from pathlib import Path
 from typing import Mapping
 
-CLASSIFIER_NAMES = ("mobilenet", "resnet", "inception", "densenet")
-DETECTOR_NAMES = ("yolo", "tiny_yolo", "retina")
+from models.folder_spec import SPEC_FILE
+from registry import TASKS
 
-# Every environment variable the service reads (README, Dockerfile and the Nomad job list them).
-VARIABLES = (
-    "IMAGE_CLASSIFICATION_ENABLED", "IMAGE_CLASSIFICATION_MODEL", "OBJECT_DETECTION_ENABLED",
-    "OBJECT_DETECTION_MODEL", "MODELS_DIR", "MODEL_DOWNLOAD", "PRELOAD_MODELS", "WAITRESS_THREADS",
-    "PORT", "MAX_UPLOAD_MB", "MAX_IMAGE_PIXELS", "FETCH_ALLOW_HOSTS", "MAX_BATCH", "CACHE_MAXSIZE",
-    "CACHE_TTL", "MONITOR_WINDOW", "REPORT_TOP_N", "API_KEYS", "MAX_QUEUE", "INFERENCE_TIMEOUT_S",
-    "DRAIN_SECONDS", "CHANNEL_TIMEOUT_S", "CONNECTION_LIMIT", "MAX_BATCH_SIZE", "BATCH_TIMEOUT_MS",
-    "INTRA_OP_THREADS", "INTER_OP_THREADS",
-)
+# A model folder is MODELS_DIR/<name>/model.json; names stay URL- and path-safe.
+FOLDER_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
-# A custom model is a folder MODELS_DIR/<name>/ with a model.json; names stay URL- and path-safe.
-CUSTOM_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
-CUSTOM_SPEC_FILE = "model.json"
+TRUE_WORDS = frozenset({"1", "true", "yes", "on", "y", "t"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off", "n", "f"})
+BOOLEAN_HELP = "use one of true/false, 1/0, yes/no, on/off"
 
-_TRUE = {"1", "true", "yes", "on", "y", "t"}
-_FALSE = {"0", "false", "no", "off", "n", "f"}
+
+def parse_bool(text: str) -> bool | None:
+    """True or False for the accepted spellings (any case, surrounding spaces ignored); None otherwise."""
+    value = text.strip().lower()
+    if value in TRUE_WORDS:
+        return True
+    if value in FALSE_WORDS:
+        return False
+    return None
 
 
 class ConfigError(Exception):
@@ -42,39 +43,53 @@ class ConfigError(Exception):
         )
 
 
+def _var(variable: str, default, kind: str = "int", minimum: int = 0, maximum: int = 0,
+         alias: str | None = None, **field_options):
+    """A setting read from `variable`: the field's default is the variable's default."""
+    metadata = {"variable": variable, "kind": kind, "minimum": minimum, "maximum": maximum,
+                "alias": alias}
+    return dataclasses.field(default=default, metadata=metadata, **field_options)
+
+
+_DAY = 24 * 3600
+_CLASSIFY, _DETECT = TASKS["classification"], TASKS["detection"]
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    classification_enabled: bool = False
-    classification_models: tuple[str, ...] = ("mobilenet",)  # the first is the default
-    detection_enabled: bool = False
-    detection_models: tuple[str, ...] = ("yolo",)
-    models_dir: Path = Path("./models")
-    model_download: bool = True
-    preload_models: bool = False
-    waitress_threads: int = 4
-    port: int = 5001
-    max_upload_mb: int = 10
-    max_image_pixels: int = 40_000_000
+    classification_enabled: bool = _var(_CLASSIFY.enable_variable, False, "bool", alias=_CLASSIFY.enable_alias)
+    # Model lists: the first is the task's default.
+    classification_models: tuple[str, ...] = _var(_CLASSIFY.model_variable, (_CLASSIFY.default_model,), "models")
+    detection_enabled: bool = _var(_DETECT.enable_variable, False, "bool")
+    detection_models: tuple[str, ...] = _var(_DETECT.model_variable, (_DETECT.default_model,), "models")
+    models_dir: Path = _var("MODELS_DIR", Path("./models"), "path")
+    model_download: bool = _var("MODEL_DOWNLOAD", True, "bool")
+    preload_models: bool = _var("PRELOAD_MODELS", False, "bool")
+    waitress_threads: int = _var("WAITRESS_THREADS", 4, minimum=1, maximum=256)
+    # Requests that may wait for an inference place; unset: twice WAITRESS_THREADS.
+    max_queue: int = _var("MAX_QUEUE", 8, minimum=0, maximum=4096)
+    inference_timeout: float = _var("INFERENCE_TIMEOUT_S", 30, minimum=1, maximum=3600)
+    drain_seconds: float = _var("DRAIN_SECONDS", 25, minimum=0, maximum=3600)
+    channel_timeout: int = _var("CHANNEL_TIMEOUT_S", 30, minimum=1, maximum=3600)
+    connection_limit: int = _var("CONNECTION_LIMIT", 500, minimum=10, maximum=100_000)
+    max_batch_size: int = _var("MAX_BATCH_SIZE", 8, minimum=1, maximum=256)        # images per batched model call
+    batch_timeout_ms: int = _var("BATCH_TIMEOUT_MS", 5, minimum=0, maximum=1000)   # a forming batch waits this long
+    intra_op_threads: int = _var("INTRA_OP_THREADS", 0, minimum=0, maximum=256)    # 0: the CPU count
+    inter_op_threads: int = _var("INTER_OP_THREADS", 1, minimum=1, maximum=256)
+    port: int = _var("PORT", 5001, minimum=1, maximum=65535)
+    max_upload_mb: int = _var("MAX_UPLOAD_MB", 10, minimum=1, maximum=1024)
+    max_image_pixels: int = _var("MAX_IMAGE_PIXELS", 40_000_000, minimum=1, maximum=1_000_000_000)
+    fetch_allow_hosts: frozenset[str] = _var("FETCH_ALLOW_HOSTS", frozenset(), "hosts")
+    max_request_images: int = _var("MAX_BATCH", 16, minimum=1, maximum=256)       # images per /v2 request
+    cache_maxsize: int = _var("CACHE_MAXSIZE", 1024, minimum=0, maximum=10_000_000)
+    cache_ttl: int = _var("CACHE_TTL", 3600, minimum=1, maximum=365 * _DAY)
+    monitor_window: int = _var("MONITOR_WINDOW", 3 * _DAY, minimum=1, maximum=365 * _DAY)
+    report_top_n: int = _var("REPORT_TOP_N", 10, minimum=1, maximum=10_000)
+    api_keys: tuple[str, ...] = _var("API_KEYS", (), "keys", repr=False)  # never printed
+    # Fixed, not configurable:
     max_image_side: int = 10_000
-    # Seconds before a failed model load may be tried again (not on every request).
-    load_retry_seconds: float = 60.0
-    fetch_allow_hosts: frozenset[str] = frozenset()
+    load_retry_seconds: float = 60.0   # a failed model load is tried again after this long
     fetch_timeout: float = 10.0
-    max_batch: int = 16
-    cache_maxsize: int = 1024
-    cache_ttl: int = 3600
-    monitor_window: int = 3 * 24 * 3600
-    report_top_n: int = 10
-    api_keys: tuple[str, ...] = dataclasses.field(default=(), repr=False)  # never printed
-    max_queue: int = 8                 # requests that may wait for an inference place
-    inference_timeout: float = 30.0    # seconds per model call before 504
-    drain_seconds: float = 25.0        # SIGTERM: time in-flight requests get to finish
-    channel_timeout: int = 30          # waitress: idle or stalled connections are closed after
-    connection_limit: int = 500        # waitress: open connections at most
-    max_batch_size: int = 8            # micro-batching: images per batched model call
-    batch_timeout_ms: int = 5          # ...and how long a forming batch waits for announced requests
-    intra_op_threads: int = 0          # threads inside one model call (0: the CPU count)
-    inter_op_threads: int = 1          # TensorFlow/torch operations run side by side
 
     @property
     def server_threads(self) -> int:
@@ -82,61 +97,37 @@ class Settings:
         return self.waitress_threads + self.max_queue + 2
 
     @property
-    def classification_model(self) -> str:
-        return self.classification_models[0]
-
-    @property
-    def detection_model(self) -> str:
-        return self.detection_models[0]
-
-    @property
     def max_upload_bytes(self) -> int:
         return self.max_upload_mb * 1024 * 1024
 
+    def models_for(self, task: str) -> tuple[str, ...]:
+        """The configured models of an enabled task (the first is its default); () when it is off."""
+        enabled, models = _TASK_FIELDS[task]
+        return getattr(self, models) if getattr(self, enabled) else ()
+
+    def default_model(self, task: str) -> str:
+        return getattr(self, _TASK_FIELDS[task][1])[0]
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
-        env = os.environ if environ is None else environ
-        reader = _Reader(env)
-        models_dir = Path(reader.text("MODELS_DIR", "./models"))
-        threads = reader.integer("WAITRESS_THREADS", 4, minimum=1, maximum=256)
-        settings = cls(
-            classification_enabled=reader.boolean(
-                "IMAGE_CLASSIFICATION_ENABLED", False, alias="IMAGE_CLASSIFICATION"),
-            classification_models=reader.models(
-                "IMAGE_CLASSIFICATION_MODEL", "mobilenet", CLASSIFIER_NAMES, models_dir),
-            detection_enabled=reader.boolean("OBJECT_DETECTION_ENABLED", False),
-            detection_models=reader.models(
-                "OBJECT_DETECTION_MODEL", "yolo", DETECTOR_NAMES, models_dir),
-            models_dir=models_dir,
-            model_download=reader.boolean("MODEL_DOWNLOAD", True),
-            preload_models=reader.boolean("PRELOAD_MODELS", False),
-            waitress_threads=threads,
-            max_queue=reader.integer("MAX_QUEUE", 2 * threads, minimum=0, maximum=4096),
-            inference_timeout=reader.integer("INFERENCE_TIMEOUT_S", 30, minimum=1, maximum=3600),
-            drain_seconds=reader.integer("DRAIN_SECONDS", 25, minimum=0, maximum=3600),
-            channel_timeout=reader.integer("CHANNEL_TIMEOUT_S", 30, minimum=1, maximum=3600),
-            connection_limit=reader.integer("CONNECTION_LIMIT", 500, minimum=10, maximum=100_000),
-            max_batch_size=reader.integer("MAX_BATCH_SIZE", 8, minimum=1, maximum=256),
-            batch_timeout_ms=reader.integer("BATCH_TIMEOUT_MS", 5, minimum=0, maximum=1000),
-            intra_op_threads=reader.integer("INTRA_OP_THREADS", 0, minimum=0, maximum=256),
-            inter_op_threads=reader.integer("INTER_OP_THREADS", 1, minimum=1, maximum=256),
-            port=reader.integer("PORT", 5001, minimum=1, maximum=65535),
-            max_upload_mb=reader.integer("MAX_UPLOAD_MB", 10, minimum=1, maximum=1024),
-            max_image_pixels=reader.integer(
-                "MAX_IMAGE_PIXELS", 40_000_000, minimum=1, maximum=1_000_000_000
-            ),
-            fetch_allow_hosts=frozenset(reader.items("FETCH_ALLOW_HOSTS", lower=True)),
-            max_batch=reader.integer("MAX_BATCH", 16, minimum=1, maximum=256),
-            cache_maxsize=reader.integer("CACHE_MAXSIZE", 1024, minimum=0, maximum=10_000_000),
-            cache_ttl=reader.integer("CACHE_TTL", 3600, minimum=1, maximum=365 * 24 * 3600),
-            monitor_window=reader.integer("MONITOR_WINDOW", 3 * 24 * 3600, minimum=1,
-                                          maximum=365 * 24 * 3600),
-            report_top_n=reader.integer("REPORT_TOP_N", 10, minimum=1, maximum=10_000),
-            api_keys=tuple(reader.items("API_KEYS", lower=False)),
-        )
+        reader = _Reader(os.environ if environ is None else environ)
+        values = {}
+        models_dir = reader.read(_FIELDS["models_dir"], {})
+        for field in dataclasses.fields(cls):
+            if field.metadata:
+                values[field.name] = reader.read(field, {"models_dir": models_dir, **values})
+        if "MAX_QUEUE" not in reader.given:
+            values["max_queue"] = 2 * values["waitress_threads"]
         if reader.problems:
             raise ConfigError(reader.problems)
-        return settings
+        return cls(**values)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+_TASK_FIELDS = {"classification": ("classification_enabled", "classification_models"),
+                "detection": ("detection_enabled", "detection_models")}
+# Every environment variable the service reads (README, Dockerfile and the Nomad job list them).
+VARIABLES = tuple(f.metadata["variable"] for f in dataclasses.fields(Settings) if f.metadata)
 
 
 class _Reader:
@@ -145,70 +136,62 @@ class _Reader:
     def __init__(self, env: Mapping[str, str]):
         self.env = env
         self.problems: list[str] = []
+        self.given: set[str] = set()
 
-    def _raw(self, name: str, alias: str | None = None) -> tuple[str, str | None]:
-        if name in self.env:
-            return name, self.env[name]
-        if alias and alias in self.env:
-            return alias, self.env[alias]
-        return name, None
-
-    def text(self, name: str, default: str) -> str:
-        _, raw = self._raw(name)
-        return default if raw is None or raw.strip() == "" else raw.strip()
-
-    def boolean(self, name: str, default: bool, alias: str | None = None) -> bool:
-        used, raw = self._raw(name, alias)
+    def read(self, field: dataclasses.Field, earlier: dict):
+        meta = field.metadata
+        name = meta["variable"]
+        used = name if name in self.env or not meta["alias"] or meta["alias"] not in self.env else meta["alias"]
+        raw = self.env.get(used)
         if raw is None or raw.strip() == "":
-            return default
-        value = raw.strip().lower()
-        if value in _TRUE:
-            return True
-        if value in _FALSE:
-            return False
-        self.problems.append(
-            f"{used}={raw!r} is not a valid boolean; use one of true/false, 1/0, yes/no, on/off"
-        )
-        return default
+            return field.default
+        self.given.add(name)
+        return getattr(self, "_" + meta["kind"])(used, raw.strip(), field, earlier)
 
-    def integer(self, name: str, default: int, *, minimum: int, maximum: int) -> int:
-        _, raw = self._raw(name)
-        if raw is None or raw.strip() == "":
-            return default
-        try:
-            value = int(raw.strip().replace("_", ""))
-        except ValueError:
-            self.problems.append(f"{name}={raw!r} is not a whole number")
-            return default
-        if not minimum <= value <= maximum:
-            self.problems.append(f"{name}={value} is out of range; use {minimum} to {maximum}")
-            return default
+    def _bool(self, name, raw, field, earlier):
+        value = parse_bool(raw)
+        if value is None:
+            self.problems.append(f"{name}={raw!r} is not a valid boolean; {BOOLEAN_HELP}")
+            return field.default
         return value
 
-    def items(self, name: str, *, lower: bool) -> list[str]:
-        _, raw = self._raw(name)
-        parts = [p.strip() for p in (raw or "").split(",") if p.strip()]
-        return [p.lower() for p in parts] if lower else parts
+    def _int(self, name, raw, field, earlier):
+        meta = field.metadata
+        try:
+            value = int(raw.replace("_", ""))
+        except ValueError:
+            self.problems.append(f"{name}={raw!r} is not a whole number")
+            return field.default
+        if not meta["minimum"] <= value <= meta["maximum"]:
+            self.problems.append(f"{name}={value} is out of range; use {meta['minimum']} to {meta['maximum']}")
+            return field.default
+        return value
 
-    def models(self, name: str, default: str, builtins: tuple[str, ...],
-               models_dir: Path) -> tuple[str, ...]:
-        """A comma-separated list of built-in names or custom model folders; first = default."""
-        _, raw = self._raw(name)
-        if raw is None or raw.strip() == "":
-            return (default,)
-        names = [part.strip().lower() for part in raw.split(",") if part.strip()]
+    def _path(self, name, raw, field, earlier):
+        return Path(raw)
+
+    @staticmethod
+    def _items(raw: str) -> list[str]:
+        return [part.strip() for part in raw.split(",") if part.strip()]
+
+    def _hosts(self, name, raw, field, earlier):
+        return frozenset(item.lower() for item in self._items(raw))
+
+    def _keys(self, name, raw, field, earlier):
+        return tuple(self._items(raw))
+
+    def _models(self, name, raw, field, earlier):
+        """A comma-separated list of built-in names or model folders; the first is the default."""
+        task = next(t for t in TASKS.values() if t.model_variable == name)
+        models_dir = earlier["models_dir"]
         valid = []
-        for model in names:
-            if model in builtins:
-                valid.append(model)
-            elif CUSTOM_NAME.match(model) and (models_dir / model / CUSTOM_SPEC_FILE).is_file():
+        for model in (item.lower() for item in self._items(raw)):
+            if model in task.builtins or (FOLDER_NAME.match(model) and (models_dir / model / SPEC_FILE).is_file()):
                 valid.append(model)
             else:
                 self.problems.append(
-                    f"{name}: {model!r} is not a known model; valid choices: "
-                    f"{', '.join(builtins)}, or the name of a folder in MODELS_DIR that holds "
-                    f"a {CUSTOM_SPEC_FILE}"
-                )
+                    f"{name}: {model!r} is not a known model; valid choices: {', '.join(task.builtins)}, "
+                    f"or the name of a folder in MODELS_DIR that holds a {SPEC_FILE}")
         if len(set(valid)) != len(valid):
             self.problems.append(f"{name}={raw!r} names a model twice")
-        return tuple(dict.fromkeys(valid)) or (default,)
+        return tuple(dict.fromkeys(valid)) or field.default

@@ -1,17 +1,10 @@
-"""API errors as data, and the handlers that give every error one JSON shape.
+"""API errors as data: each class states its status, type and default message.
 
-`{"error": {"code": 400, "type": "invalid_image", "message": "..."}}` for our own errors
-and for werkzeug's (404, 405, 413, ...). Messages are written here, never copied from an
-exception, so no path, repr or traceback reaches a client.
+Raised anywhere (data plane, registry, HTTP layer); api/errors.py turns them, and werkzeug's,
+into one JSON shape. Messages are written here, never copied from an exception, so no path,
+repr or traceback reaches a client.
 """
 from __future__ import annotations
-
-import logging
-
-from flask import Flask, jsonify
-from werkzeug.exceptions import HTTPException
-
-log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
@@ -60,6 +53,13 @@ class FeatureDisabled(ApiError):
 class ModelNotFound(ApiError):
     code, type = 404, "model_not_found"
 
+    @classmethod
+    def naming(cls, name: str, configured: list[str], task: str | None = None) -> "ModelNotFound":
+        """The one message for an unknown model name, listing the configured ones."""
+        scope = f" for {task}" if task else ""
+        return cls(f"Model '{name}' is not configured{scope}; configured: {', '.join(configured) or 'none'}.",
+                   details={"configured": configured})
+
 
 class ModelNotReady(ApiError):
     code, type = 503, "model_not_ready"
@@ -95,54 +95,3 @@ class ShuttingDown(ApiError):
 class InferenceTimeout(ApiError):
     code, type = 504, "inference_timeout"
     message = "The model did not answer within the time limit."
-
-
-# werkzeug's names for its codes become our error types.
-_HTTP_TYPES = {
-    400: "bad_request",
-    404: "not_found",
-    405: "method_not_allowed",
-    411: "length_required",
-    413: "request_too_large",
-    414: "uri_too_long",
-    415: "unsupported_media_type",
-    431: "headers_too_large",
-}
-
-
-def error_body(code: int, type_: str, message: str, details: dict | None = None) -> dict:
-    body = {"code": code, "type": type_, "message": message}
-    if details:
-        body.update(details)
-    return {"error": body}
-
-
-def register_error_handlers(app: Flask) -> None:
-    @app.errorhandler(ApiError)
-    def _api_error(err: ApiError):
-        response = jsonify(error_body(err.code, err.type, err.message, err.details))
-        response.status_code = err.code
-        response.headers.update(err.headers)
-        return response
-
-    @app.errorhandler(HTTPException)
-    def _http_error(err: HTTPException):
-        code = err.code or 500
-        if code == 413:
-            message = (f"The request body is larger than the limit of "
-                       f"{app.config['MAX_UPLOAD_MB']} MB, or has too many parts.")
-        else:
-            message = err.description or err.name
-        response = jsonify(error_body(code, _HTTP_TYPES.get(code, "http_error"), message))
-        response.status_code = code
-        if code == 405 and hasattr(err, "valid_methods") and err.valid_methods:
-            response.headers["Allow"] = ", ".join(err.valid_methods)
-        return response
-
-    @app.errorhandler(Exception)
-    def _unexpected(err: Exception):
-        # Logged with its traceback for operators; the client gets a fixed message.
-        log.exception("unhandled error while serving a request")
-        response = jsonify(error_body(500, "internal_error", ApiError.message))
-        response.status_code = 500
-        return response

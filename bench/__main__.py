@@ -75,15 +75,14 @@ def timed(function, repeat: int) -> float:
 
 
 def raw_cost(name: str, models_dir: Path, images: dict[str, bytes], repeat: int) -> dict:
-    import frameworks
-    from config import CLASSIFIER_NAMES
-    from images import decode_image
+    from dataplane.images import decode_image
+    from registry import TASKS, create_model
+    from runtimes import frameworks
 
     frameworks.require({frameworks.TORCH, frameworks.TENSORFLOW})
     result = {}
-    if name in CLASSIFIER_NAMES:
-        from classifiers import create_classifier
-        model = create_classifier(name, models_dir, download=False)
+    if name in TASKS["classification"].builtins:
+        model = create_model("classification", name, models_dir, download=False)
         model.load()
         for label, data in images.items():
             full = timed(lambda: model.to_array([decode_image(data).image]), repeat)
@@ -101,14 +100,13 @@ def raw_cost(name: str, models_dir: Path, images: dict[str, bytes], repeat: int)
     import torch
     from imageai.yolov3.utils import prepare_image
 
-    from detectors import create_detector
-    model = create_detector(name, models_dir, download=False)
+    model = create_model("detection", name, models_dir, download=False)
     model.load()
     network = model._detector._ObjectDetection__model
     for label, data in images.items():
         decode = timed(lambda: decode_image(data), repeat)
         image = decode_image(data).image
-        detect = timed(lambda: model.detect(image, 0.3), repeat)
+        detect = timed(lambda: model.predict([image], 0.3), repeat)
         entry = {"decode_ms": decode * 1e3, "detect_ms": detect * 1e3, "raw_ms": (decode + detect) * 1e3}
         if model.spec.model_type != "RetinaNet":
             import numpy as np
@@ -246,6 +244,33 @@ def print_report(report: dict) -> None:
                           + (f"  other statuses {others}" if others else ""))
 
 
+def measure_model(name: str, args, images: dict[str, bytes], levels: list[int]) -> dict:
+    """Raw in-process cost, then the service as deployed and (unless --no-naive) the naive app."""
+    from registry import TASKS
+
+    classifier = name in TASKS["classification"].builtins
+    entry = {"raw": raw_cost(name, args.models_dir, images, args.repeat)}
+    env = {"MODELS_DIR": str(args.models_dir), "MODEL_DOWNLOAD": "false", "PRELOAD_MODELS": "true",
+           "CACHE_MAXSIZE": "0",
+           "IMAGE_CLASSIFICATION_ENABLED": str(classifier).lower(),
+           "OBJECT_DETECTION_ENABLED": str(not classifier).lower(),
+           "IMAGE_CLASSIFICATION_MODEL" if classifier else "OBJECT_DETECTION_MODEL": name}
+    path = "/classify-image" if classifier else "/detect-objects"
+    server = Server([sys.executable, "app.py"], env, "/ready")
+    try:
+        entry["service"] = measure_server(server, path, images, levels, args.seconds)
+    finally:
+        server.stop()
+    if not args.no_naive:
+        naive = Server([sys.executable, "-m", "bench.naive_app"],
+                       {"BENCH_MODEL": name, "MODELS_DIR": str(args.models_dir)}, "/ready")
+        try:
+            entry["naive"] = measure_server(naive, "/predict", images, levels, args.seconds)
+        finally:
+            naive.stop()
+    return entry
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="mobilenet,tiny_yolo")
@@ -264,7 +289,6 @@ def main(argv: list[str] | None = None) -> int:
     levels = [int(c) for c in args.concurrency.split(",")]
     names = [n.strip() for n in args.models.split(",") if n.strip()]
 
-    from config import CLASSIFIER_NAMES
     from models.weights import CATALOG
     if args.random_weights:
         from bench.random_weights import write_weights
@@ -282,27 +306,7 @@ def main(argv: list[str] | None = None) -> int:
               "weights": str(args.models_dir), "models": {}}
     for name in names:
         print(f"measuring {name} ...", flush=True)
-        classifier = name in CLASSIFIER_NAMES
-        entry = {"raw": raw_cost(name, args.models_dir, images, args.repeat)}
-        env = {"MODELS_DIR": str(args.models_dir), "MODEL_DOWNLOAD": "false", "PRELOAD_MODELS": "true",
-               "CACHE_MAXSIZE": "0",
-               "IMAGE_CLASSIFICATION_ENABLED": str(classifier).lower(),
-               "OBJECT_DETECTION_ENABLED": str(not classifier).lower(),
-               "IMAGE_CLASSIFICATION_MODEL" if classifier else "OBJECT_DETECTION_MODEL": name}
-        path = "/classify-image" if classifier else "/detect-objects"
-        server = Server([sys.executable, "app.py"], env, "/ready")
-        try:
-            entry["service"] = measure_server(server, path, images, levels, args.seconds)
-        finally:
-            server.stop()
-        if not args.no_naive:
-            naive = Server([sys.executable, "-m", "bench.naive_app"],
-                           {"BENCH_MODEL": name, "MODELS_DIR": str(args.models_dir)}, "/ready")
-            try:
-                entry["naive"] = measure_server(naive, "/predict", images, levels, args.seconds)
-            finally:
-                naive.stop()
-        report["models"][name] = entry
+        report["models"][name] = measure_model(name, args, images, levels)
     print_report(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

@@ -147,17 +147,17 @@ def evaluate(detect: DetectFn, images: Iterable[Path], images_dir: Path, labels_
 
 def folder_detector(folder: Path) -> DetectFn:
     """A DetectFn running a model folder in-process with the service's own code."""
-    from detectors.custom import CustomDetector
-    from images import decode_image
-    from models.custom_spec import load_spec
+    from dataplane.images import decode_image
+    from detectors.folder import FolderDetector
+    from models.folder_spec import load_spec
 
-    detector = CustomDetector(load_spec(folder))
+    detector = FolderDetector(load_spec(folder))
     detector.load()
     index = {label: i for i, label in enumerate(detector.labels)}
 
     def detect(path: Path, min_score: float):
         image = decode_image(path.read_bytes()).image
-        return [(index[d.label], d.score, d.box) for d in detector.detect(image, min_score)]
+        return [(index[d.label], d.score, d.box) for d in detector.predict([image], min_score)[0]]
     return detect
 
 

@@ -9,16 +9,16 @@ import io
 import os
 import sys
 
-import frameworks
+from runtimes import frameworks
 
 
 def build(model_name: str, models_dir: str):
-    from config import CLASSIFIER_NAMES
     from models.weights import CATALOG
+    from registry import TASKS
 
     frameworks.require({frameworks.TORCH, frameworks.TENSORFLOW})
     path = str(CATALOG[model_name].path(models_dir))
-    if model_name in CLASSIFIER_NAMES:
+    if model_name in TASKS["classification"].builtins:
         import importlib
 
         import numpy as np

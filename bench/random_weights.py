@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-import frameworks
 from models.weights import CATALOG
+from runtimes import frameworks
 
 
 def sample_image(width: int, height: int, seed: int) -> Image.Image:

@@ -13,10 +13,19 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-import frameworks
 from classifiers import imagenet
-from classifiers.base import Classifier
+from contract import STRETCH, Classifier
 from models.weights import CATALOG, WeightFile, ensure_weights
+from runtimes import frameworks
+
+
+def create(name: str, models_dir: Path, download: bool = True) -> "KerasApplicationClassifier":
+    return KerasApplicationClassifier(SPECS[name], models_dir, download)
+
+
+def _tensorflow_device() -> str:
+    import tensorflow as tf
+    return "cuda:0" if tf.config.list_logical_devices("GPU") else "cpu"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +51,8 @@ SPECS = {s.name: s for s in (
 class KerasApplicationClassifier(Classifier):
     frameworks = frozenset({frameworks.TENSORFLOW})
     batchable = True          # one traced call serves any batch size
-    resize_mode = "stretch"   # the whole image is resized to the input size
+    resize_mode = STRETCH
+    runtime = "tensorflow"
 
     def __init__(self, spec: KerasAppSpec, models_dir: Path, download: bool = True):
         self.spec = spec
@@ -67,14 +77,17 @@ class KerasApplicationClassifier(Classifier):
         return imagenet.wordnet_ids()
 
     @property
-    def weights_file(self) -> WeightFile:
-        return self.spec.weights
+    def device(self) -> str:
+        return _tensorflow_device() if self._infer is not None else "cpu"
 
     def describe(self) -> dict:
         return {"format": "keras", "builtin": True, "architecture": self.spec.constructor,
                 "weights": self.spec.weights.filename,
                 "preprocessing": f"keras.applications.{self.spec.module}.preprocess_input",
-                "resize": "stretch"}
+                "resize": STRETCH}
+
+    def load_failure(self, exc: Exception) -> str:
+        return self.spec.weights.unreadable(exc)
 
     def _module(self):
         return importlib.import_module(f"keras.applications.{self.spec.module}")

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-import frameworks
+from contract import LETTERBOX, Detection, Detector
 from detectors import imageai_yolo
-from detectors.base import Detection, Detector
 from models.weights import CATALOG, WeightFile, ensure_weights
+from runtimes import frameworks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,8 +44,13 @@ SPECS = {s.name: s for s in (
 )}
 
 
+def create(name: str, models_dir: Path, download: bool = True) -> "ImageAIDetector":
+    return ImageAIDetector(SPECS[name], models_dir, download)
+
+
 class ImageAIDetector(Detector):
     frameworks = frozenset({frameworks.TORCH})
+    runtime = "torch"
 
     def __init__(self, spec: ImageAISpec, models_dir: Path, download: bool = True):
         self.spec = spec
@@ -54,10 +59,8 @@ class ImageAIDetector(Detector):
         self.download = download
         self._detector = None
         self._lock = threading.Lock()
-
-    @property
-    def weights_file(self) -> WeightFile:
-        return self.spec.weights
+        # YOLO letterboxes to 416x416; RetinaNet resizes inside the network (shorter side 800).
+        self.resize_mode = None if spec.model_type == "RetinaNet" else LETTERBOX
 
     @property
     def labels(self) -> list[str]:
@@ -66,12 +69,18 @@ class ImageAIDetector(Detector):
 
     @property
     def input_size(self) -> tuple[int, int] | None:
-        # YOLO letterboxes to 416x416; RetinaNet resizes inside the network (shorter side 800).
-        return None if self.spec.model_type == "RetinaNet" else (416, 416)
+        return None if self.resize_mode is None else (imageai_yolo.YOLO_INPUT, imageai_yolo.YOLO_INPUT)
+
+    @property
+    def device(self) -> str:
+        return str(self._network_device()) if self._detector is not None else "cpu"
 
     def describe(self) -> dict:
         return {"format": "imageai", "builtin": True, "architecture": self.spec.model_type,
                 "weights": self.spec.weights.filename}
+
+    def load_failure(self, exc: Exception) -> str:
+        return self.spec.weights.unreadable(exc)
 
     def build(self, weights_path: Path):
         """ImageAI's ObjectDetection with the weights loaded (raises on a bad file)."""
@@ -88,7 +97,13 @@ class ImageAIDetector(Detector):
                               check=self.build)
         self._detector = self.build(path)
 
-    def detect(self, image: Image.Image, min_score: float) -> list[Detection]:
+    def predict(self, images: list[Image.Image], min_score: float) -> list[list[Detection]]:
+        return [self._detect(image, min_score) for image in images]
+
+    def _network_device(self):
+        return next(self._detector._ObjectDetection__model.parameters()).device
+
+    def _detect(self, image: Image.Image, min_score: float) -> list[Detection]:
         rgb = np.array(image)  # a writable copy: torch refuses read-only arrays
         with self._lock:
             if self.spec.model_type == "RetinaNet":
@@ -101,14 +116,14 @@ class ImageAIDetector(Detector):
     def _yolo(self, rgb: np.ndarray, min_score: float):
         network = self._detector._ObjectDetection__model
         return imageai_yolo.detect(network, self._detector._ObjectDetection__classes,
-                                   next(network.parameters()).device, rgb, min_score)
+                                   self._network_device(), rgb, min_score)
 
     def _retinanet(self, rgb: np.ndarray, min_score: float):
         import torch
 
         network = self._detector._ObjectDetection__model
         classes = self._detector._ObjectDetection__classes
-        device = next(network.parameters()).device
+        device = self._network_device()
         tensor = torch.from_numpy(rgb).permute(2, 0, 1)
         tensor = tensor.to(device).float().div(255.0)
         with torch.no_grad():

@@ -30,15 +30,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=5, help="results to print")
     args = parser.parse_args(argv)
 
-    import frameworks
-    from classifiers.custom import CustomClassifier
-    from detectors.custom import CustomDetector
-    from images import decode_image
-    from models.custom_spec import SpecError, load_spec
+    from dataplane.images import decode_image
+    from models.folder_spec import SpecError, load_spec
+    from registry import create_model
+    from runtimes import frameworks
 
     try:
         spec = load_spec(args.folder)
-        model = (CustomClassifier if spec.task == "classification" else CustomDetector)(spec)
+        model = create_model(spec.task, spec.name, args.folder.parent)
         frameworks.require(set(model.frameworks))
         model.load()
     except SpecError as exc:
@@ -48,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"The model file could not be opened: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
 
-    runtime = model.runtime
+    runtime = model.tensors
     print(f"model    {spec.name}: {spec.task}, {spec.format}, {len(spec.labels)} labels")
     print(f"input    {runtime.input.name} {list(d or -1 for d in runtime.input.shape)} "
           f"{runtime.input.dtype.name} {runtime.layout}"
@@ -66,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         for i in np.argsort(-probabilities)[: args.top]:
             print(f"  {probabilities[i] * 100:6.2f}%  {spec.labels[i]}")
     else:
-        detections = sorted(model.detect(image, 0.25), key=lambda d: -d.score)
+        detections = sorted(model.predict([image], 0.25)[0], key=lambda d: -d.score)
         print(f"  {len(detections)} detections at score >= 0.25")
         for d in detections[: args.top]:
             print(f"  {d.score * 100:6.2f}%  {d.label}  {list(d.box)}")

@@ -12,18 +12,15 @@ import sys
 
 from config import ConfigError, Settings
 from models.weights import CATALOG, WeightsUnavailable, ensure_weights
+from registry import TASKS, create_model
 
 
 def _loads_into_architecture(name: str, settings: Settings):
     """The model family's structural check: the downloaded file must load into its architecture."""
     def check(path):
-        import frameworks
-        if CATALOG[name].subdir == "classify":
-            from classifiers import create_classifier
-            model = create_classifier(name, settings.models_dir)
-        else:
-            from detectors import create_detector
-            model = create_detector(name, settings.models_dir)
+        from runtimes import frameworks
+        task = next(task for task, entry in TASKS.items() if name in entry.builtins)
+        model = create_model(task, name, settings.models_dir)
         frameworks.require(set(model.frameworks))
         model.build(path)
     return check
@@ -44,8 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
     names = args.names
     if not names:
-        names = [n for n, on in ((settings.classification_model, settings.classification_enabled),
-                                 (settings.detection_model, settings.detection_enabled)) if on] or ["all"]
+        names = [settings.models_for(task)[0] for task in TASKS if settings.models_for(task)] or ["all"]
     if "all" in names:
         names = list(CATALOG)
     unknown = [n for n in names if n not in CATALOG]

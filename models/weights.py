@@ -38,6 +38,12 @@ class WeightFile:
     def fetch_command(self) -> str:
         return f"python -m models.download {self.model}"
 
+    def unreadable(self, exc: Exception) -> str:
+        """The reason to report when the file is present but its architecture cannot load it."""
+        return (f"the weights file {self.filename} in MODELS_DIR/{self.subdir} could not be "
+                f"loaded ({type(exc).__name__}); it may be truncated or corrupt: delete it and "
+                f"fetch it again with `{self.fetch_command}`")
+
 
 CATALOG: dict[str, WeightFile] = {w.model: w for w in (
     WeightFile("mobilenet", "classify",
@@ -131,6 +137,9 @@ def download_verified(spec: WeightFile, target: Path, *,
 
 def verify(spec: WeightFile, path: Path) -> None:
     size = path.stat().st_size
+    checks = [name for name, wanted in (("size", spec.size), ("md5", spec.md5), ("sha256", spec.sha256_prefix))
+              if wanted]
+    log.info("%s: %.1f MB received, checking %s", spec.filename, size / 1e6, ", ".join(checks) or "its loading")
     if spec.size is not None and size != spec.size:
         raise WeightsCorrupt(f"size {size} bytes, expected {spec.size}")
     if spec.md5 or spec.sha256_prefix:
@@ -145,17 +154,49 @@ def verify(spec: WeightFile, path: Path) -> None:
             raise WeightsCorrupt(f"sha256 does not start with {spec.sha256_prefix}")
 
 
-def http_fetch(url: str, dest: Path, *, timeout: float = 30.0) -> None:
-    """Stream `url` into `dest`; a body shorter than its Content-Length is an error."""
+def http_fetch(url: str, dest: Path, *, timeout: float = 30.0, progress_stream=None) -> None:
+    """Stream `url` into `dest`, showing progress; a body shorter than its Content-Length is an error."""
     import requests  # imported here: the service itself only needs it to download
 
     with requests.get(url, stream=True, timeout=timeout) as response:
         response.raise_for_status()
         expected = response.headers.get("Content-Length")
+        total = int(expected) if expected is not None else None
         received = 0
-        with open(dest, "wb") as out:
+        with open(dest, "wb") as out, Progress(url.rsplit("/", 1)[-1], total, progress_stream) as progress:
             for chunk in response.iter_content(chunk_size=1 << 20):
                 out.write(chunk)
                 received += len(chunk)
-        if expected is not None and received != int(expected):
+                progress.update(len(chunk))
+        if total is not None and received != total:
             raise WeightsCorrupt(f"incomplete download: {received} of {expected} bytes")
+
+
+class Progress:
+    """A tqdm bar on a terminal; elsewhere (a container's log, CI) a log line per ~10 %."""
+
+    def __init__(self, name: str, total: int | None, stream=None):
+        import sys
+
+        self.name, self.total, self.done, self._next_tenth = name, total, 0, 1
+        stream = stream or sys.stderr
+        self._bar = None
+        if stream.isatty():
+            from tqdm import tqdm
+            self._bar = tqdm(total=total, unit="B", unit_scale=True, desc=name, file=stream)
+
+    def __enter__(self):
+        return self
+
+    def update(self, count: int) -> None:
+        self.done += count
+        if self._bar is not None:
+            self._bar.update(count)
+        elif self.total and self.done * 10 >= self._next_tenth * self.total:
+            self._next_tenth = self.done * 10 // self.total + 1
+            log.info("%s: %d %% (%.1f of %.1f MB)", self.name, 100 * self.done // self.total,
+                     self.done / 1e6, self.total / 1e6)
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.close()

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from runtimes.base import Runtime, TensorInfo
 
-FORMATS = ("keras", "tflite", "onnx")
+# What executes each model file format (/models says it as "runtime").
+RUNTIME_NAMES = {"tflite": "litert", "onnx": "onnxruntime", "keras": "tensorflow"}
 
 
 def open_runtime(fmt: str, path: Path, *, threads: int | None = None) -> Runtime:
@@ -27,4 +28,4 @@ def open_runtime(fmt: str, path: Path, *, threads: int | None = None) -> Runtime
     raise ValueError(f"unknown format {fmt!r}")
 
 
-__all__ = ["FORMATS", "Runtime", "TensorInfo", "open_runtime"]
+__all__ = ["RUNTIME_NAMES", "Runtime", "TensorInfo", "open_runtime"]

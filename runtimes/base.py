@@ -67,14 +67,16 @@ class Runtime(abc.ABC):
         return (h, w) if isinstance(h, int) and isinstance(w, int) else None
 
     @property
-    def max_batch(self) -> int | None:
+    def fixed_batch(self) -> int | None:
+        """The images one call takes when the model fixes its batch dimension."""
         batch = self.input.shape[0]
         return batch if isinstance(batch, int) else None
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         """float32 batch in the model's layout -> float32 outputs, batch first."""
-        if self.max_batch is not None and len(batch) > self.max_batch:
-            parts = [self.run(batch[i:i + self.max_batch]) for i in range(0, len(batch), self.max_batch)]
+        step = self.fixed_batch
+        if step is not None and len(batch) > step:
+            parts = [self.run(batch[i:i + step]) for i in range(0, len(batch), step)]
             return [np.concatenate(outs) for outs in zip(*parts)]
         raw = self._invoke(quantize(batch, self.input))
         return [dequantize(y, info) for y, info in zip(raw, self.outputs)]

@@ -35,10 +35,9 @@ class TFLiteRuntime(Runtime):
         self._output_indices = [d["index"] for d in outputs]
         self.outputs = [_info(d) for d in outputs]
         self._lock = threading.Lock()
-        self._batch = int(inputs[0]["shape"][0])
 
     @property
-    def max_batch(self) -> int | None:
+    def fixed_batch(self) -> int | None:
         return 1  # resized per call otherwise; one image per invoke keeps it simple and fast
 
     def _invoke(self, batch: np.ndarray) -> list[np.ndarray]:

@@ -1,17 +1,12 @@
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-SHARED = ROOT.parent / "shared"
-
-from config import Settings  # noqa: E402
-from tests.fakes import FakeClassifier, FakeDetector  # noqa: E402
+from config import Settings
+from tests.support.fakes import FakeClassifier, FakeDetector
+from tests.support.paths import SHARED
 
 
 def pytest_collection_modifyitems(config, items):

@@ -2,7 +2,6 @@
 API keys and the request log. Fake models keep these fast; the real models are elsewhere."""
 from __future__ import annotations
 
-import base64
 import io
 import json
 import logging
@@ -12,46 +11,17 @@ from PIL import Image
 
 from app import create_app
 from config import Settings
-from report import UsageReport
-from tests import imaging
-from tests.fakes import FakeClassifier, FakeDetector
-from tests.image_server import ImageServer
+from dataplane.cache import ResultCache
+from dataplane.report import UsageReport
+from tests.support import imaging
+from tests.support.fakes import FakeClassifier
+from tests.support.http import b64, make_app, post_images
+from tests.support.image_server import ImageServer
 
 RED = imaging.jpeg(size=(40, 30), color=(250, 10, 10))
 BLUE = imaging.png(size=(20, 10), color=(10, 10, 250))
 
 
-def make_app(tmp_path, **overrides):
-    settings = Settings(classification_enabled=True, detection_enabled=True, models_dir=tmp_path, **overrides)
-    return create_app(settings, classifier=FakeClassifier(), detector=FakeDetector())
-
-
-@pytest.fixture
-def app(tmp_path):
-    return make_app(tmp_path)
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-def multipart(*images):
-    parts = []
-    boundary = "b0undary"
-    for i, data in enumerate(images):
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{i}.jpg"\r\n'
-                     f"Content-Type: image/jpeg\r\n\r\n".encode() + data + b"\r\n")
-    return f"multipart/form-data; boundary={boundary}", b"".join(parts) + f"--{boundary}--\r\n".encode()
-
-
-def post_images(client, path, *images):
-    content_type, body = multipart(*images)
-    return client.post(path, data=body, content_type=content_type)
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 # --- /v2 shapes -------------------------------------------------------------------------------
@@ -129,7 +99,7 @@ def test_json_batch_with_urls_and_base64(tmp_path):
 
 
 def test_batch_limits(tmp_path):
-    client = make_app(tmp_path, max_batch=2).test_client()
+    client = make_app(tmp_path, max_request_images=2).test_client()
     response = post_images(client, "/v2/classify", RED, RED, RED)
     assert response.status_code == 400 and "MAX_BATCH" in response.get_json()["error"]["message"]
     assert client.post("/v2/detect", json={"images": [{"image_base64": b64(RED)}] * 3}).status_code == 400
@@ -192,12 +162,8 @@ def test_urls_are_cached_by_url_without_fetching_again(tmp_path):
 
 
 def test_cache_expires_after_ttl(tmp_path):
-    app = make_app(tmp_path, cache_ttl=1)
-    service = app.extensions["inference"]
     now = [1000.0]
-    from cache import ResultCache
-    service.cache = ResultCache(16, 1, timer=lambda: now[0])
-    client = app.test_client()
+    client = make_app(tmp_path, cache=ResultCache(16, 1, timer=lambda: now[0])).test_client()
     assert post_images(client, "/v2/classify", RED).get_json()["cached"] is False
     assert post_images(client, "/v2/classify", RED).get_json()["cached"] is True
     now[0] += 2

@@ -10,11 +10,12 @@ import pytest
 from PIL import Image
 
 from app import create_app
-from batching import MicroBatcher
 from config import Settings
-from images import decode_image
-from tests import imaging
-from tests.fakes import FakeClassifier
+from dataplane.batching import MicroBatcher
+from dataplane.images import decode_image
+from registry import create_model
+from tests.support import imaging
+from tests.support.fakes import FakeClassifier
 
 
 class Recorder:
@@ -31,7 +32,7 @@ class Recorder:
 
 def test_concurrent_requests_become_batches_and_get_their_own_rows():
     predict = Recorder()
-    batcher = MicroBatcher(predict, max_batch=8, timeout_ms=5)
+    batcher = MicroBatcher(predict, max_images=8, timeout_ms=5)
     out = {}
 
     def call(i):
@@ -47,7 +48,7 @@ def test_concurrent_requests_become_batches_and_get_their_own_rows():
 
 
 def test_a_lone_request_is_dispatched_at_once():
-    batcher = MicroBatcher(Recorder(delay=0), max_batch=8, timeout_ms=1000)
+    batcher = MicroBatcher(Recorder(delay=0), max_images=8, timeout_ms=1000)
     started = time.perf_counter()
     batcher.submit([1])
     assert time.perf_counter() - started < 0.1
@@ -55,7 +56,7 @@ def test_a_lone_request_is_dispatched_at_once():
 
 def test_a_forming_batch_waits_for_announced_requests():
     predict = Recorder(delay=0)
-    batcher = MicroBatcher(predict, max_batch=8, timeout_ms=500)
+    batcher = MicroBatcher(predict, max_images=8, timeout_ms=500)
     with batcher.expecting() as token:
         first = threading.Thread(target=batcher.submit, args=([1],))
         first.start()
@@ -66,7 +67,7 @@ def test_a_forming_batch_waits_for_announced_requests():
 
 
 def test_a_withdrawn_announcement_stops_the_wait():
-    batcher = MicroBatcher(Recorder(delay=0), max_batch=8, timeout_ms=2000)
+    batcher = MicroBatcher(Recorder(delay=0), max_images=8, timeout_ms=2000)
     with batcher.expecting():
         t = threading.Thread(target=batcher.submit, args=([1],))
         t.start()
@@ -77,7 +78,7 @@ def test_a_withdrawn_announcement_stops_the_wait():
 
 
 def test_a_failure_reaches_every_caller_in_the_batch():
-    batcher = MicroBatcher(Recorder(fail=True), max_batch=8, timeout_ms=5)
+    batcher = MicroBatcher(Recorder(fail=True), max_images=8, timeout_ms=5)
     with pytest.raises(RuntimeError):
         batcher.submit([1])
     with pytest.raises(RuntimeError):
@@ -135,11 +136,10 @@ def test_draft_with_exif_rotation_reports_the_upright_full_size():
 
 
 def test_draft_keeps_the_top_label_of_the_real_classifier(tmp_path):
-    from tests.shared_models import build_folder, photo, require_shared
+    from tests.support.shared_models import build_folder, photo, require_shared
     shared = require_shared()
     build_folder(tmp_path, "mobilenet_v2_quant")
-    from classifiers import create_classifier
-    classifier = create_classifier("mobilenet_v2_quant", tmp_path)
+    classifier = create_model("classification", "mobilenet_v2_quant", tmp_path)
     classifier.load()
     photos = sorted(p for p in (shared / "images").rglob("*.jpg") if "coco8" not in str(p))
     assert len(photos) >= 8

@@ -15,14 +15,14 @@ import pytest
 from app import create_app
 from bench.coco_eval import default_labels_dir, evaluate, find_images
 from config import ConfigError, Settings
-from tests import imaging
-from tests.shared_models import FOLDERS, build_folder, photo, require_shared
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import imaging
+from tests.support.http import multipart
+from tests.support.paths import ROOT
+from tests.support.shared_models import FOLDERS, build_folder, photo, require_shared
 
 
 def post(client, path, data: bytes):
-    content_type, body = imaging.multipart(files={"image": ("x.jpg", data)})
+    content_type, body = multipart(files={"image": ("x.jpg", data)})
     return client.post(path, data=body, content_type=content_type)
 
 
@@ -296,7 +296,7 @@ def test_the_process_exits_2_on_a_malformed_folder(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("suffix", [".keras", ".h5"])
 def test_a_users_keras_model_with_logits(tmp_path, suffix):
-    import frameworks
+    from runtimes import frameworks
     frameworks.require({frameworks.TORCH, frameworks.TENSORFLOW})
     import keras
 

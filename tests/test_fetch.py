@@ -11,12 +11,10 @@ import time
 
 import pytest
 
-from app import create_app
-from config import Settings
+from dataplane.fetch import Fetcher, FetchPolicy, is_public_address
 from errors import ImageUrlUnavailable
-from fetch import Fetcher, FetchPolicy, is_public_address
-from tests.fakes import FakeClassifier, FakeDetector
-from tests.image_server import ImageServer
+from tests.support.http import make_app
+from tests.support.image_server import ImageServer
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +23,9 @@ def server():
         yield s
 
 
-def make_client(tmp_path, allow: str = "", timeout: float = 10.0):
-    settings = Settings(classification_enabled=True, detection_enabled=True, models_dir=tmp_path,
-                        fetch_allow_hosts=frozenset(h for h in allow.lower().split(",") if h),
-                        fetch_timeout=timeout)
-    app = create_app(settings, classifier=FakeClassifier(), detector=FakeDetector())
+def make_client(tmp_path, allow: str = "", timeout: float = 10.0, fetcher=None):
+    app = make_app(tmp_path, fetch_allow_hosts=frozenset(h for h in allow.lower().split(",") if h),
+                   fetch_timeout=timeout, fetcher=fetcher)
     return app, app.test_client()
 
 
@@ -195,14 +191,13 @@ def test_endless_or_huge_bodies_stop_at_the_size_cap(tmp_path, server):
 
 
 def test_blocked_unresolvable_and_refused_look_the_same(tmp_path, server):
-    app, client = make_client(tmp_path, allow="127.0.0.1:1")
+    _, client = make_client(tmp_path, allow="127.0.0.1:1")
     blocked = classify_url(client, server.url("/cat.jpg")).get_json()   # loopback, not allowed
     refused = classify_url(client, "http://127.0.0.1:1/cat.jpg").get_json()  # allowed, nothing listens
 
     def unresolvable(host, port):
         raise socket.gaierror("no such host")
-    service = app.extensions["inference"]
-    service.fetcher = Fetcher(service.fetcher.policy, resolver=unresolvable, opener=NeverConnect())
+    _, client = make_client(tmp_path, fetcher=Fetcher(FetchPolicy(), resolver=unresolvable, opener=NeverConnect()))
     missing = classify_url(client, "http://no-such-host.invalid/cat.jpg").get_json()
     assert blocked == refused == missing
 

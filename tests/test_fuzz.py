@@ -14,10 +14,10 @@ from schemathesis.checks import not_a_server_error
 
 from app import create_app
 from config import Settings
+from dataplane.images import ImageLimits, decode_image
 from errors import ImageTooLarge, InvalidImage, UnsupportedImageFormat
-from images import ImageLimits, decode_image
-from tests import imaging
-from tests.fakes import FakeClassifier, FakeDetector
+from tests.support import imaging
+from tests.support.fakes import FakeClassifier, FakeDetector
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
 LIMITS = ImageLimits(max_pixels=4_000_000, max_side=4000)
@@ -66,10 +66,10 @@ def test_random_bytes_decode_or_fail_cleanly(data):
 def _app():
     import tempfile
     app = create_app(Settings(classification_enabled=True, detection_enabled=True,
-                              models_dir=tempfile.mkdtemp(), max_batch=4),
+                              models_dir=tempfile.mkdtemp(), max_request_images=4),
                      classifier=FakeClassifier(), detector=FakeDetector())
-    for slot in app.extensions["model_manager"].slots.values():
-        slot.get()  # ready, so any 5xx is a finding
+    for slot in app.extensions["registry"].slots.values():
+        slot.ensure_loaded()  # ready, so any 5xx is a finding
     return app
 
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dataplane.images import ImageLimits, decode_image
 from errors import ImageTooLarge, InvalidImage, UnsupportedImageFormat
-from images import ImageLimits, decode_image
-from tests import imaging
-from tests.imaging import encode, solid
+from tests.support import imaging
+from tests.support.imaging import encode, solid
 
 
 def rgb_at(decoded, xy=(1, 1)):

@@ -12,7 +12,8 @@ from bench.random_weights import sample_image
 from classifiers.keras_applications import SPECS as CLASSIFIER_SPECS
 from config import Settings
 from models.weights import CATALOG
-from tests import imaging
+from registry import create_model
+from tests.support import imaging
 
 pytestmark = pytest.mark.slow
 
@@ -127,15 +128,14 @@ def test_missing_weights_without_download_name_file_url_and_command(tmp_path):
 @pytest.mark.parametrize("name", ["tiny_yolo", "yolo"])
 def test_fast_yolo_post_processing_is_identical_to_imageai(name, random_models_dir):
     """Random YOLO weights give thousands of candidate boxes: a hard test of the NMS."""
-    from detectors import create_detector
 
-    detector = create_detector(name, random_models_dir, download=False)
+    detector = create_model("detection", name, random_models_dir, download=False)
     detector.load()
     compared = 0
     for seed, size in ((5, (416, 416)), (6, (640, 480)), (7, (300, 500))):
         image = sample_image(*size, seed)
         rgb = np.asarray(image)
-        ours = detector.detect(image, 0.3)
+        ours = detector.predict([image], 0.3)[0]
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])
         _, reference = detector._detector.detectObjectsFromImage(
             input_image=bgr, output_type="array", minimum_percentage_probability=30)

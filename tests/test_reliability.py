@@ -10,16 +10,15 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import psutil
 import pytest
 import requests
 
-from tests import imaging
-from tests.test_server import free_port, wait_until
+from tests.support import imaging
+from tests.support.paths import ROOT
+from tests.support.servers import free_port, wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 
@@ -32,7 +31,7 @@ class SlowServer:
         environment.update(IMAGE_CLASSIFICATION_ENABLED="true", PORT=str(self.port), MODELS_DIR=str(tmp_path),
                            **{k: str(v) for k, v in env.items()})
         with open(self.log, "w") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "tests.slow_app"], cwd=ROOT,
+            self.process = subprocess.Popen([sys.executable, "-m", "tests.support.slow_app"], cwd=ROOT,
                                             env=environment, stdout=log, stderr=subprocess.STDOUT)
         wait_until(lambda: requests.get(self.url + "/health", timeout=1).ok, 30, "liveness")
 

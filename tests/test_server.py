@@ -1,50 +1,17 @@
 """The real server: `python app.py` under waitress, as deployed, driven over HTTP."""
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
-from tests import imaging
+from tests.support import imaging
+from tests.support.http import multipart
+from tests.support.servers import start_server, wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(env_overrides: dict[str, str], log_path: Path) -> tuple[subprocess.Popen, str]:
-    """Start `python app.py`; its output goes to a file (a pipe nobody reads would fill up)."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("IMAGE_CLASSIFICATION", "OBJECT_DETECTION", "MODEL", "PRELOAD"))}
-    env.update(PORT=str(port), **env_overrides)
-    with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env,
-                                   stdout=log, stderr=subprocess.STDOUT)
-    return process, f"http://127.0.0.1:{port}"
-
-
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +91,7 @@ def test_errors_are_json_and_the_server_keeps_serving(server):
 
 def test_chunked_body_over_the_limit_is_413_json(server):
     _, url = server
-    content_type, body = imaging.multipart(files={"image": ("a.jpg", imaging.jpeg() + b"\0" * (3 * 1024 * 1024))})
+    content_type, body = multipart(files={"image": ("a.jpg", imaging.jpeg() + b"\0" * (3 * 1024 * 1024))})
 
     def chunks():
         for i in range(0, len(body), 64 * 1024):

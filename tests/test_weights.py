@@ -134,3 +134,45 @@ def test_download_command_keeps_present_files(tmp_path):
                             cwd=Path(__file__).resolve().parent.parent, env={"MODELS_DIR": str(tmp_path), "PATH": ""})
     assert result.returncode == 0, result.stderr
     assert str(target) in result.stdout and target.read_bytes() == b"already here"
+
+
+def test_download_logs_progress_and_the_checksum_step(server, tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="models.weights")
+    md5 = hashlib.md5(PAYLOAD).hexdigest()
+    ensure_weights(spec(server + "/ok", md5=md5), tmp_path, download=True)
+    lines = [r.getMessage() for r in caplog.records]
+    # Off a terminal: the body arrives in one chunk, so one progress line, at 100 %.
+    assert [line for line in lines if " %" in line] == ["ok: 100 % (0.0 of 0.0 MB)"]
+    assert "w.h5: 0.0 MB received, checking md5" in lines
+
+
+def test_download_progress_bar_on_a_terminal(tmp_path):
+    import io
+
+    from models.weights import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    screen = Terminal()
+    with Progress("big.h5", 10_000_000, screen) as progress:
+        for _ in range(10):
+            progress.update(1_000_000)
+    assert "big.h5" in screen.getvalue() and "100%" in screen.getvalue()
+
+
+def test_progress_lines_at_each_tenth(caplog):
+    import io
+    import logging
+
+    from models.weights import Progress
+
+    caplog.set_level(logging.INFO, logger="models.weights")
+    with Progress("big.h5", 1000, io.StringIO()) as progress:
+        for _ in range(100):
+            progress.update(10)
+    lines = [r.getMessage() for r in caplog.records]
+    assert [line.split(":")[1].split("%")[0].strip() for line in lines] == [str(p) for p in range(10, 101, 10)]

@@ -10,7 +10,7 @@ import zlib
 
 from PIL import Image, ImageDraw, ImageFont
 
-from detectors.base import Detection
+from contract import Detection
 
 
 def _colour(label: str) -> tuple[int, int, int]:

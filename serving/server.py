@@ -32,7 +32,7 @@ def serve(app, settings) -> int:
         inbuf_overflow=4 * 1024 * 1024,
         ident="image-classification-service",
     )
-    lifecycle = app.extensions["lifecycle"]
+    admission, time_limit = app.extensions["admission"], app.extensions["time_limit"]
 
     def drain():
         deadline = time.monotonic() + settings.drain_seconds
@@ -43,10 +43,10 @@ def serve(app, settings) -> int:
         server.trigger.pull_trigger(lambda: _close_all(server))
 
     def on_signal(signum, _frame):
-        if lifecycle.draining.is_set():
+        if admission.draining.is_set():
             return
         log.info("%s received: draining for up to %ss", signal.Signals(signum).name, settings.drain_seconds)
-        lifecycle.draining.set()
+        admission.draining.set()
         threading.Thread(target=drain, name="drain", daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -55,7 +55,7 @@ def serve(app, settings) -> int:
              settings.port, settings.waitress_threads, settings.max_queue, settings.server_threads)
     server.run()
     server.task_dispatcher.shutdown(cancel_pending=True, timeout=1)
-    lifecycle.shutdown()
+    time_limit.shutdown()
     log.info("stopped")
     return 0
 

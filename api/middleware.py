@@ -15,7 +15,7 @@ from errors import Unauthorized
 access_log = logging.getLogger("image_service.access")
 
 # Routes an orchestrator or scraper calls without a key.
-OPEN_ENDPOINTS = {"api.health", "api.ready", "ops.metrics"}
+OPEN_ENDPOINTS = {"operations.health", "operations.ready", "operations.metrics"}
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 

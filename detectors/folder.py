@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from PIL import Image
 
-from detectors.base import Detection, Detector
+from contract import Detection, Detector
 from detectors.yolo_decode import decode, nms
-from runtimes.custom_model import CustomModel
+from models.folder_model import FolderModel
 
 
-class CustomDetector(CustomModel, Detector):
+class FolderDetector(FolderModel, Detector):
     def check_outputs(self, runtime, where):
         classes = len(self.spec.labels)
         width = 4 + classes if self.spec.layout == "yolov8" else 5 + classes
@@ -19,7 +19,10 @@ class CustomDetector(CustomModel, Detector):
                     f"does not match layout '{self.spec.layout}' ({layout}) with C = {classes}"]
         return []
 
-    def detect(self, image: Image.Image, min_score: float) -> list[Detection]:
+    def predict(self, images: list[Image.Image], min_score: float) -> list[list[Detection]]:
+        return [self._detect(image, min_score) for image in images]
+
+    def _detect(self, image: Image.Image, min_score: float) -> list[Detection]:
         batch, placements = self.inputs([image])
         output = self._runtime.run(batch)[0][0]
         boxes, scores, class_ids = decode(output, self.spec.layout, len(self.spec.labels),

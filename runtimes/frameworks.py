@@ -45,6 +45,14 @@ def _configure(framework: str) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(inter)
 
 
+def import_failure(exc: Exception) -> str:
+    """The reason to report when importing a framework failed (a missing system library, say):
+    the module that failed, never advice about weight files."""
+    module = getattr(exc, "name", None) or "a framework module"
+    return (f"a framework the model needs could not be imported ({type(exc).__name__} while "
+            f"importing {module}); the installation is incomplete, the weights are not at fault")
+
+
 def require(needed: set[str]) -> None:
     unknown = set(needed) - set(_ORDER)
     if unknown:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
+from tests.support.paths import SHARED
 
 FOLDERS = {
     "mobilenet_v2_quant": {

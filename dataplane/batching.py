@@ -19,16 +19,14 @@ import numpy as np
 
 
 class MicroBatcher:
-    def __init__(self, predict: Callable[[list], np.ndarray], max_batch: int, timeout_ms: float,
+    def __init__(self, predict: Callable[[list], np.ndarray], max_images: int, timeout_ms: float,
                  name: str = "model"):
         self._predict = predict
-        self.max_batch = max_batch
+        self.max_images = max_images
         self.timeout = timeout_ms / 1000.0
         self._queue: collections.deque = collections.deque()
         self._cv = threading.Condition()
         self._expected = 0
-        self.batches = 0
-        self.images = 0
         self._worker = threading.Thread(target=self._run, name=f"batcher-{name}", daemon=True)
         self._worker.start()
 
@@ -68,8 +66,8 @@ class MicroBatcher:
             batch = [self._queue.popleft()]
             count = len(batch[0][0])
             deadline = time.monotonic() + self.timeout
-            while count < self.max_batch:
-                if self._queue and count + len(self._queue[0][0]) <= self.max_batch:
+            while count < self.max_images:
+                if self._queue and count + len(self._queue[0][0]) <= self.max_images:
                     item = self._queue.popleft()
                     batch.append(item)
                     count += len(item[0])
@@ -90,8 +88,6 @@ class MicroBatcher:
                 for _, future in batch:
                     future.set_exception(exc)
                 continue
-            self.batches += 1
-            self.images += len(images)
             start = 0
             for item_images, future in batch:
                 future.set_result(rows[start:start + len(item_images)])

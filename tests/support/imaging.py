@@ -33,17 +33,3 @@ def png_header_claiming(width: int, height: int) -> bytes:
                 + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
-
-
-def multipart(fields: dict[str, str] | None = None, files: dict[str, tuple[str, bytes]] | None = None,
-              boundary: str = "testboundary7MA4YWxk") -> tuple[str, bytes]:
-    """A multipart/form-data body built in memory: (content type, body)."""
-    parts = []
-    for name, value in (fields or {}).items():
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
-                     + value.encode() + b"\r\n")
-    for name, (filename, data) in (files or {}).items():
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
-                     f'filename="{filename}"\r\nContent-Type: image/jpeg\r\n\r\n'.encode() + data + b"\r\n")
-    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
-    return f"multipart/form-data; boundary={boundary}", body

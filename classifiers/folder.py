@@ -4,18 +4,14 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from classifiers.base import Classifier
-from runtimes.custom_model import CustomModel
+from contract import Classifier
+from models.folder_model import FolderModel
 
 
-class CustomClassifier(CustomModel, Classifier):
+class FolderClassifier(FolderModel, Classifier):
     @property
     def batchable(self) -> bool:
         return self.spec.format == "keras"  # TFLite and ONNX here run image by image anyway
-
-    @property
-    def resize_mode(self) -> str:
-        return self.spec.resize
 
     def check_outputs(self, runtime, where):
         shape = runtime.outputs[0].shape

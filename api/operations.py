@@ -1,4 +1,5 @@
-"""Operator and documentation routes: /metrics, /report, /openapi.json, /docs."""
+"""Operator routes: liveness, readiness, status, the models, metrics, the usage report, and the
+API's own documentation (/openapi.json, /docs)."""
 from __future__ import annotations
 
 import functools
@@ -8,10 +9,12 @@ from pathlib import Path
 
 from flask import Blueprint, Response, abort, current_app, jsonify
 
-import metrics as metrics_module
-from openapi import openapi_document
+from api.errors import error_body
+from api.openapi import openapi_document
+from registry import TASKS
+from serving import metrics as metrics_module
 
-bp = Blueprint("ops", __name__)
+bp = Blueprint("operations", __name__)
 
 # Swagger UI's files come from the pinned swagger-ui-py package: no CDN, works offline.
 _SWAGGER_STATIC = Path(importlib.util.find_spec("swagger_ui").submodule_search_locations[0]) / "static"
@@ -42,6 +45,62 @@ _DOCS_PAGE = """<!doctype html>
 </body>
 </html>
 """
+
+
+def _registry():
+    return current_app.extensions["registry"]
+
+
+@bp.get("/health")
+def health():
+    # Liveness only: no lock, no model, nothing that can wait behind inference.
+    return jsonify(status="ok")
+
+
+@bp.get("/ready")
+def ready():
+    registry = _registry()
+    admission, time_limit = current_app.extensions["admission"], current_app.extensions["time_limit"]
+    models = registry.status()
+    if admission.draining.is_set():
+        body = error_body(503, "shutting_down", "The service is shutting down.")
+    elif not time_limit.healthy:
+        body = error_body(503, "inference_stuck", "Model calls are stuck past the time limit.")
+    elif not registry.ready:
+        body = error_body(503, "not_ready", "Not every enabled model is loaded yet.")
+    else:
+        return jsonify(status="ready", models=models)
+    body.update(status="not_ready", models=models)
+    return jsonify(body), 503
+
+
+@bp.get("/status")
+def status():
+    registry = _registry()
+    features = {}
+    for task, entry in TASKS.items():
+        names = registry.by_task.get(task, [])
+        if names:
+            features[task] = {"enabled": True, "model": names[0], "models": names}
+        else:
+            features[task] = {"enabled": False, "model": None, "models": [],
+                              "enable_with": f"{entry.enable_variable}=true"}
+    return jsonify(features=features, models=registry.status(), ready=registry.ready)
+
+
+@bp.get("/models")
+def list_models():
+    return jsonify(models=[slot.details() for slot in _registry().slots.values()])
+
+
+@bp.get("/models/<name>")
+def model_details(name: str):
+    return jsonify(_registry().get(name).details())
+
+
+@bp.get("/models/<name>/labels")
+def model_labels(name: str):
+    return jsonify(name=name, labels=list(_registry().get(name).model.labels))
 
 
 @bp.get("/metrics")

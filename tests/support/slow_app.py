@@ -8,8 +8,8 @@ import time
 
 from app import create_app, prepare_process
 from config import Settings
-from server import serve
-from tests.fakes import FakeClassifier
+from serving.server import serve
+from tests.support.fakes import FakeClassifier
 
 
 class SlowClassifier(FakeClassifier):

@@ -1,21 +1,24 @@
-"""What users' classifiers and detectors share: the runtime, its input size, the checks."""
+"""What users' model folders share, whatever their task: the runtime that opens the file, the
+input size, the start-up checks against the file itself, and the image → tensor step."""
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image
 
-import frameworks
-from models.custom_spec import CustomModelSpec, SpecError
-from preprocessing import Placement, normalise, place
-from runtimes import Runtime, open_runtime
+from models.folder_spec import FolderSpec, SpecError
+from models.preprocessing import Placement, normalise, place
+from runtimes import RUNTIME_NAMES, Runtime, frameworks, open_runtime
 
 
-class CustomModel:
-    def __init__(self, spec: CustomModelSpec, threads: int | None = None):
+class FolderModel:
+    """Mixed into a task's contract class (classifiers.folder, detectors.folder)."""
+
+    def __init__(self, spec: FolderSpec, threads: int | None = None):
         self.spec = spec
         self.name = spec.name
         self.threads = threads
         self.frameworks = frozenset({frameworks.TENSORFLOW}) if spec.format == "keras" else frozenset()
+        self.resize_mode = spec.resize
         self._runtime: Runtime | None = None
 
     @property
@@ -29,7 +32,12 @@ class CustomModel:
         return self._runtime.fixed_size if self._runtime else None
 
     @property
-    def runtime(self) -> Runtime | None:
+    def runtime(self) -> str:
+        return RUNTIME_NAMES[self.spec.format]
+
+    @property
+    def tensors(self) -> Runtime | None:
+        """The opened runtime with its tensors (models.check prints them); None before load."""
         return self._runtime
 
     def describe(self) -> dict:
@@ -52,8 +60,12 @@ class CustomModel:
         self._check(runtime)
         self._runtime = runtime
 
+    def load_failure(self, exc: Exception) -> str:
+        return (f"the model file MODELS_DIR/{self.name}/{self.spec.file} could not be loaded "
+                f"({type(exc).__name__}); check it with `python -m models.check MODELS_DIR/{self.name}`")
+
     def _check(self, runtime: Runtime) -> None:
-        where = f"MODELS_DIR/{self.name}/model.json"
+        where = self.spec.where
         problems = []
         try:
             fixed = runtime.fixed_size
@@ -69,6 +81,7 @@ class CustomModel:
             raise SpecError(problems)
 
     def check_outputs(self, runtime: Runtime, where: str) -> list[str]:
+        """Problems with the model's outputs for this task (each task's class says)."""
         raise NotImplementedError
 
     def inputs(self, images: list[Image.Image]) -> tuple[np.ndarray, list[Placement]]:

@@ -1,12 +1,9 @@
 """Instant models for the HTTP layer's tests: no TensorFlow, no torch."""
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 
-from classifiers.base import Classifier
-from detectors.base import Detection, Detector
+from contract import Classifier, Detection, Detector
 
 
 class FakeClassifier(Classifier):
@@ -54,7 +51,6 @@ class FakeDetector(Detector):
 
     def __init__(self, fail_predict: bool = False):
         self.fail_predict = fail_predict
-        self.lock = threading.Lock()
 
     @property
     def labels(self):
@@ -63,7 +59,10 @@ class FakeDetector(Detector):
     def load(self):
         pass
 
-    def detect(self, image, min_score):
+    def predict(self, images, min_score):
+        return [self._detect(image, min_score) for image in images]
+
+    def _detect(self, image, min_score):
         if self.fail_predict:
             raise RuntimeError("detector exploded")
         w, h = image.size

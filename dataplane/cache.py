@@ -28,7 +28,3 @@ class ResultCache:
         if self.enabled:
             with self._lock:
                 self._cache[key] = value
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._cache)

@@ -6,7 +6,7 @@ import threading
 import time
 import urllib.parse
 
-from tests import imaging
+from tests.support import imaging
 
 JPEG = imaging.jpeg(size=(64, 48), color=(20, 200, 20))
 

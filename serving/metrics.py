@@ -4,26 +4,25 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-from model_manager import FAILED, LOADING, NOT_LOADED, READY
+from registry import STATES
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-_STATES = (NOT_LOADED, LOADING, READY, FAILED)
 
 
 class _ModelStateCollector:
-    def __init__(self, manager):
-        self.manager = manager
+    def __init__(self, registry):
+        self.registry = registry
 
     def collect(self):
         family = GaugeMetricFamily("model_state", "1 for the state each model is in", labels=["model", "state"])
-        for name, slot in self.manager.slots.items():
-            for state in _STATES:
+        for name, slot in self.registry.slots.items():
+            for state in STATES:
                 family.add_metric([name, state], 1.0 if slot.state == state else 0.0)
         yield family
 
 
 class Metrics:
-    def __init__(self, manager):
+    def __init__(self):
         self.registry = CollectorRegistry()
         self.requests = Counter("http_requests_total", "HTTP requests by route and status",
                                 ["route", "method", "status"], registry=self.registry)
@@ -37,7 +36,10 @@ class Metrics:
                                       ["result"], registry=self.registry)
         self.in_flight = Gauge("http_requests_in_flight", "Requests being served now",
                                registry=self.registry)
-        self.registry.register(_ModelStateCollector(manager))
+
+    def watch_models(self, registry) -> None:
+        """Export each configured model's state (model_state{model, state})."""
+        self.registry.register(_ModelStateCollector(registry))
 
     def cache(self, hit: bool) -> None:
         self.cache_requests.labels("hit" if hit else "miss").inc()

@@ -1,0 +1,120 @@
+"""Request parsing: where a request's images come from (multipart `image` parts, or JSON
+`image_url`, `image_base64`, `images: [...]`) and its query parameters, with precise 400s.
+Reading is separate from fetching and decoding, so a cached URL is never fetched and one bad
+image in a batch stays one error entry."""
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+
+from flask import Request, request
+
+from config import parse_bool
+from dataplane.sources import ImageSource
+from errors import ApiError, InvalidImage, InvalidParameter, MissingImage, UnsupportedMediaType
+
+_DATA_URI = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
+HOW_TO_SEND = ("Send a multipart/form-data file field named 'image' (curl -F image=@photo.jpg), "
+               "or JSON {\"image_url\": \"https://...\"} or {\"image_base64\": \"...\"}.")
+ONE_IMAGE_ONLY = "This route takes one image; send batches to /v2/classify or /v2/detect."
+
+
+# --- images ----------------------------------------------------------------------------------
+
+def read_sources(req: Request, *, max_images: int) -> list[ImageSource]:
+    """The request's images, at most `max_images` (1: a single-image route)."""
+    if req.mimetype == "multipart/form-data":
+        uploads = req.files.getlist("image")
+        if not uploads:
+            raise MissingImage(HOW_TO_SEND)
+        _check_count(len(uploads), max_images)
+        return [ImageSource.of_bytes(upload.read()) for upload in uploads]
+    if req.mimetype == "application/json":
+        body = req.get_json(silent=True)
+        if not isinstance(body, dict):
+            raise InvalidParameter("The body is not a JSON object. " + HOW_TO_SEND)
+        if "images" not in body:
+            return [_json_item(body)]
+        if max_images == 1:
+            raise InvalidParameter(ONE_IMAGE_ONLY)
+        items = body["images"]
+        if not isinstance(items, list) or not items:
+            raise InvalidParameter("'images' must be a non-empty list of {\"image_url\"} or {\"image_base64\"} objects.")
+        _check_count(len(items), max_images)
+        return [_json_item_or_error(item) for item in items]
+    raise UnsupportedMediaType(HOW_TO_SEND)
+
+
+def _check_count(count: int, max_images: int) -> None:
+    if count > 1 and max_images == 1:
+        raise InvalidParameter(ONE_IMAGE_ONLY)
+    if count > max_images:
+        raise InvalidParameter(f"At most {max_images} images per request (MAX_BATCH); this one has {count}.")
+
+
+def _json_item_or_error(item) -> ImageSource:
+    """A batch item: a bad one is that image's error entry, not a failed batch."""
+    try:
+        return _json_item(item)
+    except ApiError as err:
+        return ImageSource.failed(err)
+
+
+def _json_item(item) -> ImageSource:
+    if not isinstance(item, dict):
+        raise InvalidParameter("Each image must be an object with 'image_url' or 'image_base64'.")
+    url, encoded = item.get("image_url"), item.get("image_base64")
+    if (url is None) == (encoded is None):
+        raise MissingImage("Give exactly one of 'image_url' or 'image_base64'. " + HOW_TO_SEND)
+    if url is not None:
+        if not isinstance(url, str) or not url or len(url) > 4096:
+            raise InvalidParameter("'image_url' must be a URL string of at most 4096 characters.")
+        return ImageSource.of_url(url)
+    if not isinstance(encoded, str):
+        raise InvalidImage("'image_base64' must be a string.")
+    try:
+        data = base64.b64decode(_DATA_URI.sub("", "".join(encoded.split())), validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidImage("'image_base64' is not valid base64.") from None
+    return ImageSource.of_bytes(data)
+
+
+# --- query parameters ------------------------------------------------------------------------
+
+def int_arg(name: str, *, default: int | None, minimum: int, maximum: int) -> int | None:
+    return _number_arg(name, int, "a whole number", default, minimum, maximum)
+
+
+def float_arg(name: str, *, default: float, minimum: float, maximum: float) -> float:
+    return _number_arg(name, float, "a number", default, minimum, maximum)
+
+
+def _number_arg(name, cast, kind: str, default, minimum, maximum):
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = cast(raw)
+    except ValueError:
+        raise InvalidParameter(f"'{name}' must be {kind} from {minimum:g} to {maximum:g}.") from None
+    if not minimum <= value <= maximum:  # also refuses nan
+        raise InvalidParameter(f"'{name}' must be from {minimum:g} to {maximum:g}.")
+    return value
+
+
+def bool_arg(name: str, *, default: bool = False) -> bool:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    value = parse_bool(raw)
+    if value is None:
+        raise InvalidParameter(f"'{name}' must be true or false.")
+    return value
+
+
+def list_arg(name: str) -> frozenset[str] | None:
+    raw = request.args.get(name)
+    if raw is None or not raw.strip():
+        return None
+    return frozenset(part.strip() for part in raw.split(",") if part.strip())

@@ -1,0 +1,102 @@
+"""The model contract: everything the registry, the data plane and the HTTP layer may ask of a
+model, written down once. A model family implements `Classifier` or `Detector`; nothing about
+a model is discovered at run time.
+
+A model's life: constructed from configuration (cheap: no framework import, no file read) →
+`validate()` at start-up (a bad model folder stops the process with the others' problems) →
+`load()` exactly once, on first use or at preload, after its `frameworks` are imported →
+`predict()` from many threads at once → `describe()` whenever /models asks.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import ClassVar, Sequence
+
+import numpy as np
+from PIL import Image
+
+CLASSIFICATION = "classification"
+DETECTION = "detection"
+
+STRETCH = "stretch"      # the whole image is resized to `input_size`, aspect ratio not kept
+LETTERBOX = "letterbox"  # resized to fit `input_size`, aspect ratio kept, padded
+
+
+@dataclasses.dataclass(frozen=True)
+class Detection:
+    label: str
+    score: float                     # 0-1
+    box: tuple[int, int, int, int]   # x1, y1, x2, y2 in the input image's pixels
+
+
+class Model(abc.ABC):
+    task: ClassVar[str]
+    name: str
+    # Frameworks imported (in the one order that works in a process) before `load()`.
+    frameworks: frozenset[str] = frozenset()
+    # True when one `predict()` over many images costs much less than one per image: the data
+    # plane then merges concurrent requests into one call (micro-batching).
+    batchable: bool = False
+    # How the image is fitted to `input_size`: STRETCH lets the decoder read large JPEGs at a
+    # reduced scale (nothing is lost: the model sees the same resized image); LETTERBOX, or
+    # None where the network resizes for itself.
+    resize_mode: str | None = None
+
+    @property
+    @abc.abstractmethod
+    def labels(self) -> Sequence[str]:
+        """Class names: index i is output i. Available before `load()`."""
+
+    @property
+    def class_ids(self) -> Sequence:
+        """Stable identifiers of the classes (WordNet ids for ImageNet); default: the index."""
+        return range(len(self.labels))
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        """(height, width) of the network input, or None where the network decides."""
+        return None
+
+    @property
+    def runtime(self) -> str:
+        """What executes the network (tensorflow, torch, litert, onnxruntime, ...)."""
+        return "unknown"
+
+    @property
+    def device(self) -> str:
+        """Where the network runs once loaded: cpu, cuda:0, ..."""
+        return "cpu"
+
+    def validate(self) -> None:  # noqa: B027 - optional: most models have nothing to check
+        """Start-up check of the model's own files, before any load. Raises
+        models.folder_spec.SpecError listing every problem; the default checks nothing."""
+
+    @abc.abstractmethod
+    def load(self) -> None:
+        """Read weights and prepare inference. Called once, before any `predict()`."""
+
+    def describe(self) -> dict:
+        """Static facts for /models: format, weights or files, preprocessing."""
+        return {}
+
+    def load_failure(self, exc: Exception) -> str:
+        """What an operator should read when `load()` raised `exc`: the cause, and the fix.
+        Never a path outside MODELS_DIR, never the exception's own text (it may hold both)."""
+        return f"the model could not be loaded ({type(exc).__name__})"
+
+
+class Classifier(Model):
+    task = CLASSIFICATION
+
+    @abc.abstractmethod
+    def predict(self, images: list[Image.Image]) -> np.ndarray:
+        """Probabilities, shape (len(images), len(labels)), for upright RGB images."""
+
+
+class Detector(Model):
+    task = DETECTION
+
+    @abc.abstractmethod
+    def predict(self, images: list[Image.Image], min_score: float) -> list[list[Detection]]:
+        """Per image, the detections with score >= min_score, in any order."""

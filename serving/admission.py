@@ -1,0 +1,80 @@
+"""Admission and model-call time limits: what keeps the service answering under overload,
+hung models and SIGTERM.
+
+- `Admission`: at most `workers` requests run inference at once and at most `max_queue` more
+  wait; past that a request gets 503 with Retry-After at once, instead of waitress' unbounded
+  queue. While draining (SIGTERM/SIGINT) new inference is refused at once and readiness is 503.
+- `TimeLimit`: a model call that exceeds `timeout` answers 504 and the request's capacity comes
+  back. The stuck call keeps its executor thread until it returns; when as many calls are stuck
+  as there are workers, readiness turns 503 so the orchestrator replaces the instance.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import threading
+
+from errors import InferenceTimeout, Overloaded, ShuttingDown
+
+
+class Admission:
+    def __init__(self, workers: int, max_queue: int):
+        self.workers, self.max_queue = workers, max_queue
+        self.draining = threading.Event()
+        self._running = threading.BoundedSemaphore(workers)
+        self._lock = threading.Lock()
+        self._admitted = 0
+
+    @contextlib.contextmanager
+    def admit(self, wait: float):
+        """Hold one inference place for the duration of a request, or refuse at once. A
+        request admitted to the queue waits at most `wait` seconds for a running place."""
+        with self._lock:
+            if self.draining.is_set():
+                raise ShuttingDown(headers={"Retry-After": "1"})
+            if self._admitted >= self.workers + self.max_queue:
+                raise Overloaded(headers={"Retry-After": "1"})
+            self._admitted += 1
+        try:
+            if not self._running.acquire(timeout=wait):
+                raise Overloaded(headers={"Retry-After": "1"})
+            try:
+                yield
+            finally:
+                self._running.release()
+        finally:
+            with self._lock:
+                self._admitted -= 1
+
+
+class TimeLimit:
+    def __init__(self, workers: int, timeout: float):
+        self.workers, self.timeout = workers, timeout
+        self._lock = threading.Lock()
+        self._stuck = 0
+        # Model calls run here so a caller can stop waiting; spare threads absorb stuck calls.
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=workers * 2,
+                                                               thread_name_prefix="inference")
+
+    @property
+    def healthy(self) -> bool:
+        """False while as many model calls are stuck past the limit as there are workers."""
+        return self._stuck < self.workers
+
+    def run(self, function):
+        """Run a model call with the time limit; 504 when it is exceeded."""
+        future = self._executor.submit(function)
+        try:
+            return future.result(timeout=self.timeout)
+        except concurrent.futures.TimeoutError:
+            with self._lock:
+                self._stuck += 1
+            future.add_done_callback(self._unstuck)
+            raise InferenceTimeout() from None
+
+    def _unstuck(self, _future) -> None:
+        with self._lock:
+            self._stuck -= 1
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

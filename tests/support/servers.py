@@ -1,0 +1,43 @@
+"""Real processes for the tests: free loopback ports, waiting for readiness, `python app.py`."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from tests.support.paths import ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def start_server(env_overrides: dict[str, str], log_path: Path) -> tuple[subprocess.Popen, str]:
+    """Start `python app.py`; its output goes to a file (a pipe nobody reads would fill up)."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("IMAGE_CLASSIFICATION", "OBJECT_DETECTION", "MODEL", "PRELOAD"))}
+    env.update(PORT=str(port), **env_overrides)
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env,
+                                   stdout=log, stderr=subprocess.STDOUT)
+    return process, f"http://127.0.0.1:{port}"
