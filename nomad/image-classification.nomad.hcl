@@ -94,6 +94,8 @@ job "image-classification" {
         # The CPUs this task gets (resources.cpu below); the host's count would oversubscribe.
         INTRA_OP_THREADS             = "2"
         INTER_OP_THREADS             = "1"
+        INFERENCE_RUNTIME            = "openvino"
+        INFERENCE_PRECISION          = "f32"
       }
 
       # Memory, measured (docs/reliability.md): mobilenet + yolo loaded and warm 1.57 GB
