@@ -126,13 +126,10 @@ class KerasApplicationClassifier(Classifier):
         if self.wanted_runtime == openvino.OPENVINO:
             reason = self._gpu_in_use()
             if reason is None:
-                try:
-                    self._infer = self._openvino(model, path)
-                    self._runtime = openvino.OPENVINO
+                infer, reason = openvino.attempt(self.name, "TensorFlow", lambda: self._openvino(model, path))
+                if infer is not None:
+                    self._infer, self._runtime = infer, openvino.OPENVINO
                     return
-                except openvino.Unusable as exc:
-                    reason = str(exc)
-                    log.warning("model '%s' runs on TensorFlow instead of OpenVINO: %s", self.name, reason)
             self._runtime_reason = reason
         self._infer = self._tensorflow(model)
         self._runtime = TENSORFLOW

@@ -27,13 +27,14 @@ import tempfile
 import threading
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 import numpy as np
 
 from runtimes import frameworks
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 OPENVINO = "openvino"
 F32, BF16 = "f32", "bf16"
@@ -171,6 +172,21 @@ def compile_network(conversion: Conversion, models_dir: Path, precision: str = F
         raise
     except Exception as exc:
         raise Unusable(f"OpenVINO could not compile the converted model ({type(exc).__name__})") from None
+
+
+def attempt(model: str, framework: str, make: Callable[[], T]) -> tuple[T | None, str | None]:
+    """(what `make` returns, None), or (None, the reason) after one warning line saying that
+    `framework` runs the model instead. Nothing here is a load failure: the framework loaded
+    the weights already, so a failure is OpenVINO's, never the weights'."""
+    try:
+        return make(), None
+    except Unusable as exc:
+        reason = str(exc)
+    except Exception as exc:
+        log.debug("OpenVINO could not run model '%s'", model, exc_info=True)
+        reason = f"OpenVINO could not run the model ({type(exc).__name__})"
+    log.warning("model '%s' runs on %s instead of OpenVINO: %s", model, framework, reason)
+    return None, reason
 
 
 def _reason(exc: Exception) -> str:

@@ -23,12 +23,14 @@ def post_image(client, path, data, query=""):
                        content_type="multipart/form-data")
 
 
+@pytest.mark.parametrize("runtime", ["openvino", "tensorflow"])
 @pytest.mark.parametrize("name", list(CLASSIFIER_SPECS))
-def test_classifier_matches_the_reference_keras_pipeline(name, random_models_dir):
-    """For an image already at the input size the service equals preprocess_input → model."""
+def test_classifier_matches_the_reference_keras_pipeline(name, runtime, random_models_dir):
+    """For an image already at the input size the service equals preprocess_input → model,
+    with the default runtime (OpenVINO) and with TensorFlow."""
     spec = CLASSIFIER_SPECS[name]
     settings = Settings(classification_enabled=True, classification_models=(name,),
-                        models_dir=random_models_dir, model_download=False)
+                        models_dir=random_models_dir, model_download=False, inference_runtime=runtime)
     client = create_app(settings).test_client()
     images = [sample_image(spec.size, spec.size, seed) for seed in (1, 2)]
 
@@ -54,6 +56,8 @@ def test_classifier_matches_the_reference_keras_pipeline(name, random_models_dir
     # The random weights are input-dependent, so the comparison above means something.
     assert answers[0].argmax() != answers[1].argmax()
     assert np.abs(answers[0] - answers[1]).max() > 0.02
+    details = client.get(f"/models/{name}").get_json()
+    assert (details["runtime"], details["device"]) == (runtime, "cpu")
 
 
 def test_classifier_labels_are_keras_imagenet_names(random_models_dir):
