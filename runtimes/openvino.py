@@ -109,7 +109,6 @@ class CompiledNetwork:
         self._compiled = compiled
         self._idle: queue.SimpleQueue = queue.SimpleQueue()
         self.precision = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
-        self.input_shape = tuple(compiled.input(0).get_shape())
 
     def __call__(self, *inputs: np.ndarray) -> list[np.ndarray]:
         try:

@@ -21,6 +21,7 @@ from runtimes import frameworks
 from runtimes import openvino as ov_runtime
 from tests.support import imaging
 from tests.support.paths import ROOT
+from tests.test_real_architectures import assert_same_detections
 
 MOBILENET = CATALOG["mobilenet"]
 
@@ -273,3 +274,36 @@ def test_conversion_sends_no_telemetry(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "False"
     assert list(home.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_detector_falls_back_to_torch_with_the_same_detections(random_models_dir, tmp_path, monkeypatch, caplog):
+    from registry import create_model
+
+    weights = CATALOG["tiny_yolo"]
+    target = weights.path(tmp_path)
+    target.parent.mkdir(parents=True)
+    target.symlink_to(weights.path(random_models_dir))
+    detector = create_model("detection", "tiny_yolo", tmp_path, download=False)
+    frameworks.require(set(detector.frameworks))
+    detector.load()
+    assert (detector.runtime, detector.device, detector.describe()["precision"]) == ("openvino", "cpu", "f32")
+    image = sample_image(640, 480, 6)
+    expected = detector.predict([image], 0.3)[0]
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("unsupported operation")
+
+    monkeypatch.setattr(ov_runtime.load_module(), "convert_model", broken)
+    monkeypatch.setattr(ov_runtime.ConvertedCache, "read", lambda self, key: None)
+    caplog.set_level(logging.WARNING)
+    fallback = create_model("detection", "tiny_yolo", tmp_path, download=False)
+    fallback.load()
+    assert (fallback.runtime, fallback.describe()["runtime_reason"]) == \
+           ("torch", "the conversion to OpenVINO failed (RuntimeError)")
+    assert [r.getMessage() for r in caplog.records] == \
+           ["model 'tiny_yolo' runs on torch instead of OpenVINO: the conversion to OpenVINO failed (RuntimeError)"]
+    found = fallback.predict([image], 0.3)[0]
+    assert len(found) > 500
+    assert_same_detections([(d.label, d.score, d.box) for d in found],
+                           [(d.label, d.score, d.box) for d in expected])
