@@ -85,7 +85,9 @@ def status():
         else:
             features[task] = {"enabled": False, "model": None, "models": [],
                               "enable_with": f"{entry.enable_variable}=true"}
-    return jsonify(features=features, models=registry.status(), ready=registry.ready)
+    admission = current_app.extensions["admission"]
+    return jsonify(features=features, models=registry.status(), ready=registry.ready,
+                   admission={"admitted": admission.admitted, "capacity": admission.capacity})
 
 
 @bp.get("/models")

@@ -25,6 +25,15 @@ class Admission:
         self._lock = threading.Lock()
         self._admitted = 0
 
+    @property
+    def admitted(self) -> int:
+        """Requests holding or waiting for an inference place now (/status)."""
+        return self._admitted
+
+    @property
+    def capacity(self) -> int:
+        return self.workers + self.max_queue
+
     @contextlib.contextmanager
     def admit(self, wait: float):
         """Hold one inference place for the duration of a request, or refuse at once. A
@@ -32,7 +41,7 @@ class Admission:
         with self._lock:
             if self.draining.is_set():
                 raise ShuttingDown(headers={"Retry-After": "1"})
-            if self._admitted >= self.workers + self.max_queue:
+            if self._admitted >= self.capacity:
                 raise Overloaded(headers={"Retry-After": "1"})
             self._admitted += 1
         try:
