@@ -34,6 +34,11 @@ class InvalidParameter(ApiError):
     code, type = 400, "invalid_parameter"
 
 
+class MalformedBody(ApiError):
+    """The request body cannot be parsed at all (JSON too deep, invalid, wrongly encoded)."""
+    code, type = 400, "bad_request"
+
+
 class UnsupportedMediaType(ApiError):
     code, type = 415, "unsupported_media_type"
 

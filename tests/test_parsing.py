@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
 
 import flask
 import pytest
@@ -37,7 +38,8 @@ def multipart(app, *parts: bytes, field: str = "image"):
 
 
 def sources_of_json(app, body, *, max_images: int = 8, content_type: str = "application/json"):
-    with app.test_request_context("/", method="POST", json=body, content_type=content_type):
+    data = json.dumps(body)  # `json=None` would send no body at all; "null" is what is meant
+    with app.test_request_context("/", method="POST", data=data, content_type=content_type):
         return read_sources(flask.request, max_images=max_images)
 
 
@@ -152,9 +154,9 @@ def test_json_body_not_an_object_is_invalid_parameter(app, body):
     assert caught.value.code == 400
 
 
-def test_malformed_json_body_is_invalid_parameter(app):
+def test_malformed_json_body_is_bad_request(app):
     with app.test_request_context("/", method="POST", data="{not json", content_type="application/json"):
-        with pytest.raises(errors.InvalidParameter):
+        with pytest.raises(errors.MalformedBody):
             read_sources(flask.request, max_images=8)
 
 
