@@ -60,7 +60,7 @@ def create_app(settings: Settings | None = None, *, classifier: Model | None = N
     admission = Admission(settings.waitress_threads, settings.max_queue)
     time_limit = TimeLimit(settings.waitress_threads, settings.inference_timeout)
     metrics = Metrics()
-    policy = CallPolicy(limit=time_limit.run, observe=metrics.inference,
+    policy = CallPolicy(limit=time_limit.run, observe=metrics.inference, on_batch_wait=admission.hand_back,
                         max_batch_size=settings.max_batch_size,
                         batch_timeout_ms=settings.batch_timeout_ms,
                         retry_seconds=settings.load_retry_seconds)

@@ -85,6 +85,9 @@ class CallPolicy:
     metrics hook, and micro-batching of concurrent calls for models that batch."""
     limit: Callable[[Callable], object] = lambda function: function()
     observe: Callable[[str, float], None] = lambda model, seconds: None
+    # Called on the request's thread just before it waits for a micro-batched call: the
+    # request gives its processing place to the next one, which can then join the batch.
+    on_batch_wait: Callable[[], None] = lambda: None
     max_batch_size: int = 8
     batch_timeout_ms: float = 5.0
     retry_seconds: float = 60.0   # a failed load is tried again after this long, not per request
@@ -204,6 +207,7 @@ class ModelSlot:
         model = self.ensure_loaded()
         batcher = self._batcher if not options else None
         if batcher is not None:
+            self._policy.on_batch_wait()
             call = lambda: batcher.submit(images, token)
         else:
             call = lambda: model.predict(images, *options)
