@@ -122,7 +122,7 @@ def write_imageai_weights(name: str, models_dir: Path, candidates: int | None = 
     return path
 
 
-def calibrate_detector(name: str, network, candidates: int, count: int = 6) -> None:
+def calibrate_detector(name: str, network, candidates: int, count: int = 11) -> None:
     """BatchNorm statistics from calibration images, then the gate's bias shifted so each
     image has about `candidates` scores above it (YOLO: objectness > 0.5; RetinaNet: class
     score > 0.3, the default minimum score)."""
@@ -155,8 +155,9 @@ def _batchnorm_from(body, inputs) -> None:
 
 
 def _shift_gate(network, inputs, heads, gate: float, candidates: int, count: int, objectness: bool) -> None:
-    """Move the gate logits (objectness channels, or every class logit) so that, over the
-    calibration images, `candidates` per image on average lie above the gate."""
+    """Move the gate logits (objectness channels, or every class logit) so that the median
+    calibration image has `candidates` above the gate (a mean would follow the few images
+    whose random responses have the heaviest tails)."""
     import torch
 
     heads = heads if isinstance(heads, list) else [heads]
@@ -173,8 +174,8 @@ def _shift_gate(network, inputs, heads, gate: float, candidates: int, count: int
         step = out.shape[1] // 3 if objectness else 1
         channels[k] = torch.arange(4, out.shape[1], step) if objectness else torch.arange(out.shape[1])
         logits.append(out[:, channels[k]].reshape(count, -1))
-    ranked = torch.cat(logits, dim=1).flatten().sort(descending=True).values
-    shift = gate - float(ranked[candidates * count - 1])
+    ranked = torch.cat(logits, dim=1).sort(dim=1, descending=True).values
+    shift = gate - float(ranked[:, candidates - 1].median())
     for k, head in enumerate(heads):
         head.bias[channels[k]] += shift
 
