@@ -85,7 +85,9 @@ def status():
         else:
             features[task] = {"enabled": False, "model": None, "models": [],
                               "enable_with": f"{entry.enable_variable}=true"}
-    return jsonify(features=features, models=registry.status(), ready=registry.ready)
+    store = current_app.extensions["shared_store"]
+    return jsonify(features=features, models=registry.status(), ready=registry.ready,
+                   shared_store=store.status() if store else {"backend": "memory"})
 
 
 @bp.get("/models")
