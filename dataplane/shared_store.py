@@ -3,9 +3,10 @@ breaker: Redis is an optimisation, never a dependency.
 
 Every operation runs through `SharedStore.run(operation, call, default)`: the call gets a
 client with short socket timeouts and no client-side retries, and any failure returns
-`default` instead of raising. A connection failure or time-out opens the circuit: for the next
-second (doubling to `MAX_BACKOFF` while failures go on) no request touches Redis at all, then
-one request tries it again; its success closes the circuit. So a dead, slow or garbage-speaking
+`default` instead of raising. A connection failure, or `TIMEOUTS_TO_OPEN` time-outs in a row,
+opens the circuit: for the next second (doubling to `MAX_BACKOFF` while failures go on) no
+request touches Redis at all, then one request tries it again; its success closes the circuit.
+(A lone time-out is only counted: on a busy machine a healthy Redis misses 50 ms now and then.) So a dead, slow or garbage-speaking
 Redis costs a request at most one time-out, and a recovered one is used again without a restart.
 One warning line per minute at most says the store is unavailable; neither the URL nor the
 password ever reaches a log line, a metric or a response.
@@ -34,6 +35,7 @@ REPORT_TIMEOUT = 2.0
 CONNECT_TIMEOUT = 0.1
 FIRST_BACKOFF, MAX_BACKOFF = 1.0, 8.0
 LOG_EVERY = 60.0  # seconds between two "unavailable" warnings
+TIMEOUTS_TO_OPEN = 3
 
 # Errors that say Redis cannot be reached or cannot be understood: the circuit opens.
 # (AuthenticationError and BusyLoadingError are ConnectionErrors; InvalidResponse is garbage.)
@@ -67,6 +69,7 @@ class SharedStore:
         self._down_since: float | None = None
         self._backoff = self.first_backoff
         self._probing = False
+        self._timeouts = 0  # in a row, while the circuit is closed
         self._last_error: str | None = None
         self._last_log = float("-inf")
         self._logged_down = False
@@ -84,6 +87,9 @@ class SharedStore:
             return default
         try:
             result = call(self.slow if slow else self.fast)
+        except redis.TimeoutError as exc:
+            self._timed_out(operation, exc)
+            return default
         except UNREACHABLE as exc:
             self._trip(operation, exc)
             return default
@@ -94,6 +100,7 @@ class SharedStore:
         except Exception as exc:  # noqa: BLE001 - nothing from the store may fail a request
             self._trip(operation, exc)
             return default
+        self._timeouts = 0
         self._recovered()
         return result
 
@@ -123,6 +130,15 @@ class SharedStore:
             self._probing = True  # this caller tries Redis again; the others keep skipping it
             return True
 
+    def _timed_out(self, operation: str, exc: BaseException) -> None:
+        with self._lock:
+            self._timeouts += 1
+            lone = self._open_until is None and self._timeouts < TIMEOUTS_TO_OPEN
+        if lone:
+            self._count(operation, "timeout")
+        else:
+            self._trip(operation, exc)
+
     def _trip(self, operation: str, exc: BaseException) -> None:
         self._count(operation, "unavailable")
         with self._lock:
@@ -134,7 +150,7 @@ class SharedStore:
             else:
                 self._backoff = min(self._backoff * 2, self.max_backoff)
             self._open_until = now + self._backoff
-            self._probing = False
+            self._probing, self._timeouts = False, 0
             if now - self._last_log >= LOG_EVERY:
                 self._last_log, self._logged_down = now, True
                 log.warning("shared store (Redis) unavailable (%s during %s): serving without it, "

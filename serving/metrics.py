@@ -37,7 +37,7 @@ class Metrics:
         self.in_flight = Gauge("http_requests_in_flight", "Requests being served now",
                                registry=self.registry)
         self.shared_store_errors = Counter("shared_store_errors_total",
-                                           "Shared store (Redis) operations that failed: unavailable, refused, garbage",
+                                           "Shared store (Redis) operations that failed: unavailable, timeout, refused, garbage",
                                            ["operation", "kind"], registry=self.registry)
 
     def watch_models(self, registry) -> None:

@@ -367,6 +367,24 @@ def test_the_circuit_tries_one_call_after_its_backoff():
     assert store.status()["available"] is True and store.status()["last_error"] == "ConnectionError"
 
 
+def test_a_lone_time_out_is_counted_three_in_a_row_open_the_circuit():
+    errors = []
+    store = SharedStore("redis://127.0.0.1:1/0", on_error=lambda operation, kind: errors.append(kind))
+
+    def slow(client):
+        raise redis.TimeoutError("timed out")
+    for _ in range(2):
+        store.run("op", slow, None)
+    assert store.available and errors == ["timeout", "timeout"]
+    store.run("op", lambda client: 1, None)  # a success: the count starts again
+    for _ in range(2):
+        store.run("op", slow, None)
+    assert store.available
+    store.run("op", slow, None)
+    assert not store.available and errors[-1] == "unavailable"
+    assert store.status()["last_error"] == "TimeoutError"
+
+
 # --- secrets and configuration ---------------------------------------------------------------
 
 def test_password_from_the_environment_or_the_url_and_never_shown(tmp_path, caplog):
