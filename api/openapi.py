@@ -163,7 +163,9 @@ def openapi_document(app: Flask) -> dict:
             "window_seconds": {"type": "number"}, "distinct_images": {"type": "integer"},
             "images": {"type": "array", "items": {"allOf": [{"type": "object", "properties": {"key": {"type": "string"}}}, stats]}},
             "models": {"type": "object", "additionalProperties": stats},
-            "routes": {"type": "object", "additionalProperties": stats}}},
+            "routes": {"type": "object", "additionalProperties": stats},
+            # With REDIS_URL: the whole deployment's counts (shared), or not all of them (partial).
+            "shared": {"type": "boolean"}, "partial": {"type": "boolean"}}},
     }
     document = {
         "openapi": "3.0.3",

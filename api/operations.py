@@ -85,9 +85,10 @@ def status():
         else:
             features[task] = {"enabled": False, "model": None, "models": [],
                               "enable_with": f"{entry.enable_variable}=true"}
-    admission = current_app.extensions["admission"]
+    admission, store = current_app.extensions["admission"], current_app.extensions["shared_store"]
     return jsonify(features=features, models=registry.status(), ready=registry.ready,
-                   admission={"admitted": admission.admitted, "capacity": admission.capacity})
+                   admission={"admitted": admission.admitted, "capacity": admission.capacity},
+                   shared_store=store.status() if store else {"backend": "memory"})
 
 
 @bp.get("/models")

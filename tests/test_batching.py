@@ -86,16 +86,22 @@ def test_a_failure_reaches_every_caller_in_the_batch():
 
 
 class BatchRecorder(FakeClassifier):
-    """A batchable fake whose model call takes 0.1 s and records its batch sizes."""
+    """A batchable fake that records its batch sizes. Its first call waits until `gate()` is
+    true (every request admitted), so the test does not depend on thread timing."""
     batchable = True
 
-    def __init__(self):
+    def __init__(self, gate=lambda: True):
         super().__init__()
         self.sizes: list[int] = []
+        self.gate = gate
 
     def predict(self, images):
+        if not self.sizes:
+            deadline = time.monotonic() + 10
+            while not self.gate() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.2)  # the admitted requests decode their tiny JPEGs and join the batch
         self.sizes.append(len(images))
-        time.sleep(0.1)
         return super().predict(images)
 
 
@@ -118,9 +124,9 @@ def concurrent_classify(app, count: int) -> list[int]:
 def test_http_requests_are_batched_beyond_the_worker_count_at_default_settings(tmp_path):
     """Defaults: 4 workers, a queue of 8, batches of up to 8. A request waiting for the batched
     call hands its worker place on, so the batch is not capped at 4."""
-    classifier = BatchRecorder()
     settings = Settings(classification_enabled=True, models_dir=tmp_path)
     assert (settings.waitress_threads, settings.max_queue, settings.max_batch_size) == (4, 8, 8)
+    classifier = BatchRecorder(gate=lambda: app.extensions["admission"].admitted == 8)
     app = create_app(settings, classifier=classifier)
     assert concurrent_classify(app, 8) == [200] * 8
     assert sum(classifier.sizes) == 8 and len(classifier.sizes) < 8
