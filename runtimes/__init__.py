@@ -32,7 +32,7 @@ def open_runtime(fmt: str, source, *, threads: int | None = None, size: tuple[in
         from runtimes.keras_file import KerasFileRuntime
         return KerasFileRuntime(Path(source))
     if fmt == "kserve_v2":
-        from runtimes.kserve_v2 import KServeV2Runtime
+        from runtimes.open_inference import KServeV2Runtime
         return KServeV2Runtime(source, size, layout)
     if fmt == "tfserving":
         from runtimes.tfserving import TFServingRuntime

@@ -353,3 +353,54 @@ def test_labels_that_do_not_match_the_engines_model_stop_the_start(engine, tmp_p
     with pytest.raises(ConfigError) as info:
         create_app(Settings(classification_enabled=True, classification_models=("short",), models_dir=tmp_path))
     assert "'labels' has 3 lines but the model has 1001 outputs" in str(info.value)
+
+
+# --- what the README and the compose example show -----------------------------------------------
+
+def test_the_readme_example_is_a_valid_remote_folder(tmp_path, monkeypatch):
+    from tests.support.paths import ROOT
+    section = (ROOT / "README.md").read_text().split("## Remote inference engines\n", 1)[1]
+    example = json.loads(section.split("```json\n", 1)[1].split("```", 1)[0])
+    monkeypatch.setenv("ENGINE_TOKEN", "Bearer example")
+    folder = tmp_path / "mobilenet_v2"
+    folder.mkdir()
+    (folder / "model.json").write_text(json.dumps(example))
+    (folder / "labels.txt").write_text("a\n")
+    spec = load_spec(folder)
+    assert spec.remote.host == "triton:8000" and spec.remote.headers == {"Authorization": "Bearer example"}
+
+
+def test_the_compose_example_runs_the_service_with_valid_remote_folders(tmp_path):
+    import re
+
+    import yaml
+
+    from tests.support.paths import ROOT
+    path = ROOT / "docs" / "docker-compose.engine.yml"
+    compose = yaml.safe_load(path.read_text())
+    service = compose["services"]["image-classification"]
+    assert set(service["depends_on"]) == {"triton", "tfserving"}
+    # The model.json files the comments show, written where the volumes mount them.
+    lines, examples = path.read_text().splitlines(), {}
+    for i, line in enumerate(lines):
+        found = re.match(r"^# models/(\w+)/model\.json", line)
+        if found:
+            body = []
+            for text in lines[i + 1:]:
+                if not text.startswith("#  "):
+                    break
+                body.append(text[1:])
+            examples[found.group(1)] = "".join(body)
+    mounted = {volume.split(":")[1].rsplit("/", 1)[1] for volume in service["volumes"]}
+    assert set(examples) == mounted
+    env = {k: str(v) for k, v in service["environment"].items()}
+    for name, text in examples.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "model.json").write_text(text)
+        (folder / "labels.txt").write_text("\n".join(f"class{i}" for i in range(80)) + "\n")
+        spec = load_spec(folder)
+        assert spec.remote.host in ("triton:8000", "tfserving:8501")
+        assert name in env["IMAGE_CLASSIFICATION_MODEL"].split(",") + env["OBJECT_DETECTION_MODEL"].split(",")
+    settings = Settings.from_env({**env, "MODELS_DIR": str(tmp_path)})
+    assert settings.preload_models and settings.max_batch_size == 8

@@ -41,8 +41,11 @@ def require_engine() -> Path:
 class Engine:
     """One KServe model server process; `stop()` and `start()` again keep its port."""
 
-    def __init__(self, models: list[str], log_path: Path, variants: bool = False, port: int | None = None):
-        self.models, self.variants, self.log_path = models, variants, log_path
+    def __init__(self, models: list[str] | dict[str, str], log_path: Path, variants: bool = False,
+                 port: int | None = None):
+        """`models`: names from ENGINE_MODELS, or {name to serve: path under ../shared}."""
+        self.models = models if isinstance(models, dict) else {name: ENGINE_MODELS[name] for name in models}
+        self.variants, self.log_path = variants, log_path
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
@@ -50,8 +53,8 @@ class Engine:
     def start(self, wait: float = 90.0) -> Engine:
         python, shared = require_engine(), require_shared()
         args = [str(python), "-P", str(ENGINE_SCRIPT), "--http_port", str(self.port)]
-        for name in self.models:
-            args += ["--model", f"{name}={shared / ENGINE_MODELS[name]}"]
+        for name, relative in self.models.items():
+            args += ["--model", f"{name}={shared / relative}"]
         if self.variants:
             args.append("--variants")
         with open(self.log_path, "a") as log:
@@ -81,9 +84,17 @@ class Engine:
 
     def calls(self, model: str) -> int:
         """Predict calls the engine has counted for a model (its own Prometheus counter)."""
+        return int(self.predict_seconds(model)[0])
+
+    def predict_seconds(self, model: str) -> tuple[float, float]:
+        """(calls, seconds) the engine has spent in the model's predict, by its own metrics."""
         text = requests.get(f"{self.url}/metrics", timeout=5).text
-        match = re.search(r'^request_predict_seconds_count\{model_name="%s"\} (\S+)$' % re.escape(model), text, re.M)
-        return int(float(match.group(1))) if match else 0
+        found = []
+        for suffix in ("count", "sum"):
+            match = re.search(r'^request_predict_seconds_%s\{model_name="%s"\} (\S+)$' % (suffix, re.escape(model)),
+                              text, re.M)
+            found.append(float(match.group(1)) if match else 0.0)
+        return found[0], found[1]
 
 
 def remote_folder(models_dir: Path, name: str, like: str, **fields) -> Path:

@@ -41,8 +41,8 @@ class KServeV2Runtime(RemoteRuntime):
         return path + url_path("versions", self.target.version) if self.target.version else path
 
     def probe(self) -> None:
-        # The model's own readiness: Triton's server-wide /v2/health/ready is false while any
-        # model it hosts is not ready (--strict-readiness), which says nothing about this one.
+        # The model's own readiness: Triton's server-wide /v2/health/ready can be false while
+        # another model it hosts is not (--strict-readiness), which says nothing about this one.
         response = self.engine.call("GET", self._model_path + "/ready", "the model readiness check")
         status = response.status_code
         if 400 <= status < 500 or status == 503:
