@@ -83,9 +83,9 @@ class Engine:
         self._timeout = (min(CONNECT_SECONDS, target.timeout_s), target.timeout_s)
 
     def call(self, method: str, path: str, what: str, *, body: bytes | None = None,
-             headers: dict | None = None, timeout: float | None = None) -> requests.Response:
+             headers: dict | None = None) -> requests.Response:
         """The engine's response, whatever its status; EngineProblem when none came."""
-        limit = (min(CONNECT_SECONDS, timeout), timeout) if timeout else self._timeout
+        limit = self._timeout
         try:
             return self._session.request(method, self.target.url + path, data=body, headers=headers,
                                          timeout=limit, allow_redirects=False)
@@ -188,10 +188,15 @@ class RemoteRuntime(Runtime):
         try:
             outputs = super().run(batch)
         except EngineProblem as problem:
-            if problem.state in (UNREACHABLE, NOT_READY):  # gone; a bad answer or a slow one is not
+            gone = problem.state in (UNREACHABLE, NOT_READY)  # a bad or slow answer is not "gone"
+            if not gone or self.health.state != problem.state:  # an outage is logged once, not per call
+                log.warning("inference engine %s, model '%s': %s", self.target.host, self.target.model,
+                            problem.reason)
+            if gone:
                 self.health.note(problem.state)
-            log.warning("inference engine %s, model '%s': %s", self.target.host, self.target.model, problem.reason)
             raise problem.api_error() from None
+        if self.health.state != READY:
+            log.info("inference engine %s, model '%s': answers again", self.target.host, self.target.model)
         self.health.note(READY)
         return outputs
 
