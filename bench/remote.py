@@ -13,7 +13,9 @@ JSON tensors, and tfserving (KServe V1: JSON, no metadata). Measured:
 - the engine's own time in predict (its request_predict_seconds metric), so the rest of a
   remote call is transport, encoding and the engine's request handling;
 - micro-batching: bursts of 8 simultaneous requests to the binary V2 model; the engine's
-  predict counter says how many remote calls each burst became.
+  predict counter says how many remote calls each burst became;
+- the same model calls for the YOLOv5n ONNX detector (a 4.9 MB float32 input, an 8.6 MB
+  output), where JSON and binary tensors differ most (--detector-repeat 0 skips it).
 """
 from __future__ import annotations
 
@@ -33,7 +35,8 @@ from pathlib import Path
 from bench.__main__ import SHARED, Server, bench_images, multipart
 
 MODEL_FILE = "models/classify/mobilenet_v2_1.0_224_quant.tflite"
-LOCAL = "mobilenet_v2_quant"
+DETECTOR_FILE = "models/detect/yolov5n_640.onnx"
+LOCAL, LOCAL_DETECTOR = "mobilenet_v2_quant", "yolov5n_onnx"
 RAW_PIXELS = {"resize": "stretch", "mean": [0, 0, 0], "std": [1, 1, 1]}  # the engine takes uint8 pixels
 # Remote folder → (engine model name, model.json's remote fields)
 REMOTES = {
@@ -41,18 +44,27 @@ REMOTES = {
     "remote_v2_json": ("mb_json", {"format": "kserve_v2", "encoding": "json", "input": RAW_PIXELS}),
     "remote_v1": ("mb_v1", {"format": "tfserving", "input": {**RAW_PIXELS, "size": [224, 224], "layout": "NHWC"}}),
 }
+DETECTORS = {
+    "yolo_v2_binary": ("yolo_binary", {"format": "kserve_v2", "encoding": "binary"}),
+    "yolo_v2_json": ("yolo_json", {"format": "kserve_v2", "encoding": "json"}),
+    "yolo_v1": ("yolo_v1", {"format": "tfserving", "timeout_s": 300,
+                            "input": {"size": [640, 640], "resize": "letterbox", "mean": [0, 0, 0],
+                                      "std": [255, 255, 255], "layout": "NCHW"}}),
+}
 
 
 def build_folders(models_dir: Path, url: str) -> None:
     from tests.support.engines import remote_folder
     from tests.support.shared_models import build_folder
 
-    build_folder(models_dir, LOCAL)
-    for name, (served, fields) in REMOTES.items():
-        remote_folder(models_dir, name, LOCAL, url=url, model=served, **fields)
+    for local, remotes in ((LOCAL, REMOTES), (LOCAL_DETECTOR, DETECTORS)):
+        build_folder(models_dir, local)
+        for name, (served, fields) in remotes.items():
+            remote_folder(models_dir, name, local, url=url, model=served, **fields)
 
 
-def model_calls(models_dir: Path, jpeg: bytes, repeat: int) -> tuple[dict, dict]:
+def model_calls(models_dir: Path, jpeg: bytes, repeat: int, task: str = "classification",
+                names: tuple[str, ...] = (LOCAL, *REMOTES)) -> tuple[dict, dict]:
     """Median ms of runtime.run on each model's own input tensor, calls interleaved: wall time,
     and the calling thread's CPU time (for a remote model: encoding, HTTP and decoding, the
     service's own cost of a remote call)."""
@@ -61,8 +73,8 @@ def model_calls(models_dir: Path, jpeg: bytes, repeat: int) -> tuple[dict, dict]
 
     image = decode_image(jpeg).image
     runs = {}
-    for name in (LOCAL, *REMOTES):
-        model = create_model("classification", name, models_dir, download=False)
+    for name in names:
+        model = create_model(task, name, models_dir, download=False)
         model.load()
         batch = model.inputs([image])[0]
         runs[name] = (model.tensors, batch)
@@ -141,12 +153,18 @@ def run(args) -> dict:
     jpeg = bench_images()["640x480"]
     with tempfile.TemporaryDirectory(prefix="bench-remote-") as tmp:
         tmp_dir = Path(tmp)
-        engine = Engine({served: MODEL_FILE for served, _ in REMOTES.values()}, tmp_dir / "engine.log").start()
+        served = {name: MODEL_FILE for name, _ in REMOTES.values()}
+        served.update({name: DETECTOR_FILE for name, _ in DETECTORS.values()})
+        engine = Engine(served, tmp_dir / "engine.log").start()
         try:
             models_dir = tmp_dir / "models"
             build_folders(models_dir, engine.url)
             calls, cpu = model_calls(models_dir, jpeg, args.repeat)
             report = {"calls_ms": calls, "calls_thread_cpu_ms": cpu}
+            if args.detector_repeat:
+                calls, cpu = model_calls(models_dir, jpeg, args.detector_repeat, "detection",
+                                         (LOCAL_DETECTOR, *DETECTORS))
+                report["detector_calls_ms"], report["detector_calls_thread_cpu_ms"] = calls, cpu
             env = {"IMAGE_CLASSIFICATION_ENABLED": "true", "IMAGE_CLASSIFICATION_MODEL": ",".join((LOCAL, *REMOTES)),
                    "MODELS_DIR": str(models_dir), "PRELOAD_MODELS": "true", "CACHE_MAXSIZE": "0",
                    "WAITRESS_THREADS": "8", "MAX_QUEUE": "16", "MAX_BATCH_SIZE": "8", "OBJECT_DETECTION_ENABLED": "false"}
@@ -178,6 +196,11 @@ def print_report(report: dict) -> None:
     for name in (LOCAL, *REMOTES):
         print(f"{name:<18} {calls[name]:8.1f} {cpu[name]:7.1f} {engine.get(name, local_call):9.1f} "
               f"{served[name]['p50_ms']:7.1f} {served[name]['p95_ms']:7.1f} {served[name]['p50_ms'] - local_p50:+11.1f}")
+    if "detector_calls_ms" in report:
+        calls, cpu = report["detector_calls_ms"], report["detector_calls_thread_cpu_ms"]
+        print(f"{'detector':<18} {'call ms':>8} {'cpu ms':>7}")
+        for name in calls:
+            print(f"{name:<18} {calls[name]:8.1f} {cpu[name]:7.1f}")
     b = report["bursts_of_8"]
     print(f"bursts of 8 ({b['bursts']}): remote calls per burst max {b['max_calls_per_burst']}, "
           f"mean {b['mean_calls_per_burst']:.2f}; {b['requests_ok']}/{b['requests']} ok; p50 {b['p50_ms']:.1f} ms")
@@ -188,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=200, help="requests per model at one client")
     parser.add_argument("--repeat", type=int, default=100, help="in-process calls per model")
     parser.add_argument("--bursts", type=int, default=20, help="bursts of 8 simultaneous requests")
+    parser.add_argument("--detector-repeat", type=int, default=10, help="in-process calls per detector (0: none)")
     parser.add_argument("--json", type=Path, help="write the report here")
     args = parser.parse_args(argv)
     report = run(args)
