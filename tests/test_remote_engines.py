@@ -14,19 +14,25 @@ import concurrent.futures
 import http.server
 import json
 import logging
+import re
+import subprocess
+import sys
 import threading
 
 import numpy as np
 import pytest
+import yaml
 
 from app import create_app
 from config import ConfigError, Settings
 from dataplane.images import decode_image
 from models.folder_spec import SpecError, load_spec
-from tests.support.engines import Engine, remote_folder, wait_for
+from tests.support import imaging
+from tests.support.engines import Engine, remote_folder, require_engine, wait_for
 from tests.support.http import multipart
+from tests.support.paths import ROOT
 from tests.support.servers import free_port
-from tests.support.shared_models import build_folder, photo
+from tests.support.shared_models import build_folder, photo, require_shared
 
 PHOTOS = ["coral/cat.bmp", "coral/parrot.jpg", "coral/grace_hopper.bmp", "coral/hot_dog.jpg"]
 RAW_PIXELS = {"resize": "stretch", "mean": [0, 0, 0], "std": [1, 1, 1]}  # the engine takes uint8 pixels
@@ -126,7 +132,7 @@ def nowhere_app(tmp_path, **settings):
 def test_an_engine_that_is_down_at_start_up_stops_nothing(tmp_path, caplog):
     client = nowhere_app(tmp_path).test_client()   # no ConfigError: the engine may come up later
     assert client.get("/health").status_code == 200
-    response = upload(client, "/v2/classify", photo_bytes_or_jpeg())
+    response = upload(client, "/v2/classify", small_jpeg())
     assert response.status_code == 503 and response.get_json()["error"]["type"] == "model_not_ready"
     assert response.headers["Retry-After"] == "5"
     ready = client.get("/ready")
@@ -161,7 +167,7 @@ def test_headers_reach_the_engine_and_never_a_log_line(tmp_path, monkeypatch, ca
         caplog.set_level(logging.DEBUG)
         client = create_app(Settings(classification_enabled=True, classification_models=("remote",),
                                      models_dir=tmp_path)).test_client()
-        response = upload(client, "/v2/classify", photo_bytes_or_jpeg())
+        response = upload(client, "/v2/classify", small_jpeg())
         assert response.status_code == 503
         ready = client.get("/ready").get_json()["models"]["remote"]
         assert "says the model is not ready (HTTP 503)" in ready["reason"]
@@ -172,8 +178,7 @@ def test_headers_reach_the_engine_and_never_a_log_line(tmp_path, monkeypatch, ca
     assert "s3cret" not in caplog.text and "ENGINE-INTERNAL-TEXT" not in caplog.text + response.get_data(as_text=True)
 
 
-def photo_bytes_or_jpeg() -> bytes:
-    from tests.support import imaging
+def small_jpeg() -> bytes:
     return imaging.jpeg((64, 48))
 
 
@@ -358,7 +363,6 @@ def test_labels_that_do_not_match_the_engines_model_stop_the_start(engine, tmp_p
 # --- what the README and the compose example show -----------------------------------------------
 
 def test_the_readme_example_is_a_valid_remote_folder(tmp_path, monkeypatch):
-    from tests.support.paths import ROOT
     section = (ROOT / "README.md").read_text().split("## Remote inference engines\n", 1)[1]
     example = json.loads(section.split("```json\n", 1)[1].split("```", 1)[0])
     monkeypatch.setenv("ENGINE_TOKEN", "Bearer example")
@@ -371,11 +375,6 @@ def test_the_readme_example_is_a_valid_remote_folder(tmp_path, monkeypatch):
 
 
 def test_the_compose_example_runs_the_service_with_valid_remote_folders(tmp_path):
-    import re
-
-    import yaml
-
-    from tests.support.paths import ROOT
     path = ROOT / "docs" / "docker-compose.engine.yml"
     compose = yaml.safe_load(path.read_text())
     service = compose["services"]["image-classification"]
@@ -404,3 +403,17 @@ def test_the_compose_example_runs_the_service_with_valid_remote_folders(tmp_path
         assert name in env["IMAGE_CLASSIFICATION_MODEL"].split(",") + env["OBJECT_DETECTION_MODEL"].split(",")
     settings = Settings.from_env({**env, "MODELS_DIR": str(tmp_path)})
     assert settings.preload_models and settings.max_batch_size == 8
+
+
+@pytest.mark.slow
+def test_the_remote_benchmark_runs(tmp_path):
+    require_engine(), require_shared()
+    out = tmp_path / "remote.json"
+    result = subprocess.run([sys.executable, "-m", "bench.remote", "--requests", "2", "--repeat", "2", "--bursts", "1",
+                             "--detector-repeat", "0", "--json", str(out)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert set(report["one_client"]) == {"mobilenet_v2_quant", "remote_v2_binary", "remote_v2_json", "remote_v1"}
+    assert all(entry["p50_ms"] > 0 for entry in report["one_client"].values())
+    assert report["bursts_of_8"]["requests_ok"] == 8 and 1 <= report["bursts_of_8"]["max_calls_per_burst"] <= 8
