@@ -270,7 +270,8 @@ class RemoteSpecReader:
         if len(self.reader.problems) > problems_before:
             return None
         return RemoteTarget(url=url, model=model, version=version, timeout_s=float(timeout), headers_env=pairs,
-                            encoding=encoding, signature_name=signature, headers=values)
+                            encoding=encoding if fmt == "kserve_v2" else "json", signature_name=signature,
+                            headers=values)
 
     def _url(self) -> str:
         value = self.raw.get("url")
