@@ -100,3 +100,9 @@ class ShuttingDown(ApiError):
 class InferenceTimeout(ApiError):
     code, type = 504, "inference_timeout"
     message = "The model did not answer within the time limit."
+
+
+class UpstreamError(ApiError):
+    code, type = 502, "upstream_error"
+    message = ("The model's inference engine failed or gave an answer that cannot be used; "
+               "try again shortly.")

@@ -67,7 +67,7 @@ def ready():
     elif not time_limit.healthy:
         body = error_body(503, "inference_stuck", "Model calls are stuck past the time limit.")
     elif not registry.ready:
-        body = error_body(503, "not_ready", "Not every enabled model is loaded yet.")
+        body = error_body(503, "not_ready", "Not every enabled model is loaded and ready yet.")
     else:
         return jsonify(status="ready", models=models)
     body.update(status="not_ready", models=models)

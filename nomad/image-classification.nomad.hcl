@@ -101,6 +101,15 @@ job "image-classification" {
         # The CPUs this task gets (resources.cpu below); the host's count would oversubscribe.
         INTRA_OP_THREADS             = "2"
         INTER_OP_THREADS             = "1"
+        # Remote inference engines (README, "Remote inference engines"): a model folder under
+        # MODELS_DIR whose model.json says "format": "kserve_v2" (Triton, KServe, OVMS, MLServer)
+        # or "tfserving", with the engine's "url" (e.g. http://triton.service.consul:8000) and
+        # "model". Name such folders in IMAGE_CLASSIFICATION_MODEL / OBJECT_DETECTION_MODEL like
+        # any other. Headers for the engine (API keys, tokens) are never written in model.json:
+        # "headers_env": {"Authorization": "ENGINE_TOKEN"} names a variable of this task, set
+        # from Vault or Nomad variables in a template block (env = true), not in this env block.
+        # With PRELOAD_MODELS=true a remote model is retried every 5 s until its engine answers;
+        # /ready (the Consul check above) shows each engine's host and state.
       }
 
       # Secrets from the job's Nomad Variable (nomad/jobs/image-classification), rendered into
