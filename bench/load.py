@@ -150,6 +150,7 @@ class Tally:
         self.statuses: collections.Counter = collections.Counter()
         self.unexpected: collections.Counter = collections.Counter()
         self.latencies: list[float] = []
+        self.refusals: list[float] = []  # how long a 503 took: the excess must be refused quickly
 
     def add(self, path: str, key: str, acceptable: set[str], elapsed: float) -> None:
         with self.lock:
@@ -158,6 +159,8 @@ class Tally:
                 self.unexpected[f"{path} {key}"] += 1
             if key == "200":
                 self.latencies.append(elapsed)
+            elif key.startswith("503"):
+                self.refusals.append(elapsed)
 
 
 def drive(url: str, index: int, clients: int, stop_at: float, next_request, tally: Tally) -> None:
@@ -169,7 +172,10 @@ def drive(url: str, index: int, clients: int, stop_at: float, next_request, tall
         n += clients
         t0 = time.perf_counter()
         try:
-            key = str(session.post(url + path, timeout=60, **kwargs).status_code)
+            response = session.post(url + path, timeout=60, **kwargs)
+            key = str(response.status_code)
+            if key == "503" and not response.headers.get("Retry-After", "").isdigit():
+                key = "503 without Retry-After"
         except requests.RequestException as exc:
             key = type(exc).__name__
         tally.add(path, key, acceptable, time.perf_counter() - t0)
@@ -210,6 +216,7 @@ def run(url: str, images: list[bytes], route: str, clients: int, seconds: float,
         "url_route": "mix" if mix else route, "clients": clients, "seconds": round(duration, 1),
         "requests": total, "statuses": dict(tally.statuses), "throughput_rps": round(total / duration, 2),
         "latency_ms": {f"p{q}": round(percentile(tally.latencies, q) * 1000, 1) for q in (50, 95, 99)},
+        "refused_ms": {f"p{q}": round(percentile(tally.refusals, q) * 1000, 1) for q in (50, 95, 99)},
         "unexpected": dict(tally.unexpected),
         "health": {"probes": len(health), "failures": dict(health_failures),
                    **{f"p{q}_ms": round(percentile(health, q) * 1000, 1) for q in (50, 99)}},
