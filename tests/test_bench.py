@@ -18,14 +18,22 @@ def test_benchmark_smoke(random_models_dir, tmp_path):
                             cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
-    entry = report["models"]["mobilenet"]
-    assert entry["raw"]["640x480"]["raw_ms"] > 0
-    for system in ("service", "naive"):
-        levels = entry[system]["images"]["640x480"]
-        assert [level["concurrency"] for level in levels] == [1, 2]
-        assert all(level["ok"] > 0 and level["p50_ms"] > 0 for level in levels)
-        assert entry[system]["ready_seconds"] > 0 and entry[system]["peak_rss_mb"] > 0
-    assert "service:" in result.stdout and "naive:" in result.stdout
+    assert set(report["models"]) == {"mobilenet.tensorflow", "mobilenet.openvino"}
+    for key, entry in report["models"].items():
+        assert entry["raw"]["640x480"]["raw_ms"] > 0
+        systems = ("service", "naive") if key.endswith("tensorflow") else ("service",)
+        for system in systems:
+            levels = entry[system]["images"]["640x480"]
+            assert [level["concurrency"] for level in levels] == [1, 2]
+            assert all(level["ok"] > 0 and level["p50_ms"] > 0 for level in levels)
+            assert entry[system]["ready_seconds"] > 0 and entry[system]["peak_rss_mb"] > 0
+    assert report["models"]["mobilenet.openvino"]["cold_start_no_cache_seconds"] > 0
+    comparison = report["comparison"]["mobilenet"]
+    assert comparison["service_p50_vs_framework_raw"]["ratio"] > 0
+    assert set(comparison["cold_start_seconds"]) >= {"framework", "openvino_cache_warm", "openvino_no_cache"}
+    assert len(report["load_average_at_start"]) == 3
+    assert "service on openvino:" in result.stdout and "naive:" in result.stdout
+    assert "OpenVINO vs TensorFlow/torch" in result.stdout
 
 
 def test_report_draws_one_chart_per_model_and_image(tmp_path):
