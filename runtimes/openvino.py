@@ -208,6 +208,11 @@ def _compile(ov, model, conversion: Conversion, precision: str) -> CompiledNetwo
     return CompiledNetwork(_core(ov).compile_model(model, "CPU", config))
 
 
+def core():
+    """The process' one OpenVINO Core (its device plugins load once)."""
+    return _core(load_module())
+
+
 _core_lock = threading.Lock()
 _cores: list = []
 

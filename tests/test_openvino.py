@@ -20,8 +20,8 @@ from models.weights import CATALOG
 from runtimes import frameworks
 from runtimes import openvino as ov_runtime
 from tests.support import imaging
+from tests.support.detections import assert_same_detections, load_detector, ours
 from tests.support.paths import ROOT
-from tests.test_real_architectures import assert_same_detections
 
 MOBILENET = CATALOG["mobilenet"]
 
@@ -276,34 +276,110 @@ def test_conversion_sends_no_telemetry(tmp_path):
     assert list(home.iterdir()) == []
 
 
+def break_conversion(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("Check 'x' failed at /somewhere/private/frontend.cpp")
+
+    monkeypatch.setattr(ov_runtime.load_module(), "convert_model", broken)
+
+
 @pytest.mark.slow
-def test_a_detector_falls_back_to_torch_with_the_same_detections(random_models_dir, tmp_path, monkeypatch, caplog):
-    from registry import create_model
+@pytest.mark.parametrize("fault, reason", [
+    ("missing", "openvino could not be imported (ImportError)"),
+    ("conversion", "the conversion to OpenVINO failed (RuntimeError)")])
+def test_a_detector_falls_back_to_torch_with_imageai_s_detections(fault, reason, random_models_dir, tmp_path,
+                                                                  monkeypatch, caplog):
+    """openvino not importable, or its conversion failing: the detector runs on torch, says so
+    in one log line and in /models/<name>, and answers exactly as ImageAI's torch path."""
+    from app import create_app
 
     weights = CATALOG["tiny_yolo"]
     target = weights.path(tmp_path)
     target.parent.mkdir(parents=True)
     target.symlink_to(weights.path(random_models_dir))
-    detector = create_model("detection", "tiny_yolo", tmp_path, download=False)
-    frameworks.require(set(detector.frameworks))
-    detector.load()
-    assert (detector.runtime, detector.device, detector.describe()["precision"]) == ("openvino", "cpu", "f32")
-    image = sample_image(640, 480, 6)
-    expected = detector.predict([image], 0.3)[0]
-
-    def broken(*args, **kwargs):
-        raise RuntimeError("unsupported operation")
-
-    monkeypatch.setattr(ov_runtime.load_module(), "convert_model", broken)
-    monkeypatch.setattr(ov_runtime.ConvertedCache, "read", lambda self, key: None)
+    reference = load_detector("tiny_yolo", "tensorflow", tmp_path)
+    if fault == "missing":
+        monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` raises ImportError
+    else:
+        break_conversion(monkeypatch)
     caplog.set_level(logging.WARNING)
-    fallback = create_model("detection", "tiny_yolo", tmp_path, download=False)
-    fallback.load()
-    assert (fallback.runtime, fallback.describe()["runtime_reason"]) == \
-           ("torch", "the conversion to OpenVINO failed (RuntimeError)")
-    assert [r.getMessage() for r in caplog.records] == \
-           ["model 'tiny_yolo' runs on torch instead of OpenVINO: the conversion to OpenVINO failed (RuntimeError)"]
-    found = fallback.predict([image], 0.3)[0]
-    assert len(found) > 500
-    assert_same_detections([(d.label, d.score, d.box) for d in found],
-                           [(d.label, d.score, d.box) for d in expected])
+    settings = Settings(detection_enabled=True, detection_models=("tiny_yolo",), models_dir=tmp_path,
+                        model_download=False)
+    client = create_app(settings).test_client()
+    image = sample_image(640, 480, 6)
+    response = client.post("/v2/detect?min_score=0.3", content_type="multipart/form-data",
+                           data={"image": (io.BytesIO(imaging.encode(image, "PNG")), "x.png")})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    found = [(d["label"], d["score"], [d["box"][k] for k in ("x1", "y1", "x2", "y2")])
+             for d in response.get_json()["results"][0]["detections"]]
+    expected = ours(reference, image, 0.3)
+    assert len(expected) > 500
+    assert_same_detections(found, expected)
+    details = client.get("/models/tiny_yolo").get_json()
+    assert (details["state"], details["runtime"], details["device"], details["runtime_reason"]) == \
+           ("ready", "torch", "cpu", reason)
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert lines == [f"model 'tiny_yolo' runs on torch instead of OpenVINO: {reason}"]
+    for text in (str(details), " ".join(lines)):
+        assert "corrupt" not in text and "models.download" not in text and "/somewhere" not in text
+
+
+def users_folder(models_dir, name, runtime):
+    from tests.support.shared_models import build_folder
+
+    folder = build_folder(models_dir, name)
+    spec = json.loads((folder / "model.json").read_text())
+    (folder / "model.json").write_text(json.dumps({**spec, "runtime": runtime}))
+    return folder
+
+
+def detections_via_http(client, model, image_path):
+    response = client.post(f"/v2/detect?model={model}&min_score=0.25", content_type="multipart/form-data",
+                           data={"image": (io.BytesIO(image_path.read_bytes()), "x.jpg")})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return [(d["label"], d["score"], [d["box"][k] for k in ("x1", "y1", "x2", "y2")])
+            for d in response.get_json()["results"][0]["detections"]]
+
+
+@pytest.mark.slow
+def test_a_users_onnx_model_on_openvino_answers_as_onnx_runtime(tmp_path):
+    """model.json "runtime": "openvino" runs the file on OpenVINO, checked against ONNX Runtime
+    at load; the detections on the sample photos are ONNX Runtime's."""
+    from app import create_app
+    from tests.support.detections import PHOTOS
+
+    users_folder(tmp_path / "a", "yolov5n_onnx", "openvino")
+    users_folder(tmp_path / "b", "yolov5n_onnx", "onnxruntime")
+    on = {runtime: create_app(Settings(detection_enabled=True, detection_models=("yolov5n_onnx",),
+                                       models_dir=tmp_path / sub)).test_client()
+          for runtime, sub in (("openvino", "a"), ("onnxruntime", "b"))}
+    compared = 0
+    for path in PHOTOS:
+        compared += assert_same_detections(detections_via_http(on["openvino"], "yolov5n_onnx", path),
+                                           detections_via_http(on["onnxruntime"], "yolov5n_onnx", path))
+    assert compared > 5
+    for runtime, client in on.items():
+        details = client.get("/models/yolov5n_onnx").get_json()
+        assert (details["runtime"], "runtime_reason" in details) == (runtime, False)
+
+
+@pytest.mark.slow
+def test_a_users_quantized_model_openvino_answers_differently_stays_on_litert(tmp_path, caplog):
+    """OpenVINO's integer kernels round differently from LiteRT's on the quantized MobileNetV2
+    (measured: probabilities 12/256 apart on the probe, another top-5 on some photos): the load
+    check keeps the model on LiteRT, in one log line and in /models."""
+    from app import create_app
+
+    users_folder(tmp_path, "mobilenet_v2_quant", "openvino")
+    caplog.set_level(logging.WARNING)
+    client = create_app(Settings(classification_enabled=True, classification_models=("mobilenet_v2_quant",),
+                                 models_dir=tmp_path)).test_client()
+    assert client.get("/models/mobilenet_v2_quant").get_json()["runtime"] == "openvino"  # configured, not loaded
+    response = client.post("/v2/classify?top_k=1", content_type="multipart/form-data",
+                           data={"image": (io.BytesIO(imaging.jpeg(size=(224, 224))), "x.jpg")})
+    assert response.status_code == 200
+    details = client.get("/models/mobilenet_v2_quant").get_json()
+    assert details["runtime"] == "litert"
+    assert details["runtime_reason"].startswith("OpenVINO's answer differs from the framework's")
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert lines == [f"model 'mobilenet_v2_quant' runs on litert instead of OpenVINO: {details['runtime_reason']}"]
