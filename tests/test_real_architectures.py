@@ -6,17 +6,23 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from app import create_app
 from bench.random_weights import sample_image
 from classifiers.keras_applications import SPECS as CLASSIFIER_SPECS
 from config import Settings
+from detectors.imageai_yolo import letterboxed
 from models.weights import CATALOG
-from registry import create_model
-from runtimes import frameworks
 from tests.support import imaging
-from tests.support.paths import SHARED
+from tests.support.detections import (
+    assert_same_detections,
+    imageai_reference,
+    load_detector,
+    ours,
+    photos,
+    torchvision_reference,
+    unpaired,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -132,102 +138,64 @@ def test_missing_weights_without_download_name_file_url_and_command(tmp_path):
     assert spec.filename in message and spec.url in message and "python -m models.download retina" in message
 
 
-def load_detector(name, runtime, models_dir):
-    frameworks.set_inference(runtime, "f32")
-    try:
-        detector = create_model("detection", name, models_dir, download=False)
-        detector.load()
-    finally:
-        frameworks.set_inference("openvino", "f32")
-    assert detector.runtime == ("openvino" if runtime == "openvino" else "torch")
-    return detector
+@pytest.fixture(scope="module")
+def calibrated_dir(tmp_path_factory):
+    """Detectors with random weights calibrated to many candidates with distinct scores
+    (thousands past YOLO's objectness gate; ~300 for RetinaNet, whose plain random weights
+    score every anchor near torchvision's 0.01 prior, so nothing would pass 0.05)."""
+    from bench.random_weights import write_weights
+
+    models_dir = tmp_path_factory.mktemp("calibrated")
+    for name, candidates in (("tiny_yolo", 1000), ("yolo", 2000), ("retina", 300)):
+        write_weights(name, models_dir, candidates=candidates)
+    return models_dir
 
 
-def imageai_reference(detector, rgb):
-    """ImageAI's own detectObjectsFromImage on the BGR array its YOLO path expects."""
-    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
-    _, found = detector._detector.detectObjectsFromImage(
-        input_image=bgr, output_type="array", minimum_percentage_probability=30)
-    return [(r["name"], r["percentage_probability"] / 100, r["box_points"]) for r in found]
-
-
-def pair_up(ours, reference, same_label=True):
-    """Greedy one-to-one pairing: box within 1 px, score within 1e-3 (and the same label).
-    Returns what is left unpaired on each side."""
-    pool = {}
-    for label, score, box in reference:
-        pool.setdefault(label if same_label else None, []).append((label, score, box))
-    left = []
-    for label, score, box in ours:
-        candidates = pool.get(label if same_label else None, [])
-        for i, (_, other_score, other_box) in enumerate(candidates):
-            if abs(other_score - score) <= 1e-3 and max(abs(a - b) for a, b in zip(box, other_box)) <= 1:
-                del candidates[i]
-                break
-        else:
-            left.append((label, score, box))
-    return left, [d for ds in pool.values() for d in ds]
-
-
-def assert_same_detections(ours, reference):
-    """One to one: same labels, boxes within 1 px, scores within 1e-3; the order is free (boxes
-    of one class with equal objectness come out in either order). A label may differ only where
-    two classes tie at that tolerance (same box, same score), at most once per 1,000 boxes:
-    the networks' float32 arithmetic differs by ~1e-4 (torch's own answer moves that much with
-    its thread count), and with random weights a few of thousands of boxes have two classes
-    within 1e-5 of each other."""
-    left, unpaired = pair_up(ours, reference)
-    assert pair_up(left, unpaired, same_label=False) == ([], []), (left, unpaired)
-    assert len(left) <= len(reference) // 1000, left
-
-
-def yolo_inputs():
-    """Random scenes (thousands of candidate boxes with random weights) and the sample photos."""
-    inputs = [sample_image(*size, seed) for seed, size in ((5, (416, 416)), (6, (640, 480)), (7, (300, 500)))]
-    photos = [SHARED / "images" / "darknet" / "dog.jpg", SHARED / "images" / "ultralytics" / "bus.jpg"]
-    return inputs + [Image.open(p).convert("RGB") for p in photos if p.exists()]
-
-
-@pytest.mark.parametrize("runtime", ["tensorflow", "openvino"])
 @pytest.mark.parametrize("name", ["tiny_yolo", "yolo"])
-def test_fast_yolo_post_processing_is_identical_to_imageai(name, runtime, random_models_dir):
-    """Random YOLO weights give thousands of candidate boxes: a hard test of the NMS. On torch
-    (INFERENCE_RUNTIME=tensorflow: each model's framework) the answer is ImageAI's exactly; on
-    OpenVINO the network's float arithmetic differs in the last bits, so boxes may move by a
-    pixel where a coordinate lies on a pixel boundary."""
-    detector = load_detector(name, runtime, random_models_dir)
+def test_openvino_yolo_detections_equal_imageai_s(name, calibrated_dir):
+    """The conv body on OpenVINO, ImageAI's detection layers, thresholds and our NMS in Python:
+    ImageAI's detectObjectsFromImage one to one (same labels, boxes within 1 px, scores within
+    1e-3) on random scenes and the sample photos, thousands of detections in all."""
+    detector = load_detector(name, "openvino", calibrated_dir)
+    scenes = [sample_image(*size, seed) for seed, size in ((5, (416, 416)), (6, (640, 480)), (7, (300, 500)))]
     compared = 0
-    for image in yolo_inputs():
-        rgb = np.asarray(image)
-        ours = [(d.label, d.score, list(d.box)) for d in detector.predict([image], 0.3)[0]]
-        reference = imageai_reference(detector, rgb)
-        if runtime == "openvino":
-            assert_same_detections(ours, reference)
-        else:
-            assert [(label, round(score * 100, 2), box) for label, score, box in ours] == \
-                   [(label, round(score * 100, 2), box) for label, score, box in reference]
-        compared += len(reference)
-    assert compared > 2000  # the comparison covered real suppression work
+    for image in scenes + photos():
+        compared += assert_same_detections(ours(detector, image, 0.3), imageai_reference(detector, np.asarray(image)))
+    assert compared > 3000
 
 
-def test_openvino_retinanet_equals_torchvision(random_models_dir):
-    """RetinaNet's convolutions on OpenVINO, torchvision's own anchors, decoding and NMS:
-    the detections of torchvision's RetinaNet.forward."""
-    import torch
+@pytest.mark.parametrize("name", ["tiny_yolo", "yolo"])
+def test_yolo_worst_case_plain_random_weights(name, random_models_dir):
+    """Plain random weights: thousands of candidates past the objectness gate, a hard test of
+    the NMS. On torch (INFERENCE_RUNTIME=tensorflow) the answer is ImageAI's exactly. On
+    OpenVINO the network's outputs are torch's within float32 rounding (scores 1 ulp, 6e-8;
+    boxes 3e-5 px), but here every objectness lies within 0.5 +- 0.01, thousands of them within
+    a few ulps of each other: a 1-ulp difference reorders the greedy NMS among them. Measured:
+    TinyYOLOv3 identical, YOLOv3 1-2% of ~4,300 detections per image differ. Real (and
+    calibrated, above) weights spread the scores, and the detections are identical."""
+    on_torch = load_detector(name, "tensorflow", random_models_dir)
+    on_openvino = load_detector(name, "openvino", random_models_dir)
+    compared = differing = 0
+    for seed, size in ((5, (416, 416)), (6, (640, 480)), (7, (300, 500))):
+        image = sample_image(*size, seed)
+        tensor = letterboxed(np.asarray(image))
+        network, converted = on_torch._forward(tensor).numpy(), on_openvino._forward(tensor).numpy()
+        np.testing.assert_allclose(converted[..., 4:], network[..., 4:], rtol=0, atol=1e-6)  # scores
+        np.testing.assert_allclose(converted[..., :4], network[..., :4], rtol=0, atol=1e-3)  # boxes, px
+        reference = imageai_reference(on_torch, np.asarray(image))
+        exact = [(label, round(score * 100, 2), box) for label, score, box in reference]
+        assert [(label, round(score * 100, 2), box) for label, score, box in ours(on_torch, image, 0.3)] == exact
+        left, right = unpaired(ours(on_openvino, image, 0.3), reference)
+        compared, differing = compared + len(reference), differing + max(len(left), len(right))
+    assert compared > 2000
+    assert differing <= 0.03 * compared, (differing, compared)
 
-    detector = load_detector("retina", "openvino", random_models_dir)
-    network = detector._detector._ObjectDetection__model
-    classes = detector._detector._ObjectDetection__classes
+
+def test_openvino_retinanet_equals_torchvision(calibrated_dir):
+    """RetinaNet's convolutions on OpenVINO with torchvision's own transform, anchors,
+    decoding and NMS: the detections of torchvision's RetinaNet.forward (ImageAI's path)."""
+    detector = load_detector("retina", "openvino", calibrated_dir)
     compared = 0
-    for image in (sample_image(640, 480, 6), sample_image(300, 500, 7)):
-        ours = [(d.label, d.score, list(d.box)) for d in detector.predict([image], 0.05)[0]]
-        tensor = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255.0)
-        with torch.no_grad():
-            output = network([tensor])[0]
-        width, height = image.size
-        reference = [(classes[label], score, [min(max(int(v), 0), side) for v, side in zip(box, (width, height) * 2)])
-                     for box, score, label in zip(output["boxes"].tolist(), output["scores"].tolist(),
-                                                  output["labels"].tolist()) if score >= 0.05]
-        assert_same_detections(ours, reference)
-        compared += len(reference)
-    assert compared > 5
+    for image in [sample_image(640, 480, 6)] + photos():
+        compared += assert_same_detections(ours(detector, image, 0.05), torchvision_reference(detector, image, 0.05))
+    assert compared > 300
