@@ -70,14 +70,39 @@ def multipart(data: bytes) -> tuple[str, bytes]:
 
 # --- raw cost in-process ---------------------------------------------------------------------
 
-def timed(function, repeat: int) -> float:
+def timed(function, repeat: int, sync=lambda: None) -> float:
+    """Median seconds of `function()`; `sync` waits for queued device work (CUDA runs
+    asynchronously: without it a timing measures only the launch)."""
     function()  # warm
+    sync()
     samples = []
     for _ in range(repeat):
         started = time.perf_counter()
         function()
+        sync()
         samples.append(time.perf_counter() - started)
     return statistics.median(samples)
+
+
+def torch_device(network):
+    """The device a torch network's weights live on, and the matching synchroniser."""
+    import torch
+
+    device = next(network.parameters()).device
+    if device.type == "cuda":
+        return device, lambda: torch.cuda.synchronize(device)
+    return device, lambda: None
+
+
+def describe_device() -> str:
+    """The accelerator the run could use, named in the report."""
+    try:
+        import torch
+        if torch.cuda.is_available():
+            return f"cuda: {torch.cuda.get_device_name(0)}"
+    except ImportError:
+        pass
+    return "cpu"
 
 
 def load_model(name: str, models_dir: Path, runtime: str):
@@ -95,7 +120,9 @@ def load_model(name: str, models_dir: Path, runtime: str):
     return model
 
 
-def raw_cost(name: str, models_dir: Path, images: dict[str, bytes], repeat: int, runtime: str) -> dict:
+def raw_cost(name: str, models_dir: Path, images: dict[str, bytes], repeat: int,
+             runtime: str) -> tuple[dict, str]:
+    """Per image size, the in-process costs in ms on `runtime`; and the device the network ran on."""
     from dataplane.images import decode_image
     from registry import TASKS
 
@@ -114,27 +141,29 @@ def raw_cost(name: str, models_dir: Path, images: dict[str, bytes], repeat: int,
                              "model_call_ms": call * 1e3, "raw_ms": (draft + call) * 1e3,
                              "compiled_batch1_ms": infer1 * 1e3, "compiled_batch8_ms": infer8 * 1e3,
                              "batch8_speedup": (8 * infer1) / infer8}
-        return result
+        return result, model.device
     import numpy as np
 
     from detectors.imageai_yolo import letterboxed
 
+    # On torch the network may sit on a GPU: its timings wait for the device's queued work.
+    sync = torch_device(model._detector._ObjectDetection__model)[1] if model.runtime == "torch" else (lambda: None)
     for label, data in images.items():
         decode = timed(lambda: decode_image(data), repeat)
         image = decode_image(data).image
-        detect = timed(lambda: model.predict([image], 0.3), repeat)
+        detect = timed(lambda: model.predict([image], 0.3), repeat, sync)
         entry = {"decode_ms": decode * 1e3, "detect_ms": detect * 1e3, "raw_ms": (decode + detect) * 1e3}
         if model.spec.model_type != "RetinaNet":
             # The network's forward pass, its detection layers included, on this runtime.
             rgb = np.asarray(image)
             tensor = letterboxed(rgb)
-            forward = timed(lambda: model._forward(tensor), repeat)
+            forward = timed(lambda: model._forward(tensor), repeat, sync)
             prep = timed(lambda: letterboxed(rgb), repeat)
             entry.update(forward_ms=forward * 1e3, preprocess_ms=prep * 1e3,
                          outside_forward_ms=(detect - forward) * 1e3,
                          outside_forward_pct_of_forward=100 * (detect - forward) / forward)
         result[label] = entry
-    return result
+    return result, model.device
 
 
 # --- servers and load ------------------------------------------------------------------------
@@ -241,10 +270,10 @@ def fmt(value, digits=1):
 
 
 def print_report(report: dict) -> None:
-    print(f"\nmachine: {report['machine']}; started {report.get('started')}; load average "
+    print(f"\nmachine: {report['machine']}, device: {report.get('device', 'cpu')}; started {report.get('started')}; load average "
           f"{report.get('load_average_at_start')} at start, {report.get('load_average_at_end')} at end")
     for name, entry in report["models"].items():
-        print(f"\n== {name} ==")
+        print(f"\n== {name} (on {entry.get('device', 'cpu')}) ==")
         for label, raw in entry["raw"].items():
             print(f"raw {label}: " + ", ".join(f"{k} {fmt(v)}" for k, v in raw.items()))
         for system in ("service", "naive"):
@@ -295,7 +324,8 @@ def measure_model(name: str, runtime: str, args, images: dict[str, bytes], level
     """On one runtime: raw in-process cost, then the service as deployed; on TensorFlow/torch
     also the naive app (unless --no-naive); on OpenVINO also a cold start with no cache (the
     service's own start follows the raw run, which filled the cache)."""
-    entry = {"runtime": runtime, "raw": raw_cost(name, args.models_dir, images, args.repeat, runtime)}
+    raw, device = raw_cost(name, args.models_dir, images, args.repeat, runtime)
+    entry = {"runtime": runtime, "raw": raw, "device": device}
     env, path = service_env(name, args.models_dir, runtime)
     server = Server([sys.executable, "app.py"], env, "/ready")
     try:
@@ -355,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
               "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "load_average_at_start": os.getloadavg(),
+              "device": describe_device(),
               "settings": {k: os.environ[k] for k in ("WAITRESS_THREADS", "MAX_QUEUE", "MAX_BATCH_SIZE",
                                                        "BATCH_TIMEOUT_MS", "INTRA_OP_THREADS") if k in os.environ},
               "weights": str(args.models_dir),

@@ -32,8 +32,26 @@ def test_benchmark_smoke(random_models_dir, tmp_path):
     assert comparison["service_p50_vs_framework_raw"]["ratio"] > 0
     assert set(comparison["cold_start_seconds"]) >= {"framework", "openvino_cache_warm", "openvino_no_cache"}
     assert len(report["load_average_at_start"]) == 3
+    assert report["device"] == "cpu" and {e["device"] for e in report["models"].values()} == {"cpu"}  # named
     assert "service on openvino:" in result.stdout and "naive:" in result.stdout
     assert "OpenVINO vs TensorFlow/torch" in result.stdout
+
+
+@pytest.mark.slow
+def test_detector_raw_cost_feeds_the_network_on_its_own_device(random_models_dir):
+    """The step that crashed on CUDA (a CPU tensor into a GPU network): on torch the tensor goes to
+    the network's device (the model's own forward) and timings wait for it. No GPU here: the CPU
+    path, and the device named."""
+    from bench.__main__ import bench_images, raw_cost, timed
+
+    raw, device = raw_cost("tiny_yolo", random_models_dir, {"640x480": bench_images()["640x480"]}, 2,
+                           "tensorflow")
+    assert device == "cpu"
+    entry = raw["640x480"]
+    assert entry["forward_ms"] > 0 and entry["detect_ms"] > 0 and entry["preprocess_ms"] > 0
+    synced = []
+    timed(lambda: None, 3, sync=lambda: synced.append(1))
+    assert len(synced) == 4  # after the warm-up call and after each timed call
 
 
 def test_report_draws_one_chart_per_model_and_image(tmp_path):
