@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None, *, classifier: Model | None = N
     app.json.sort_keys = False
 
     frameworks.set_threads(settings.intra_op_threads, settings.inter_op_threads)
+    frameworks.set_inference(settings.inference_runtime, settings.inference_precision)
     models = configured_models(settings, {"classification": classifier, "detection": detector})
     admission = Admission(settings.waitress_threads, settings.max_queue)
     time_limit = TimeLimit(settings.waitress_threads, settings.inference_timeout)

@@ -66,10 +66,10 @@ class ConfigError(Exception):
 
 
 def _var(variable: str, default, kind: str = "int", minimum: int = 0, maximum: int = 0,
-         alias: str | None = None, **field_options):
+         alias: str | None = None, choices: tuple[str, ...] = (), **field_options):
     """A setting read from `variable`: the field's default is the variable's default."""
     metadata = {"variable": variable, "kind": kind, "minimum": minimum, "maximum": maximum,
-                "alias": alias}
+                "alias": alias, "choices": choices}
     return dataclasses.field(default=default, metadata=metadata, **field_options)
 
 
@@ -98,6 +98,9 @@ class Settings:
     batch_timeout_ms: int = _var("BATCH_TIMEOUT_MS", 5, minimum=0, maximum=1000)   # a forming batch waits this long
     intra_op_threads: int = _var("INTRA_OP_THREADS", 0, minimum=0, maximum=256)    # 0: the CPU count
     inter_op_threads: int = _var("INTER_OP_THREADS", 1, minimum=1, maximum=256)
+    # What executes the built-in networks on a CPU, and OpenVINO's arithmetic (bf16: faster, not the same answers).
+    inference_runtime: str = _var("INFERENCE_RUNTIME", "openvino", "choice", choices=("openvino", "tensorflow"))
+    inference_precision: str = _var("INFERENCE_PRECISION", "f32", "choice", choices=("f32", "bf16"))
     port: int = _var("PORT", 5001, minimum=1, maximum=65535)
     max_upload_mb: int = _var("MAX_UPLOAD_MB", 10, minimum=1, maximum=1024)
     max_image_pixels: int = _var("MAX_IMAGE_PIXELS", 40_000_000, minimum=1, maximum=1_000_000_000)
@@ -190,6 +193,13 @@ class _Reader:
             return field.default
         if not meta["minimum"] <= value <= meta["maximum"]:
             self.problems.append(f"{name}={value} is out of range; use {meta['minimum']} to {meta['maximum']}")
+            return field.default
+        return value
+
+    def _choice(self, name, raw, field, earlier):
+        value, choices = raw.lower(), field.metadata["choices"]
+        if value not in choices:
+            self.problems.append(f"{name}={raw!r} is not valid; use one of {', '.join(choices)}")
             return field.default
         return value
 

@@ -1,13 +1,17 @@
 """The benchmark: `python -m bench [--models mobilenet,tiny_yolo] [--smoke] [--json out.json]`.
 
-For each model, in one run:
+For each model and each runtime of --runtimes (default `tensorflow,openvino`: each model's
+framework, TensorFlow or torch, beside OpenVINO), in one run:
 - raw cost in-process: decode (+ reduced-scale decode for classifiers) + resize + the
   compiled model call, on a 640x480 and a 12 MP JPEG;
 - the service as deployed (`python app.py` under waitress, configured by the environment):
   time from start to ready, latency p50/p95/p99 at concurrency 1, throughput at concurrency
   1, 4, 8, 16, and peak resident memory;
 - the naive baseline (`bench.naive_app`: Flask + `model.predict` per request) on the same
-  model and images, under the same load.
+  model and images, under the same load (on the framework's run);
+- on OpenVINO, a cold start with an empty converted-model cache (the service's own start, after
+  the raw run filled the cache, is the cold start with a warm cache);
+then the OpenVINO/framework ratios against their targets (bench/compare.py).
 Clients run in this process over loopback with keep-alive connections. Weight files come from
 --models-dir; --random-weights writes files of the real architectures with random weights
 there first (same compute as the published weights, which cannot be downloaded everywhere).
@@ -27,6 +31,8 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+from bench.compare import compare, print_comparison
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -99,17 +105,30 @@ def describe_device() -> str:
     return "cpu"
 
 
-def raw_cost(name: str, models_dir: Path, images: dict[str, bytes], repeat: int) -> tuple[dict, str]:
-    """Per image size, the in-process costs in ms; and the device the network ran on."""
-    from dataplane.images import decode_image
+def load_model(name: str, models_dir: Path, runtime: str):
+    """The built-in model loaded in this process on `runtime` (openvino, or its framework)."""
     from registry import TASKS, create_model
     from runtimes import frameworks
 
     frameworks.require({frameworks.TORCH, frameworks.TENSORFLOW})
+    task = "classification" if name in TASKS["classification"].builtins else "detection"
+    frameworks.set_inference(runtime, frameworks.inference_precision())
+    model = create_model(task, name, models_dir, download=False)
+    model.load()
+    if runtime == "openvino" and model.runtime != runtime:
+        raise RuntimeError(f"{name} runs on {model.runtime}, not OpenVINO: {model.describe()}")
+    return model
+
+
+def raw_cost(name: str, models_dir: Path, images: dict[str, bytes], repeat: int,
+             runtime: str) -> tuple[dict, str]:
+    """Per image size, the in-process costs in ms on `runtime`; and the device the network ran on."""
+    from dataplane.images import decode_image
+    from registry import TASKS
+
     result = {}
+    model = load_model(name, models_dir, runtime)
     if name in TASKS["classification"].builtins:
-        model = create_model("classification", name, models_dir, download=False)
-        model.load()
         for label, data in images.items():
             full = timed(lambda: model.to_array([decode_image(data).image]), repeat)
             draft = timed(lambda: model.to_array([decode_image(data, size_hint=model.input_size).image]), repeat)
@@ -123,30 +142,28 @@ def raw_cost(name: str, models_dir: Path, images: dict[str, bytes], repeat: int)
                              "compiled_batch1_ms": infer1 * 1e3, "compiled_batch8_ms": infer8 * 1e3,
                              "batch8_speedup": (8 * infer1) / infer8}
         return result, model.device
-    import torch
-    from imageai.yolov3.utils import prepare_image
+    import numpy as np
 
-    model = create_model("detection", name, models_dir, download=False)
-    model.load()
-    network = model._detector._ObjectDetection__model
-    device, sync = torch_device(network)
+    from detectors.imageai_yolo import letterboxed
+
+    # On torch the network may sit on a GPU: its timings wait for the device's queued work.
+    sync = torch_device(model._detector._ObjectDetection__model)[1] if model.runtime == "torch" else (lambda: None)
     for label, data in images.items():
         decode = timed(lambda: decode_image(data), repeat)
         image = decode_image(data).image
         detect = timed(lambda: model.predict([image], 0.3), repeat, sync)
         entry = {"decode_ms": decode * 1e3, "detect_ms": detect * 1e3, "raw_ms": (decode + detect) * 1e3}
         if model.spec.model_type != "RetinaNet":
-            import numpy as np
-            bgr = np.ascontiguousarray(np.asarray(image)[:, :, ::-1])
-            tensor = prepare_image(bgr, (416, 416)).to(device)  # where the network's weights are
-            with torch.no_grad():
-                forward = timed(lambda: network(tensor), repeat, sync)
-            prep = timed(lambda: prepare_image(bgr, (416, 416)), repeat)
+            # The network's forward pass, its detection layers included, on this runtime.
+            rgb = np.asarray(image)
+            tensor = letterboxed(rgb)
+            forward = timed(lambda: model._forward(tensor), repeat, sync)
+            prep = timed(lambda: letterboxed(rgb), repeat)
             entry.update(forward_ms=forward * 1e3, preprocess_ms=prep * 1e3,
                          outside_forward_ms=(detect - forward) * 1e3,
                          outside_forward_pct_of_forward=100 * (detect - forward) / forward)
         result[label] = entry
-    return result, str(device)
+    return result, model.device
 
 
 # --- servers and load ------------------------------------------------------------------------
@@ -253,7 +270,8 @@ def fmt(value, digits=1):
 
 
 def print_report(report: dict) -> None:
-    print(f"\nmachine: {report['machine']}, device: {report.get('device', 'cpu')}")
+    print(f"\nmachine: {report['machine']}, device: {report.get('device', 'cpu')}; started {report.get('started')}; load average "
+          f"{report.get('load_average_at_start')} at start, {report.get('load_average_at_end')} at end")
     for name, entry in report["models"].items():
         print(f"\n== {name} (on {entry.get('device', 'cpu')}) ==")
         for label, raw in entry["raw"].items():
@@ -262,34 +280,61 @@ def print_report(report: dict) -> None:
             data = entry.get(system)
             if not data:
                 continue
-            print(f"{system}: ready in {fmt(data['ready_seconds'])} s, peak RSS {fmt(data['peak_rss_mb'], 0)} MB")
+            print(f"{system}{' on ' + entry['runtime'] if system == 'service' else ''}: ready in {fmt(data['ready_seconds'])} s, peak RSS {fmt(data['peak_rss_mb'], 0)} MB")
             for label, levels in data["images"].items():
                 for level in levels:
                     others = {k: v for k, v in level["statuses"].items() if k != "200"}
                     print(f"  {label:8} c={level['concurrency']:<3} {fmt(level['throughput_rps'], 2):>7} req/s  "
                           f"p50 {fmt(level['p50_ms']):>7} p95 {fmt(level['p95_ms']):>7} p99 {fmt(level['p99_ms']):>7} ms"
                           + (f"  other statuses {others}" if others else ""))
+    print_comparison(report.get("comparison", {}))
 
 
-def measure_model(name: str, args, images: dict[str, bytes], levels: list[int]) -> dict:
-    """Raw in-process cost, then the service as deployed and (unless --no-naive) the naive app."""
+def service_env(name: str, models_dir: Path, runtime: str) -> tuple[dict, str]:
     from registry import TASKS
 
     classifier = name in TASKS["classification"].builtins
-    raw, device = raw_cost(name, args.models_dir, images, args.repeat)
-    entry = {"raw": raw, "device": device}
-    env = {"MODELS_DIR": str(args.models_dir), "MODEL_DOWNLOAD": "false", "PRELOAD_MODELS": "true",
-           "CACHE_MAXSIZE": "0",
+    env = {"MODELS_DIR": str(models_dir), "MODEL_DOWNLOAD": "false", "PRELOAD_MODELS": "true",
+           "CACHE_MAXSIZE": "0", "INFERENCE_RUNTIME": runtime,
            "IMAGE_CLASSIFICATION_ENABLED": str(classifier).lower(),
            "OBJECT_DETECTION_ENABLED": str(not classifier).lower(),
            "IMAGE_CLASSIFICATION_MODEL" if classifier else "OBJECT_DETECTION_MODEL": name}
-    path = "/classify-image" if classifier else "/detect-objects"
+    return env, "/classify-image" if classifier else "/detect-objects"
+
+
+def cold_start_without_cache(name: str, models_dir: Path) -> float:
+    """Seconds from start to ready on OpenVINO with an empty converted-model cache: a MODELS_DIR
+    of links to the same weight files (the real one's cache is left alone)."""
+    import tempfile
+
+    from models.weights import CATALOG
+
+    with tempfile.TemporaryDirectory() as scratch:
+        weights = CATALOG[name].path(models_dir).resolve()
+        link = CATALOG[name].path(Path(scratch))
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(weights)
+        env, _ = service_env(name, Path(scratch), "openvino")
+        server = Server([sys.executable, "app.py"], env, "/ready")
+        server.stop()
+        return server.ready_seconds
+
+
+def measure_model(name: str, runtime: str, args, images: dict[str, bytes], levels: list[int]) -> dict:
+    """On one runtime: raw in-process cost, then the service as deployed; on TensorFlow/torch
+    also the naive app (unless --no-naive); on OpenVINO also a cold start with no cache (the
+    service's own start follows the raw run, which filled the cache)."""
+    raw, device = raw_cost(name, args.models_dir, images, args.repeat, runtime)
+    entry = {"runtime": runtime, "raw": raw, "device": device}
+    env, path = service_env(name, args.models_dir, runtime)
     server = Server([sys.executable, "app.py"], env, "/ready")
     try:
         entry["service"] = measure_server(server, path, images, levels, args.seconds)
     finally:
         server.stop()
-    if not args.no_naive:
+    if runtime == "openvino":
+        entry["cold_start_no_cache_seconds"] = cold_start_without_cache(name, args.models_dir)
+    elif not args.no_naive:
         naive = Server([sys.executable, "-m", "bench.naive_app"],
                        {"BENCH_MODEL": name, "MODELS_DIR": str(args.models_dir)}, "/ready")
         try:
@@ -309,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worst-case", action="store_true",
                         help="with --random-weights: plain random detector weights (thousands of candidates "
                              "per image, NMS-bound); label such runs as the worst case")
+    parser.add_argument("--runtimes", default="tensorflow,openvino",
+                        help="INFERENCE_RUNTIME values measured side by side (tensorflow: each model's framework)")
     parser.add_argument("--concurrency", default="1,4,8,16")
     parser.add_argument("--seconds", type=float, default=15.0, help="per load level")
     parser.add_argument("--repeat", type=int, default=10, help="repetitions for raw costs")
@@ -336,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         images = {"640x480": images["640x480"]}
     report = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+              "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              "load_average_at_start": os.getloadavg(),
               "device": describe_device(),
               "settings": {k: os.environ[k] for k in ("WAITRESS_THREADS", "MAX_QUEUE", "MAX_BATCH_SIZE",
                                                        "BATCH_TIMEOUT_MS", "INTRA_OP_THREADS") if k in os.environ},
@@ -343,8 +392,11 @@ def main(argv: list[str] | None = None) -> int:
               "weights_written": written,
               "models": {}}
     for name in names:
-        print(f"measuring {name} ...", flush=True)
-        report["models"][name] = measure_model(name, args, images, levels)
+        for runtime in args.runtimes.split(","):
+            print(f"measuring {name} on {runtime} ...", flush=True)
+            report["models"][f"{name}.{runtime}"] = measure_model(name, runtime, args, images, levels)
+    report["comparison"] = compare(report)
+    report["load_average_at_end"] = os.getloadavg()
     print_report(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

@@ -13,7 +13,8 @@ def _f(value, digits=1) -> str:
 
 
 def render(report: dict) -> str:
-    lines = [f"Machine: {report['machine']}. Settings: {report.get('settings') or 'defaults'}. "
+    lines = [f"Machine: {report['machine']}. Started: {report.get('started', '-')}, load average "
+             f"{report.get('load_average_at_start', '-')} at start, {report.get('load_average_at_end', '-')} at end. Settings: {report.get('settings') or 'defaults'}. "
              f"Weights: {report.get('weights')}.", ""]
     for name, entry in report["models"].items():
         lines += [f"### {name}", "", "Raw cost in-process (median, ms):", ""]
@@ -39,7 +40,8 @@ def render(report: dict) -> str:
                 lines.append(f"- {system}: ready {_f(data['ready_seconds'])} s after start, "
                              f"peak resident memory {_f(data['peak_rss_mb'], 0)} MB")
         lines.append("")
-    return "\n".join(lines)
+    from bench.compare import markdown
+    return "\n".join(lines + markdown(report.get("comparison", {})))
 
 
 def main(argv=None) -> int:

@@ -2,12 +2,17 @@
 
 Each model takes its constructor *and* its `preprocess_input` from the same
 `keras.applications.<module>`, so a model can never run with another model's
-preprocessing. Inference runs through one `tf.function` traced for any batch size.
+preprocessing. Keras builds the model and loads the weights; by default OpenVINO then
+executes it on the CPU (runtimes/openvino.py: converted in memory, cached, checked against
+Keras on a probe before it serves). With INFERENCE_RUNTIME=tensorflow, where a GPU is visible
+to TensorFlow, or when OpenVINO cannot run it, inference runs through one `tf.function` traced
+for any batch size.
 """
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +21,10 @@ from PIL import Image
 from classifiers import imagenet
 from contract import STRETCH, Classifier
 from models.weights import CATALOG, WeightFile, ensure_weights
-from runtimes import frameworks
+from runtimes import frameworks, openvino
+
+log = logging.getLogger(__name__)
+TENSORFLOW = "tensorflow"
 
 
 def create(name: str, models_dir: Path, download: bool = True) -> "KerasApplicationClassifier":
@@ -50,9 +58,8 @@ SPECS = {s.name: s for s in (
 
 class KerasApplicationClassifier(Classifier):
     frameworks = frozenset({frameworks.TENSORFLOW})
-    batchable = True          # one traced call serves any batch size
+    batchable = True          # one call serves any batch size
     resize_mode = STRETCH
-    runtime = "tensorflow"
 
     def __init__(self, spec: KerasAppSpec, models_dir: Path, download: bool = True):
         self.spec = spec
@@ -60,7 +67,12 @@ class KerasApplicationClassifier(Classifier):
         self.models_dir = Path(models_dir)
         self.download = download
         self._labels: list[str] = imagenet.labels()
-        self._infer = None
+        self.wanted_runtime = frameworks.inference_runtime()
+        self.precision = frameworks.inference_precision()
+        self._runtime: str | None = None          # what runs it, once loaded
+        self._runtime_reason: str | None = None   # why that is not the configured runtime
+        self._precision_in_use: str | None = None # OpenVINO's effective precision
+        self._infer = None        # preprocessed float32 batch -> probabilities
         self._preprocess = None
 
     @property
@@ -77,14 +89,24 @@ class KerasApplicationClassifier(Classifier):
         return imagenet.wordnet_ids()
 
     @property
+    def runtime(self) -> str:
+        """The configured runtime until loaded; then the one that runs the model."""
+        return self._runtime or self.wanted_runtime
+
+    @property
     def device(self) -> str:
-        return _tensorflow_device() if self._infer is not None else "cpu"
+        return _tensorflow_device() if self._runtime == TENSORFLOW else "cpu"
 
     def describe(self) -> dict:
-        return {"format": "keras", "builtin": True, "architecture": self.spec.constructor,
+        info = {"format": "keras", "builtin": True, "architecture": self.spec.constructor,
                 "weights": self.spec.weights.filename,
                 "preprocessing": f"keras.applications.{self.spec.module}.preprocess_input",
                 "resize": STRETCH}
+        if self._runtime == openvino.OPENVINO:
+            info["precision"] = self._precision_in_use
+        if self._runtime_reason:
+            info["runtime_reason"] = self._runtime_reason
+        return info
 
     def load_failure(self, exc: Exception) -> str:
         return self.spec.weights.unreadable(exc)
@@ -97,19 +119,57 @@ class KerasApplicationClassifier(Classifier):
         return getattr(self._module(), self.spec.constructor)(weights=str(weights_path))
 
     def load(self) -> None:
-        import tensorflow as tf
-
         path = ensure_weights(self.spec.weights, self.models_dir, download=self.download,
                               check=self.build)
         model = self.build(path)
         self._preprocess = self._module().preprocess_input
+        if self.wanted_runtime == openvino.OPENVINO:
+            reason = self._gpu_in_use()
+            if reason is None:
+                infer, reason = openvino.attempt(self.name, "TensorFlow", lambda: self._openvino(model, path))
+                if infer is not None:
+                    self._infer, self._runtime = infer, openvino.OPENVINO
+                    return
+            self._runtime_reason = reason
+        self._infer = self._tensorflow(model)
+        self._runtime = TENSORFLOW
+
+    def _gpu_in_use(self) -> str | None:
+        """Where TensorFlow sees a GPU, its GPU path runs the model (the reason); else None."""
+        if _tensorflow_device() == "cpu":
+            return None
+        log.info("model '%s': a GPU is visible to TensorFlow, which runs the model there", self.name)
+        return "a GPU is visible to TensorFlow: its GPU path runs the model"
+
+    def _tensorflow(self, model):
+        """One tf.function traced for any batch size, traced now rather than on a request."""
+        import tensorflow as tf
+
         size = self.spec.size
-        self._infer = tf.function(
-            lambda x: model(x, training=False),
-            input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)],
-        )
-        self._model = model
-        self._infer(tf.zeros([1, size, size, 3]))  # trace now, not on the first request
+        traced = tf.function(lambda x: model(x, training=False),
+                             input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
+        traced(tf.zeros([1, size, size, 3]))
+        return lambda batch: np.asarray(traced(batch))
+
+    def _openvino(self, model, weights: Path):
+        """The model compiled by OpenVINO (batch 1, one call per image), checked against Keras."""
+        import keras
+
+        size = self.spec.size
+        probe = self._preprocess(openvino.probe_batch(size, size))
+        expected = np.asarray(model(probe, training=False))
+
+        def check(network):
+            got = network.per_image(probe)[0]
+            openvino.check_close(self.name, got, expected)
+
+        conversion = openvino.Conversion(
+            key=openvino.cache_key(self.name, weights, f"keras{keras.__version__}"),
+            convert=lambda: openvino.load_module().convert_model(model),
+            check=check, input_shapes=[[1, size, size, 3]])
+        network = openvino.compile_network(conversion, self.models_dir, self.precision)
+        self._precision_in_use = network.precision
+        return lambda batch: network.per_image(batch)[0]
 
     def to_array(self, images: list[Image.Image]) -> np.ndarray:
         """The whole image resized (bilinear) to the input size, as float32 RGB 0-255."""
@@ -124,4 +184,4 @@ class KerasApplicationClassifier(Classifier):
     def predict(self, images: list[Image.Image]) -> np.ndarray:
         # preprocess_input scales float arrays in place: the batch is ours alone.
         batch = self._preprocess(self.to_array(images))
-        return np.asarray(self._infer(batch))
+        return self._infer(batch)

@@ -1,4 +1,5 @@
-"""ImageAI's YOLO post-processing without its per-box Python loop, with identical results.
+"""ImageAI's YOLO post-processing without its per-box Python loop, with identical results,
+and the network split before its detection layers so OpenVINO can run the convolutions.
 
 Measured with `python -m bench`: ImageAI's `detectObjectsFromImage` spent 2.8x (TinyYOLOv3)
 and 3.4x (YOLOv3) the network's forward pass outside it: converting and copying the full
@@ -8,8 +9,15 @@ and arithmetic, and replaces only that loop with the same greedy algorithm over 
 float32 arrays: same thresholds (objectness 0.5, IoU 0.4), same +1-pixel box areas, same
 order (torch's own sort by objectness), same rescaling. A test compares it with ImageAI's
 `detectObjectsFromImage` box for box on thousands of candidate boxes.
+
+ImageAI's detection layers decode in place on `x.data`, outside anything a tracer sees, so a
+converted whole network answers the same for every input. `HeadOutputs` is the network with
+those layers swapped for taps that hand out their inputs (the raw head outputs): that part
+converts; the detection layers themselves then decode the raw outputs, unchanged.
 """
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 
@@ -75,17 +83,89 @@ def get_predictions(pred, num_classes: int):
     return torch.cat([out.new_zeros(out.shape[0], 1), out], 1)
 
 
-def detect(network, classes: list[str], device, rgb: np.ndarray, min_score: float):
-    """(label, score, [x1, y1, x2, y2]) as ImageAI's detectObjectsFromImage reports them."""
+def head_outputs(network):
+    """(module, layers): `module(x)` returns the raw inputs of the network's detection layers,
+    in the order the network runs them, and `layers` are those detection layers in that order.
+    The module shares the network's layers and weights (nothing is copied)."""
     import torch
+    from imageai.yolov3.yolov3 import DetectionLayer
+
+    class Tap(torch.nn.Module):
+        def __init__(self, layer, sink):
+            super().__init__()
+            self.sink, self.layer = [sink], [layer]   # lists: not registered as submodules
+
+        def forward(self, x):
+            self.sink[0].append((self.layer[0], x))
+            return x.flatten(2).transpose(1, 2)   # any tensor the network can concatenate
+
+    class HeadOutputs(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.taken: list = []
+            body = copy.copy(network)
+            body._modules = {name: Tap(child, self.taken) if isinstance(child, DetectionLayer) else child
+                             for name, child in network._modules.items()}
+            self.body = body
+
+        def forward(self, x):
+            self.taken.clear()
+            self.body(x)
+            return tuple(raw for _, raw in self.taken)
+
+    module = HeadOutputs().eval()
+    with torch.no_grad():
+        module(torch.zeros(1, 3, YOLO_INPUT, YOLO_INPUT))
+    return module, [layer for layer, _ in module.taken]
+
+
+def compile_heads(network, key: str, models_dir, precision: str):
+    """(compiled network, detection layers): the head outputs compiled by OpenVINO, checked
+    against torch on a probe input."""
+    import torch
+
+    from runtimes import openvino
+
+    module, layers = head_outputs(network)
+    probe = openvino.probe_batch(YOLO_INPUT, YOLO_INPUT, count=1).transpose(0, 3, 1, 2) / np.float32(255)
+    with torch.no_grad():
+        expected = [raw.numpy() for raw in module(torch.from_numpy(probe))]
+
+    def check(compiled):
+        for got, wanted in zip(compiled(probe), expected, strict=True):
+            scale = max(1.0, float(np.abs(wanted).max()))   # raw outputs are not bounded
+            openvino.check_close(key.split("-")[0], got / scale, wanted / scale)
+
+    conversion = openvino.Conversion(
+        key=key, check=check, input_shapes=[[1, 3, YOLO_INPUT, YOLO_INPUT]],
+        convert=lambda: openvino.load_module().convert_model(
+            module, example_input=torch.zeros(1, 3, YOLO_INPUT, YOLO_INPUT)))
+    return openvino.compile_network(conversion, models_dir, precision), layers
+
+
+def decode_heads(layers, raw_outputs):
+    """ImageAI's detection layers applied to the raw head outputs: the network's own output."""
+    import torch
+
+    with torch.no_grad():
+        return torch.cat([layer(torch.as_tensor(raw)) for layer, raw in zip(layers, raw_outputs)], 1)
+
+
+def letterboxed(rgb: np.ndarray):
+    """ImageAI's network input for an RGB image: its own letterbox, on the BGR order it expects."""
     from imageai.yolov3.utils import prepare_image
 
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    return prepare_image(bgr, (YOLO_INPUT, YOLO_INPUT))
+
+
+def detect(forward, classes: list[str], rgb: np.ndarray, min_score: float):
+    """(label, score, [x1, y1, x2, y2]) as ImageAI's detectObjectsFromImage reports them.
+    `forward` maps the letterboxed input tensor to the network's output on the CPU."""
+    import torch
+
     height, width = rgb.shape[:2]
-    bgr = np.ascontiguousarray(rgb[:, :, ::-1])  # ImageAI's YOLO path expects OpenCV's order
-    inputs = prepare_image(bgr, (YOLO_INPUT, YOLO_INPUT)).to(device)
-    with torch.no_grad():
-        raw = network(inputs)
-    output = get_predictions(raw.to(device).cpu(), len(classes))
+    output = get_predictions(forward(letterboxed(rgb)), len(classes))
     if output is None:
         return []
     # Rescaling and clipping exactly as detectObjectsFromImage does.

@@ -10,7 +10,9 @@ from PIL import Image
 
 from models.folder_spec import FolderSpec, SpecError
 from models.preprocessing import Placement, normalise, place
-from runtimes import RUNTIME_NAMES, Runtime, frameworks, open_runtime
+from runtimes import RUNTIME_NAMES, Runtime, frameworks, open_runtime, openvino
+from runtimes.openvino import OPENVINO
+from runtimes.openvino_file import OpenVINOFileRuntime
 from runtimes.remote import RETRY_SECONDS, EngineProblem
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,7 @@ class FolderModel:
         # too: it becomes ready by itself when its engine comes up.
         self.load_retry_seconds = RETRY_SECONDS if spec.remote else None
         self._runtime: Runtime | None = None
+        self._runtime_reason: str | None = None   # why OpenVINO, configured, is not what runs
 
     @property
     def labels(self) -> list[str]:
@@ -42,6 +45,9 @@ class FolderModel:
 
     @property
     def runtime(self) -> str:
+        """The configured runtime until loaded; then the one that runs the model."""
+        if isinstance(self._runtime, OpenVINOFileRuntime) or (self._runtime is None and self.spec.runtime == OPENVINO):
+            return OPENVINO
         return RUNTIME_NAMES[self.spec.format]
 
     @property
@@ -64,6 +70,8 @@ class FolderModel:
             info["tensors"] = {"input": self._runtime.input.describe(),
                                "outputs": [o.describe() for o in self._runtime.outputs],
                                "layout": self._runtime.layout}
+        if self._runtime_reason:
+            info["runtime_reason"] = self._runtime_reason
         return info
 
     def remote_status(self) -> dict | None:
@@ -88,8 +96,14 @@ class FolderModel:
         self._check(runtime)
 
     def load(self) -> None:
-        runtime = self._open(threads=self.threads or frameworks.intra_op_threads())
+        threads = self.threads or frameworks.intra_op_threads()
+        runtime = self._open(threads=threads)
         self._check(runtime)
+        if self.spec.runtime == OPENVINO:
+            on_openvino, self._runtime_reason = openvino.attempt(
+                self.name, RUNTIME_NAMES[self.spec.format],
+                lambda: OpenVINOFileRuntime(runtime, self.spec.path, threads))
+            runtime = on_openvino or runtime
         self._runtime = runtime
 
     def _open(self, threads: int) -> Runtime:

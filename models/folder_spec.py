@@ -27,7 +27,11 @@ BOX_UNITS = ("normalized", "pixels")
 TENSOR_LAYOUTS = ("NHWC", "NCHW")
 ENCODINGS = ("auto", "json", "binary")
 _REMOTE_KEYS = {"url", "model", "version", "timeout_s", "headers_env", "encoding", "signature_name"}
-_KEYS = {"task", "format", "file", "labels", "input", "output", "layout", "box_units", "iou_threshold"} | _REMOTE_KEYS
+_KEYS = {"task", "format", "file", "labels", "input", "output", "layout", "box_units", "iou_threshold",
+         "runtime"} | _REMOTE_KEYS
+# What may execute a model file of each format (model.json "runtime"); the first is the default,
+# chosen by measurement (docs/benchmarks.md, "Users' model files: OpenVINO vs LiteRT and ONNX Runtime").
+FILE_RUNTIMES = {"tflite": ("litert", "openvino"), "onnx": ("onnxruntime", "openvino"), "keras": ("tensorflow",)}
 _INPUT_KEYS = {"size", "resize", "mean", "std", "layout"}
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
@@ -58,6 +62,7 @@ class FolderSpec:
     iou_threshold: float = 0.45
     remote: RemoteTarget | None = None     # the engine, for kserve_v2 and tfserving folders
     tensor_layout: str | None = None       # input.layout: NHWC or NCHW, for engines without metadata
+    runtime: str | None = None             # what executes a model file (FILE_RUNTIMES); None for engines
 
     @property
     def path(self) -> Path:
@@ -109,11 +114,15 @@ def load_spec(folder: Path) -> FolderSpec:
         reader.problem(key, f"is not a known field; known fields: {', '.join(sorted(_KEYS))}")
     task = reader.choice("task", TASKS, required=True)
     fmt = reader.choice("format", FORMATS, required=True)
-    remote, file = None, ""
+    remote, file, runtime = None, "", None
     if fmt in REMOTE_FORMATS:
         remote = RemoteSpecReader(reader).target(fmt)
+        if "runtime" in raw:
+            reader.problem("runtime", "is for model files (format tflite, onnx or keras)")
     else:
         file = reader.relative_file("file")
+        if fmt in FILE_RUNTIMES:
+            runtime = reader.choice("runtime", FILE_RUNTIMES[fmt], default=FILE_RUNTIMES[fmt][0])
         for key in sorted(_REMOTE_KEYS & set(raw)):
             reader.problem(key, f"is for models on a remote engine (format {' or '.join(REMOTE_FORMATS)})")
     labels_file = reader.relative_file("labels")
@@ -133,7 +142,7 @@ def load_spec(folder: Path) -> FolderSpec:
                       labels_file=labels_file, labels=labels, size=size, resize=resize,
                       mean=mean, std=std, output=output or "softmax", layout=layout,
                       box_units=box_units, iou_threshold=float(iou), remote=remote,
-                      tensor_layout=tensor_layout)
+                      tensor_layout=tensor_layout, runtime=runtime)
 
 
 def _read_json(folder: Path) -> dict:

@@ -101,6 +101,8 @@ job "image-classification" {
         # The CPUs this task gets (resources.cpu below); the host's count would oversubscribe.
         INTRA_OP_THREADS             = "2"
         INTER_OP_THREADS             = "1"
+        INFERENCE_RUNTIME            = "openvino"
+        INFERENCE_PRECISION          = "f32"
         # Remote inference engines (README, "Remote inference engines"): a model folder under
         # MODELS_DIR whose model.json says "format": "kserve_v2" (Triton, KServe, OVMS, MLServer)
         # or "tfserving", with the engine's "url" (e.g. http://triton.service.consul:8000) and

@@ -21,12 +21,28 @@ _ORDER = {
 _lock = threading.Lock()
 _done: set[str] = set()
 _threads = {"intra": 0, "inter": 1}
+# INFERENCE_RUNTIME and INFERENCE_PRECISION: read by the built-in models when they are created.
+_inference = {"runtime": "openvino", "precision": "f32"}
 
 
 def set_threads(intra: int, inter: int) -> None:
     """Thread pools for the frameworks imported from now on (process-wide, like the pools).
     intra 0 means the CPU count."""
     _threads.update(intra=intra, inter=inter)
+
+
+def set_inference(runtime: str, precision: str) -> None:
+    """What runs the built-in networks from now on: "openvino" or their framework ("tensorflow":
+    TensorFlow for the classifiers, torch for the detectors), and OpenVINO's precision."""
+    _inference.update(runtime=runtime, precision=precision)
+
+
+def inference_runtime() -> str:
+    return _inference["runtime"]
+
+
+def inference_precision() -> str:
+    return _inference["precision"]
 
 
 def intra_op_threads() -> int:

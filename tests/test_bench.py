@@ -18,24 +18,34 @@ def test_benchmark_smoke(random_models_dir, tmp_path):
                             cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
-    entry = report["models"]["mobilenet"]
-    assert entry["raw"]["640x480"]["raw_ms"] > 0
-    assert (report["device"], entry["device"]) == ("cpu", "cpu")  # named, not assumed
-    for system in ("service", "naive"):
-        levels = entry[system]["images"]["640x480"]
-        assert [level["concurrency"] for level in levels] == [1, 2]
-        assert all(level["ok"] > 0 and level["p50_ms"] > 0 for level in levels)
-        assert entry[system]["ready_seconds"] > 0 and entry[system]["peak_rss_mb"] > 0
-    assert "service:" in result.stdout and "naive:" in result.stdout
+    assert set(report["models"]) == {"mobilenet.tensorflow", "mobilenet.openvino"}
+    for key, entry in report["models"].items():
+        assert entry["raw"]["640x480"]["raw_ms"] > 0
+        systems = ("service", "naive") if key.endswith("tensorflow") else ("service",)
+        for system in systems:
+            levels = entry[system]["images"]["640x480"]
+            assert [level["concurrency"] for level in levels] == [1, 2]
+            assert all(level["ok"] > 0 and level["p50_ms"] > 0 for level in levels)
+            assert entry[system]["ready_seconds"] > 0 and entry[system]["peak_rss_mb"] > 0
+    assert report["models"]["mobilenet.openvino"]["cold_start_no_cache_seconds"] > 0
+    comparison = report["comparison"]["mobilenet"]
+    assert comparison["service_p50_vs_framework_raw"]["ratio"] > 0
+    assert set(comparison["cold_start_seconds"]) >= {"framework", "openvino_cache_warm", "openvino_no_cache"}
+    assert len(report["load_average_at_start"]) == 3
+    assert report["device"] == "cpu" and {e["device"] for e in report["models"].values()} == {"cpu"}  # named
+    assert "service on openvino:" in result.stdout and "naive:" in result.stdout
+    assert "OpenVINO vs TensorFlow/torch" in result.stdout
 
 
 @pytest.mark.slow
 def test_detector_raw_cost_feeds_the_network_on_its_own_device(random_models_dir):
-    """The step that crashed on CUDA (a CPU tensor into a GPU network): the tensor now goes to the
-    network's device and timings wait for it. No GPU here: the CPU path, and the device named."""
+    """The step that crashed on CUDA (a CPU tensor into a GPU network): on torch the tensor goes to
+    the network's device (the model's own forward) and timings wait for it. No GPU here: the CPU
+    path, and the device named."""
     from bench.__main__ import bench_images, raw_cost, timed
 
-    raw, device = raw_cost("tiny_yolo", random_models_dir, {"640x480": bench_images()["640x480"]}, 2)
+    raw, device = raw_cost("tiny_yolo", random_models_dir, {"640x480": bench_images()["640x480"]}, 2,
+                           "tensorflow")
     assert device == "cpu"
     entry = raw["640x480"]
     assert entry["forward_ms"] > 0 and entry["detect_ms"] > 0 and entry["preprocess_ms"] > 0

@@ -236,6 +236,7 @@ BASE = {"task": "classification", "format": "tflite", "file": "model.tflite", "l
     ({"output": "sigmoid"}, "'output' is 'sigmoid'"),
     ({"task": "detection"}, "'layout' is required"),
     ({"iou_threshold": 2}, "'iou_threshold' must be"),
+    ({"runtime": "onnxruntime"}, "'runtime' is 'onnxruntime'; use one of litert, openvino"),
 ])
 def test_malformed_model_json_names_folder_and_field(tmp_path, change, field):
     spec = {**BASE, **change}

@@ -1,0 +1,79 @@
+"""RetinaNet (torchvision's, as ImageAI loads it) with OpenVINO running its backbone, feature
+pyramid and heads: the convolutions. torchvision's own transform (normalise, resize, pad),
+anchors, box decoding, score threshold, NMS and rescaling stay in torch, called exactly as
+`RetinaNet.forward` calls them in evaluation mode.
+
+The dense part takes any padded input size (the transform resizes each image to its own
+size), so it is converted with dynamic height and width. Besides the two head outputs it
+returns one channel of each pyramid level: the anchor generator reads only their sizes.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+# The size the load-time check runs at (a 4:3 image, as the transform resizes it).
+PROBE_SIZE = (480, 640)
+
+
+def dense_part(network):
+    """A module: padded, normalised batch -> (cls_logits, bbox_regression, *one channel of
+    each pyramid level). It shares the network's layers and weights."""
+    import torch
+
+    class Dense(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone, self.head = network.backbone, network.head
+
+        def forward(self, x):
+            features = list(self.backbone(x).values())
+            outputs = self.head(features)
+            return (outputs["cls_logits"], outputs["bbox_regression"],
+                    *(feature[:, :1] for feature in features))
+
+    return Dense().eval()
+
+
+def detections(network, dense, tensor):
+    """network([tensor])[0] for one RGB CHW 0-1 tensor, with `dense` (numpy in, numpy out)
+    computing the convolutions: RetinaNet.forward's evaluation branch, step by step."""
+    import torch
+
+    with torch.no_grad():
+        original_sizes = [tuple(tensor.shape[-2:])]
+        images, _ = network.transform([tensor])
+        cls_logits, bbox_regression, *levels = (torch.from_numpy(np.asarray(o))
+                                                for o in dense(images.tensors.numpy()))
+        anchors = network.anchor_generator(images, levels)
+        per_level = [level.size(2) * level.size(3) for level in levels]
+        per_anchor = cls_logits.size(1) // sum(per_level)
+        per_level = [count * per_anchor for count in per_level]
+        outputs = {"cls_logits": list(cls_logits.split(per_level, dim=1)),
+                   "bbox_regression": list(bbox_regression.split(per_level, dim=1))}
+        split_anchors = [list(a.split(per_level)) for a in anchors]
+        found = network.postprocess_detections(outputs, split_anchors, images.image_sizes)
+        return network.transform.postprocess(found, images.image_sizes, original_sizes)[0]
+
+
+def compile_dense(network, key: str, models_dir, precision: str):
+    """The dense part compiled by OpenVINO with a dynamic input size, checked against torch."""
+    import torch
+
+    from runtimes import openvino
+
+    module = dense_part(network)
+    height, width = PROBE_SIZE
+    probe = torch.from_numpy(openvino.probe_batch(height, width, count=1)[0]).permute(2, 0, 1) / 255
+    with torch.no_grad():
+        batch = network.transform([probe])[0].tensors
+        expected = [o.numpy() for o in module(batch)]
+
+    def check(compiled):
+        for got, wanted in zip(compiled(batch.numpy()), expected, strict=True):
+            scale = max(1.0, float(np.abs(wanted).max()))
+            openvino.check_close(key.split("-")[0], got / scale, wanted / scale)
+
+    conversion = openvino.Conversion(
+        key=key, check=check, input_shapes=[[1, 3, -1, -1]],
+        convert=lambda: openvino.load_module().convert_model(module, example_input=batch))
+    return openvino.compile_network(conversion, models_dir, precision)

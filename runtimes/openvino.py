@@ -1,0 +1,307 @@
+"""OpenVINO executes the built-in networks on the CPU: converted in memory from the model the
+framework loaded (Keras for the classifiers, torch for ImageAI's YOLO networks), compiled for
+this CPU, and the converted model cached under MODELS_DIR/.openvino so the next start skips the
+conversion.
+
+The framework stays the loader and the reference: every compiled network is checked against
+the framework's own answer on a probe input before it serves (a cache entry that fails the
+check is converted again; a conversion that fails it is not used, the framework runs instead).
+
+Measured on the 2-core development machine (docs/benchmarks.md): a static batch-1 network
+called once per image is faster here than a dynamic or a batch-8 network, so a batch of N is
+N calls on one compiled network. OpenVINO's converter reports usage to Google Analytics
+unless told otherwise; the service sends nothing anywhere, so that is blocked before
+openvino is first imported.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import queue
+import shutil
+import sys
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+from typing import Callable, TypeVar
+
+import numpy as np
+
+from runtimes import frameworks
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+OPENVINO = "openvino"
+F32, BF16 = "f32", "bf16"
+CACHE_FOLDER = ".openvino"
+# Largest |difference| allowed between the compiled network (at f32) and the framework on the
+# load-time probe: probabilities for classifiers, raw head outputs for detectors. Measured
+# differences are 4e-6 to 8e-5 (float reordering); a broken conversion is off by far more.
+TOLERANCE = 1e-3
+
+
+class Unusable(Exception):
+    """OpenVINO cannot run this model; the message is the reason, safe for logs and /models
+    (no path, no exception text)."""
+
+
+def load_module():
+    """`openvino`, imported with its usage telemetry off. Raises Unusable when it cannot be
+    imported (not installed, a missing system library)."""
+    if "openvino" not in sys.modules:
+        # The converter falls back to its own no-op telemetry when this import fails.
+        sys.modules.setdefault("openvino_telemetry", None)
+    try:
+        import openvino
+
+        _silence_telemetry()
+    except ImportError as exc:
+        raise Unusable(f"openvino could not be imported ({type(exc).__name__})") from None
+    return openvino
+
+
+def _silence_telemetry() -> None:
+    """Where openvino was imported before `load_module` (with its telemetry), swap the
+    converter's telemetry for the no-op stub it ships."""
+    from openvino.tools.ovc import telemetry_stub
+
+    for name in ("openvino.tools.ovc.convert_impl", "openvino.tools.ovc.telemetry_utils",
+                 "openvino.tools.ovc.utils"):
+        module = sys.modules.get(name)
+        if module is not None and getattr(module, "tm", telemetry_stub) is not telemetry_stub:
+            module.tm = telemetry_stub
+
+
+def version() -> str:
+    """The installed OpenVINO release (2026.4.1), without its build suffix."""
+    return load_module().get_version().split("-")[0]
+
+
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def probe_batch(height: int, width: int, count: int = 2, seed: int = 20261122) -> np.ndarray:
+    """Deterministic RGB 0-255 float32 images with structure at every scale (blocks + noise),
+    for the load-time check of a compiled network against its framework."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    images = []
+    for _ in range(count):
+        blocks = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+        smooth = np.asarray(Image.fromarray(blocks).resize((width, height), Image.BILINEAR), np.float32)
+        images.append(np.clip(smooth + rng.normal(0, 20, smooth.shape), 0, 255))
+    return np.stack(images).astype(np.float32)
+
+
+class CompiledNetwork:
+    """A network compiled for the CPU. Thread-safe: each call takes an idle infer request (an
+    infer request serves one call at a time), creating one when none is idle."""
+
+    def __init__(self, compiled):
+        self._compiled = compiled
+        self._idle: queue.SimpleQueue = queue.SimpleQueue()
+        self.precision = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+
+    def __call__(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        try:
+            request = self._idle.get_nowait()
+        except queue.Empty:
+            request = self._compiled.create_infer_request()
+        try:
+            result = request.infer(list(inputs))
+            return [np.asarray(result[output]) for output in self._compiled.outputs]
+        finally:
+            self._idle.put(request)
+
+    def per_image(self, batch: np.ndarray) -> list[np.ndarray]:
+        """A batch run one image at a time on the batch-1 network, outputs concatenated."""
+        parts = [self(batch[i:i + 1]) for i in range(len(batch))]
+        return [np.concatenate(outs) for outs in zip(*parts)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Conversion:
+    """What to convert and how it is known: `key` names the converted model in the cache
+    (model, weights digest, OpenVINO and source versions), `convert` makes it from the loaded
+    framework model, `check` raises Unusable when a compiled network answers differently."""
+    key: str
+    convert: Callable[[], object]
+    check: Callable[[CompiledNetwork], None]
+    input_shapes: list[list[int]]   # static shapes the network is compiled for
+
+
+def cache_key(model: str, weights: Path, source: str) -> str:
+    """<model>-<weights sha256 prefix>-openvino<version>-<source>: another weights file, OpenVINO
+    release or framework version is another entry, never a stale one."""
+    return f"{model}-{file_sha256(weights)[:16]}-openvino{version()}-{source}"
+
+
+def compile_network(conversion: Conversion, models_dir: Path, precision: str = F32) -> CompiledNetwork:
+    """The checked, compiled network: from the cache when a valid entry exists and passes the
+    check, else converted now (and cached where MODELS_DIR is writable). Raises Unusable."""
+    ov = load_module()
+    cache = ConvertedCache(Path(models_dir))
+    cached = cache.read(conversion.key)
+    if cached is not None:
+        try:
+            return _checked(ov, cached, conversion, precision)
+        except Exception as exc:
+            log.warning("cached OpenVINO model %s failed its check (%s); converting again",
+                        conversion.key, _reason(exc))
+            cache.remove(conversion.key)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the converters' tracing chatter
+            converted = conversion.convert()
+    except Exception as exc:
+        log.debug("conversion of %s failed", conversion.key, exc_info=True)
+        raise Unusable(f"the conversion to OpenVINO failed ({type(exc).__name__})") from None
+    cache.write(conversion.key, converted)
+    try:
+        return _checked(ov, converted, conversion, precision)
+    except Unusable:
+        raise
+    except Exception as exc:
+        raise Unusable(f"OpenVINO could not compile the converted model ({type(exc).__name__})") from None
+
+
+def attempt(model: str, framework: str, make: Callable[[], T]) -> tuple[T | None, str | None]:
+    """(what `make` returns, None), or (None, the reason) after one warning line saying that
+    `framework` runs the model instead. Nothing here is a load failure: the framework loaded
+    the weights already, so a failure is OpenVINO's, never the weights'."""
+    try:
+        return make(), None
+    except Unusable as exc:
+        reason = str(exc)
+    except Exception as exc:
+        log.debug("OpenVINO could not run model '%s'", model, exc_info=True)
+        reason = f"OpenVINO could not run the model ({type(exc).__name__})"
+    log.warning("model '%s' runs on %s instead of OpenVINO: %s", model, framework, reason)
+    return None, reason
+
+
+def _reason(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, Unusable) else type(exc).__name__
+
+
+def _checked(ov, model, conversion: Conversion, precision: str) -> CompiledNetwork:
+    """Compiled at full precision and checked; then, for bf16, compiled again at that precision
+    (bf16 moves answers by design: the check is of the conversion, at f32)."""
+    network = _compile(ov, model, conversion, F32)
+    conversion.check(network)
+    return network if precision == F32 else _compile(ov, model, conversion, precision)
+
+
+def _compile(ov, model, conversion: Conversion, precision: str) -> CompiledNetwork:
+    model = model.clone()
+    model.reshape({i: ov.PartialShape(shape) for i, shape in enumerate(conversion.input_shapes)})
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision,
+              "INFERENCE_NUM_THREADS": frameworks.intra_op_threads()}
+    return CompiledNetwork(_core(ov).compile_model(model, "CPU", config))
+
+
+def core():
+    """The process' one OpenVINO Core (its device plugins load once)."""
+    return _core(load_module())
+
+
+_core_lock = threading.Lock()
+_cores: list = []
+
+
+def _core(ov):
+    with _core_lock:
+        if not _cores:
+            _cores.append(ov.Core())
+        return _cores[0]
+
+
+def check_close(name: str, got: np.ndarray, expected: np.ndarray, tolerance: float = TOLERANCE) -> None:
+    """Raise Unusable unless the compiled network's answer is within the tolerance."""
+    difference = float(np.max(np.abs(np.asarray(got, np.float64) - np.asarray(expected, np.float64))))
+    if not np.isfinite(difference) or difference > tolerance:
+        raise Unusable(f"OpenVINO's answer differs from the framework's by {difference:.2g} on "
+                       f"the load check of '{name}' (at most {tolerance:g} allowed)")
+
+
+class ConvertedCache:
+    """MODELS_DIR/.openvino/<key>.xml, .bin and .json: the converted model (OpenVINO IR, full
+    precision weights) and its manifest (sizes and sha256 of both files), written last. Each
+    file is written under a temporary name and renamed into place, so a reader sees whole
+    files; an entry whose manifest is missing or does not match its files is never read."""
+
+    _warned: set[Path] = set()
+
+    def __init__(self, models_dir: Path):
+        self.folder = Path(models_dir) / CACHE_FOLDER
+
+    def paths(self, key: str) -> dict[str, Path]:
+        return {suffix: self.folder / f"{key}.{suffix}" for suffix in ("xml", "bin", "json")}
+
+    def read(self, key: str):
+        """The cached ov.Model, or None when the entry is missing, partial or corrupt."""
+        paths = self.paths(key)
+        if not paths["json"].is_file():
+            return None
+        try:
+            manifest = json.loads(paths["json"].read_text("utf-8"))
+            for suffix in ("xml", "bin"):
+                if _describe_file(paths[suffix]) != manifest[suffix]:
+                    raise ValueError(f"the .{suffix} file does not match the manifest")
+            model = _core(load_module()).read_model(str(paths["xml"]), str(paths["bin"]))
+        except Exception as exc:
+            log.warning("cached OpenVINO model %s is unusable (%s); converting again",
+                        key, exc if isinstance(exc, ValueError) else type(exc).__name__)
+            return None
+        log.info("OpenVINO model %s read from the cache", key)
+        return model
+
+    def write(self, key: str, model) -> bool:
+        """Save the entry; False (and one log line per folder) when MODELS_DIR is read-only."""
+        ov = load_module()
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.folder))
+        except OSError as exc:
+            self._cannot_write(exc)
+            return False
+        try:
+            ov.save_model(model, str(staging / "model.xml"), compress_to_fp16=False)
+            manifest = {s: _describe_file(staging / f"model.{s}") for s in ("xml", "bin")}
+            (staging / "model.json").write_text(json.dumps(manifest), "utf-8")
+            paths = self.paths(key)
+            paths["json"].unlink(missing_ok=True)  # the entry is invalid until it is complete
+            for suffix in ("bin", "xml", "json"):
+                os.replace(staging / f"model.{suffix}", paths[suffix])
+        except OSError as exc:
+            self._cannot_write(exc)
+            return False
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        log.info("OpenVINO model %s saved to MODELS_DIR/%s", key, CACHE_FOLDER)
+        return True
+
+    def remove(self, key: str) -> None:
+        for path in self.paths(key).values():
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:
+                pass
+
+    def _cannot_write(self, exc: OSError) -> None:
+        if self.folder not in self._warned:
+            self._warned.add(self.folder)
+            log.warning("MODELS_DIR/%s cannot be written (%s): converted models are not cached, "
+                        "each start converts them again", CACHE_FOLDER, type(exc).__name__)
+
+
+def _describe_file(path: Path) -> dict:
+    return {"size": path.stat().st_size, "sha256": file_sha256(path)}

@@ -1,0 +1,86 @@
+"""Detectors loaded on a chosen runtime, ImageAI's own answers, and the one-to-one comparison of
+two detection lists (same labels, boxes within 1 px, scores within 1e-3)."""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from registry import create_model
+from runtimes import frameworks
+from tests.support.paths import SHARED
+
+PHOTOS = [SHARED / "images" / "darknet" / "dog.jpg", SHARED / "images" / "ultralytics" / "bus.jpg"]
+
+
+def load_detector(name, runtime, models_dir):
+    """The built-in detector loaded with INFERENCE_RUNTIME=`runtime` (tensorflow: torch)."""
+    frameworks.require({frameworks.TORCH})
+    frameworks.set_inference(runtime, "f32")
+    try:
+        detector = create_model("detection", name, models_dir, download=False)
+        detector.load()
+    finally:
+        frameworks.set_inference("openvino", "f32")
+    assert detector.runtime == ("openvino" if runtime == "openvino" else "torch")
+    return detector
+
+
+def photos() -> list[Image.Image]:
+    """The sample photos (required: in CI ../shared is always there)."""
+    missing = [p for p in PHOTOS if not p.exists()]
+    assert not missing, f"sample photos missing: {missing}"
+    return [Image.open(p).convert("RGB") for p in PHOTOS]
+
+
+def imageai_reference(detector, rgb):
+    """ImageAI's own detectObjectsFromImage on the BGR array its YOLO path expects."""
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    _, found = detector._detector.detectObjectsFromImage(
+        input_image=bgr, output_type="array", minimum_percentage_probability=30)
+    return [(r["name"], r["percentage_probability"] / 100, r["box_points"]) for r in found]
+
+
+def torchvision_reference(detector, image, min_score):
+    """RetinaNet.forward of torchvision (what ImageAI runs), clipped as the service clips."""
+    import torch
+
+    network = detector._detector._ObjectDetection__model
+    classes = detector._detector._ObjectDetection__classes
+    tensor = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255.0)
+    with torch.no_grad():
+        output = network([tensor])[0]
+    width, height = image.size
+    return [(classes[label], score, [min(max(int(v), 0), side) for v, side in zip(box, (width, height) * 2)])
+            for box, score, label in zip(output["boxes"].tolist(), output["scores"].tolist(),
+                                         output["labels"].tolist()) if score >= min_score]
+
+
+def ours(detector, image, min_score):
+    return [(d.label, d.score, list(d.box)) for d in detector.predict([image], min_score)[0]]
+
+
+def unpaired(found, reference):
+    """Greedy one-to-one pairing of same-label detections whose boxes are within 1 px and scores
+    within 1e-3; returns what is left unpaired on each side."""
+    pool: dict[str, list] = {}
+    for label, score, box in reference:
+        pool.setdefault(label, []).append((score, box))
+    left = []
+    for label, score, box in found:
+        candidates = pool.get(label, [])
+        for i, (other_score, other_box) in enumerate(candidates):
+            if abs(other_score - score) <= 1e-3 and max(abs(a - b) for a, b in zip(box, other_box)) <= 1:
+                del candidates[i]
+                break
+        else:
+            left.append((label, score, box))
+    return left, [(label, *d) for label, ds in pool.items() for d in ds]
+
+
+def assert_same_detections(found, reference) -> int:
+    """One to one, in any order (boxes of one class with equal scores come out in either
+    order); returns the number of detections compared."""
+    assert len(found) == len(reference), (len(found), len(reference))
+    left, right = unpaired(found, reference)
+    assert (left, right) == ([], []), (left[:10], right[:10])
+    return len(reference)
