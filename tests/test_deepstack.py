@@ -1,0 +1,355 @@
+"""The DeepStack / CodeProject.AI vision API (api/deepstack.py): shapes, defaults and errors
+through HTTP with the fake models; then the real server (`python app.py`, TinyYOLOv3 with
+random weights) driven by requests built the way Frigate's DeepStack detector plugin builds
+them, and parsed the way it parses them."""
+from __future__ import annotations
+
+import io
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from api.deepstack import COCO_NAMES, DEFAULT_MIN_CONFIDENCE
+from app import create_app
+from config import Settings
+from contract import Detection, Detector
+from tests.support import imaging
+from tests.support.fakes import FakeClassifier, FakeDetector
+from tests.support.http import LEAKS, make_app, multipart
+from tests.support.servers import start_server, wait_until
+
+FRAME = imaging.jpeg(size=(320, 320), color=(90, 140, 200))
+DETECTION_FIELDS = {"success", "message", "count", "predictions", "processMs", "analysisRoundTripMs", "code"}
+
+
+def post(client, path, image=FRAME, **fields):
+    """A multipart body as DeepStack clients send it: form fields, then the `image` file part."""
+    content_type, body = multipart(fields=fields, files={"image": ("frame.jpg", image)})
+    return client.post(path, data=body, content_type=content_type)
+
+
+def assert_deepstack_error(response, code: int) -> str:
+    """DeepStack's error shape, with the HTTP status as its code, and nothing internal in it."""
+    assert response.status_code == code, response.get_data(as_text=True)
+    assert response.mimetype == "application/json"
+    body = response.get_json()
+    assert set(body) == {"success", "error", "code"}
+    assert body["success"] is False and body["code"] == code and body["error"]
+    for leak in LEAKS:
+        assert leak not in body["error"]
+    return body["error"]
+
+
+class UnsortedDetector(Detector):
+    """Answers out of order, with labels spelled as ImageAI's YOLO spells them."""
+
+    name = "unsorted"
+
+    @property
+    def labels(self):
+        return ["motorbike", "person", "tvmonitor"]
+
+    def load(self):
+        pass
+
+    def predict(self, images, min_score):
+        found = [Detection("motorbike", 0.55, (10, 20, 30, 40)),
+                 Detection("person", 0.97, (1, 2, 3, 4)),
+                 Detection("tvmonitor", 0.75, (5, 6, 7, 8)),
+                 Detection("person", 0.2, (0, 0, 1, 1))]
+        return [[d for d in found if d.score >= min_score] for _ in images]
+
+
+# --- shapes and defaults -----------------------------------------------------------------------
+
+def test_detection_answers_deepstacks_shape_with_codeproject_fields(client):
+    response = post(client, "/v1/vision/detection", api_key="")
+    assert response.status_code == 200 and response.mimetype == "application/json"
+    body = response.get_json()
+    assert set(body) == DETECTION_FIELDS
+    assert body["success"] is True and body["code"] == 200
+    # The fake finds dog 0.9, cat 0.4 and cat 0.1: the default min_confidence is 0.4, inclusive.
+    assert DEFAULT_MIN_CONFIDENCE == 0.4
+    assert body["predictions"] == [
+        {"label": "dog", "confidence": 0.9, "x_min": 0, "y_min": 0, "x_max": 160, "y_max": 160},
+        {"label": "cat", "confidence": 0.4, "x_min": 160, "y_min": 160, "x_max": 320, "y_max": 320}]
+    assert body["count"] == 2 and body["message"] == "Found dog, cat"
+    assert isinstance(body["processMs"], int) and body["analysisRoundTripMs"] >= body["processMs"] >= 0
+
+
+def test_min_confidence_is_a_form_field_from_0_to_1(client):
+    labels = lambda response: [p["label"] for p in response.get_json()["predictions"]]  # noqa: E731
+    assert labels(post(client, "/v1/vision/detection", min_confidence="0.05")) == ["dog", "cat", "cat"]
+    assert labels(post(client, "/v1/vision/detection", min_confidence="0.5")) == ["dog"]
+    assert labels(post(client, "/v1/vision/detection", min_confidence="1")) == []
+    assert labels(post(client, "/v1/vision/detection", min_confidence="")) == ["dog", "cat"]  # default
+    # The query string is not DeepStack's: it changes nothing.
+    assert labels(post(client, "/v1/vision/detection?min_confidence=0.05")) == ["dog", "cat"]
+    for bad in ("abc", "1.5", "-0.1", "nan", "inf"):
+        assert "min_confidence" in assert_deepstack_error(
+            post(client, "/v1/vision/detection", min_confidence=bad), 400)
+
+
+def test_highest_confidence_first_integer_corners_and_coco_names(tmp_path):
+    app = create_app(Settings(detection_enabled=True, models_dir=tmp_path), detector=UnsortedDetector())
+    body = post(app.test_client(), "/v1/vision/detection").get_json()
+    assert [(p["label"], p["confidence"]) for p in body["predictions"]] == [
+        ("person", 0.97), ("tv", 0.75), ("motorcycle", 0.55)]
+    assert all(isinstance(p[k], int) for p in body["predictions"] for k in ("x_min", "y_min", "x_max", "y_max"))
+    assert body["predictions"][2]["x_min"] == 10
+    assert body["message"] == "Found person, tv, motorcycle" and body["count"] == 3
+    # /v2 keeps the model's own labels; the DeepStack routes answer COCO's.
+    v2 = post(app.test_client(), "/v2/detect?min_score=0.4").get_json()["results"][0]["detections"]
+    assert [COCO_NAMES.get(d["label"], d["label"]) for d in v2] == [p["label"] for p in body["predictions"]]
+
+
+def test_summary_message_names_the_first_three(tmp_path):
+    app = create_app(Settings(detection_enabled=True, models_dir=tmp_path), detector=UnsortedDetector())
+    assert post(app.test_client(), "/v1/vision/detection", min_confidence="0.1").get_json()["message"] == \
+        "Found person, tv, motorcycle..."
+
+
+def test_same_boxes_and_labels_as_v2_detect(tmp_path):
+    client = make_app(tmp_path, cache_maxsize=0).test_client()
+    photo = imaging.jpeg(size=(257, 191), color=(10, 200, 60))
+    for threshold in ("0.05", "0.4", "0.95"):
+        deepstack = post(client, "/v1/vision/detection", image=photo, min_confidence=threshold).get_json()
+        v2 = post(client, f"/v2/detect?min_score={threshold}", image=photo).get_json()
+        expected = [(d["label"], [d["box"][k] for k in ("x1", "y1", "x2", "y2")])
+                    for d in v2["results"][0]["detections"]]
+        assert [(p["label"], [p[k] for k in ("x_min", "y_min", "x_max", "y_max")])
+                for p in deepstack["predictions"]] == expected
+
+
+def test_custom_model_route_and_list(tmp_path):
+    client = create_app(Settings(detection_enabled=True, detection_models=("fake_detector", "unsorted"),
+                                 models_dir=tmp_path), detector=FakeDetector()).test_client()
+    body = post(client, "/v1/vision/custom/fake_detector").get_json()
+    assert set(body) == DETECTION_FIELDS and [p["label"] for p in body["predictions"]] == ["dog", "cat"]
+    error = assert_deepstack_error(post(client, "/v1/vision/custom/nope"), 404)
+    assert "fake_detector" in error
+    listed = client.post("/v1/vision/custom/list")
+    assert listed.status_code == 200 and listed.get_json() == {"success": True, "models": ["fake_detector"],
+                                                               "code": 200}
+
+
+def test_scene_is_the_default_classifiers_top_label(client):
+    response = post(client, "/v1/vision/scene", api_key="")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert set(body) == {"success", "label", "confidence", "processMs", "analysisRoundTripMs", "code"}
+    top = post(client, "/v2/classify?top_k=1").get_json()["results"][0]["predictions"][0]
+    assert body["success"] is True and body["label"] == top["label"] == "blue"
+    assert body["confidence"] == pytest.approx(top["score"], abs=1e-4)
+
+
+# --- errors --------------------------------------------------------------------------------------
+
+def test_bad_inputs_answer_deepstacks_error_shape(client):
+    content_type, no_image = multipart(fields={"api_key": ""})
+    assert_deepstack_error(client.post("/v1/vision/detection", data=no_image, content_type=content_type), 400)
+    assert_deepstack_error(post(client, "/v1/vision/detection", image=b"<html>not an image</html>"), 400)
+    assert_deepstack_error(post(client, "/v1/vision/detection", image=b""), 400)
+    assert_deepstack_error(post(client, "/v1/vision/detection", image=FRAME[: len(FRAME) // 2]), 400)
+    assert_deepstack_error(post(client, "/v1/vision/detection", image=b"8BPS\x00\x01" + b"\x00" * 64), 415)
+    assert_deepstack_error(post(client, "/v1/vision/scene", image=imaging.png_header_claiming(20000, 20000)), 413)
+    assert_deepstack_error(client.post("/v1/vision/detection", data=FRAME, content_type="image/jpeg"), 415)
+    content_type, two = multipart(files=[("image", "a.jpg", FRAME), ("image", "b.jpg", FRAME)])
+    assert_deepstack_error(client.post("/v1/vision/detection", data=two, content_type=content_type), 400)
+    broken = b"--x\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.jpg\"\r\n\r\n" + FRAME
+    assert client.post("/v1/vision/detection", data=broken,
+                       content_type="multipart/form-data; boundary=x").status_code == 400
+
+
+def test_body_over_the_upload_cap_is_413_in_deepstacks_shape(tmp_path):
+    client = make_app(tmp_path, max_upload_mb=1).test_client()
+    assert "1 MB" in assert_deepstack_error(post(client, "/v1/vision/detection", image=FRAME + b"\0" * (2 << 20)), 413)
+
+
+def test_disabled_features_answer_403(tmp_path):
+    detect_only = create_app(Settings(detection_enabled=True, models_dir=tmp_path), detector=FakeDetector())
+    assert "IMAGE_CLASSIFICATION_ENABLED" in assert_deepstack_error(post(detect_only.test_client(), "/v1/vision/scene"), 403)
+    classify_only = create_app(Settings(classification_enabled=True, models_dir=tmp_path), classifier=FakeClassifier())
+    client = classify_only.test_client()
+    for path in ("/v1/vision/detection", "/v1/vision/custom/yolo"):
+        assert "OBJECT_DETECTION_ENABLED" in assert_deepstack_error(post(client, path), 403)
+    assert_deepstack_error(client.post("/v1/vision/custom/list"), 403)
+
+
+def test_model_failure_is_500_and_the_next_request_is_served(tmp_path, caplog):
+    failing = create_app(Settings(detection_enabled=True, models_dir=tmp_path),
+                         detector=FakeDetector(fail_predict=True)).test_client()
+    assert_deepstack_error(post(failing, "/v1/vision/detection"), 500)
+    assert "detector exploded" not in failing.get("/report").get_data(as_text=True)
+    working = make_app(tmp_path).test_client()
+    assert post(working, "/v1/vision/detection").status_code == 200
+
+
+def test_draining_answers_503_with_retry_after(app, client):
+    app.extensions["admission"].draining.set()
+    response = post(client, "/v1/vision/detection")
+    assert_deepstack_error(response, 503)
+    assert response.headers["Retry-After"] == "1"
+
+
+# --- API keys ------------------------------------------------------------------------------------
+
+def test_api_key_form_field_on_the_deepstack_routes_only(tmp_path):
+    client = make_app(tmp_path, api_keys=("frigate-key",)).test_client()
+    assert post(client, "/v1/vision/detection", api_key="frigate-key").status_code == 200
+    assert post(client, "/v1/vision/scene", api_key="frigate-key").status_code == 200
+    for key in ("", "wrong"):
+        assert "api_key" in assert_deepstack_error(post(client, "/v1/vision/detection", api_key=key), 401)
+    assert_deepstack_error(post(client, "/v1/vision/detection"), 401)
+    content_type, body = multipart(fields={"api_key": "frigate-key"}, files={"image": ("f.jpg", FRAME)})
+    assert client.post("/v1/vision/detection", data=body, content_type=content_type,
+                       headers={"X-API-Key": "frigate-key"}).status_code == 200
+    # Other routes never read the body for a key.
+    assert post(client, "/v2/detect", api_key="frigate-key").status_code == 401
+
+
+def test_an_empty_api_key_is_accepted_when_no_keys_are_set(client):
+    assert post(client, "/v1/vision/detection", api_key="").status_code == 200
+
+
+# --- operations: metrics, report, documentation ----------------------------------------------
+
+def test_counted_in_metrics_and_report_by_url_rule(client):
+    post(client, "/v1/vision/detection")
+    post(client, "/v1/vision/custom/fake_detector", image=imaging.png(size=(20, 20)))
+    post(client, "/v1/vision/custom/nope")
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'http_requests_total{method="POST",route="/v1/vision/detection",status="200"} 1.0' in metrics
+    assert 'http_requests_total{method="POST",route="/v1/vision/custom/<model>",status="200"} 1.0' in metrics
+    assert 'http_requests_total{method="POST",route="/v1/vision/custom/<model>",status="404"} 1.0' in metrics
+    routes = client.get("/report").get_json()["routes"]
+    assert routes["/v1/vision/detection"]["num_requested"] == 1
+    assert routes["/v1/vision/custom/<model>"]["num_requested"] == 1
+
+
+def test_documented_in_openapi(client):
+    document = client.get("/openapi.json").get_json()
+    for path in ("/v1/vision/detection", "/v1/vision/custom/{model}", "/v1/vision/custom/list", "/v1/vision/scene"):
+        assert "post" in document["paths"][path]
+    form = document["paths"]["/v1/vision/detection"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    assert form["schema"]["properties"]["min_confidence"]["default"] == DEFAULT_MIN_CONFIDENCE
+    assert {"image", "api_key"} <= set(form["schema"]["properties"])
+
+
+# --- the real server, driven as Frigate drives it ----------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_yolo_server(tmp_path_factory):
+    """`python app.py` with TinyYOLOv3 (random weights of the real architecture), cache off so
+    every request runs the model."""
+    from bench.random_weights import write_weights
+
+    models_dir = tmp_path_factory.mktemp("models")
+    write_weights("tiny_yolo", models_dir)
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    process, url = start_server({"OBJECT_DETECTION_ENABLED": "true", "OBJECT_DETECTION_MODEL": "tiny_yolo",
+                                 "MODELS_DIR": str(models_dir), "MODEL_DOWNLOAD": "false",
+                                 "PRELOAD_MODELS": "true", "CACHE_MAXSIZE": "0"}, log_path)
+    try:
+        wait_until(lambda: requests.get(url + "/ready", timeout=2).status_code == 200, 300, "readiness")
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        print(log_path.read_text()[-5000:])
+
+
+def frigate_frame(seed: int) -> np.ndarray:
+    """A 320x320 RGB camera frame as Frigate holds it: a uint8 array (a photo when ../shared has one)."""
+    from bench.random_weights import sample_image
+    from tests.support.paths import SHARED
+
+    photo = Path(SHARED) / "images" / "darknet" / "dog.jpg"
+    image = Image.open(photo).convert("RGB") if photo.exists() and seed == 0 else sample_image(640, 480, seed)
+    return np.asarray(image.resize((320, 320)), dtype=np.uint8)
+
+
+def frigate_request(session: requests.Session, api_url: str, frame: np.ndarray, timeout: float):
+    """What Frigate's DeepStack plugin sends: the frame as a JPEG saved by Pillow with its
+    defaults, `files={"image": bytes}`, and the form field `api_key` (empty: none configured)."""
+    with io.BytesIO() as output:
+        Image.fromarray(frame).save(output, format="JPEG")
+        jpeg_bytes = output.getvalue()
+    return session.post(api_url, data={"api_key": ""}, files={"image": jpeg_bytes}, timeout=timeout)
+
+
+def frigate_reads(answer: dict, labelmap: set[str], width: int, height: int) -> list[tuple]:
+    """How Frigate's plugin reads the answer: at most 20 rows; it stops at the first prediction
+    under 0.4 or with a label (lower-cased, truck read as car) missing from its labelmap."""
+    rows = []
+    for prediction in (answer.get("predictions") or [])[:20]:
+        label = prediction["label"].lower()
+        label = "car" if label == "truck" else label
+        if prediction["confidence"] < 0.4 or label not in labelmap:
+            break
+        rows.append((label, float(prediction["confidence"]), prediction["y_min"] / height,
+                     prediction["x_min"] / width, prediction["y_max"] / height, prediction["x_max"] / width))
+    return rows
+
+
+def coco91_names() -> set[str]:
+    """The COCO names Frigate's labelmap holds (ImageAI ships the same 91-name list)."""
+    import importlib.util
+    folder = Path(importlib.util.find_spec("imageai").submodule_search_locations[0]) / "Detection"
+    return {line.strip() for line in (folder / "coco91_classes.txt").read_text().splitlines() if line.strip()}
+
+
+@pytest.mark.slow
+def test_frigate_request_code_gets_its_detections(tiny_yolo_server):
+    url = tiny_yolo_server + "/v1/vision/detection"
+    labelmap = coco91_names()
+    with requests.Session() as session:
+        for seed in range(3):
+            response = frigate_request(session, url, frigate_frame(seed), timeout=30)
+            assert response.status_code == 200 and response.headers["Content-Type"] == "application/json"
+            answer = response.json()
+            predictions = answer["predictions"]
+            assert answer["success"] is True and answer["count"] == len(predictions)
+            confidences = [p["confidence"] for p in predictions]
+            assert confidences == sorted(confidences, reverse=True) and min(confidences, default=1) >= 0.4
+            for p in predictions:
+                assert all(isinstance(p[k], int) for k in ("x_min", "y_min", "x_max", "y_max"))
+                assert 0 <= p["x_min"] <= p["x_max"] <= 320 and 0 <= p["y_min"] <= p["y_max"] <= 320
+                assert p["label"] in labelmap, p["label"]  # so Frigate never stops at an unknown label
+            rows = frigate_reads(answer, labelmap, 320, 320)
+            assert len(rows) == min(20, len(predictions))
+
+
+@pytest.mark.slow
+def test_real_model_gives_the_same_boxes_and_labels_as_v2_detect(tiny_yolo_server):
+    with io.BytesIO() as output:
+        Image.fromarray(frigate_frame(7)).save(output, format="JPEG")
+        frame = output.getvalue()
+    for threshold in ("0.4", "0.6"):
+        deepstack = requests.post(tiny_yolo_server + "/v1/vision/detection", files={"image": frame},
+                                  data={"min_confidence": threshold}, timeout=30).json()
+        v2 = requests.post(tiny_yolo_server + f"/v2/detect?min_score={threshold}", files={"image": frame},
+                           timeout=30).json()
+        expected = [(COCO_NAMES.get(d["label"], d["label"]), [d["box"][k] for k in ("x1", "y1", "x2", "y2")])
+                    for d in v2["results"][0]["detections"]]
+        assert [(p["label"], [p[k] for k in ("x_min", "y_min", "x_max", "y_max")])
+                for p in deepstack["predictions"]] == expected
+
+
+@pytest.mark.slow
+def test_real_server_errors_are_json_for_frigate(tiny_yolo_server):
+    url = tiny_yolo_server + "/v1/vision/detection"
+    with requests.Session() as session:
+        response = session.post(url, data={"api_key": ""}, files={"image": b"not a jpeg"}, timeout=30)
+        assert response.status_code == 400
+        answer = response.json()
+        assert answer["success"] is False and answer.get("predictions") is None  # Frigate: no detections
+        assert frigate_request(session, url, frigate_frame(1), timeout=30).status_code == 200
