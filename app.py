@@ -17,6 +17,9 @@ from dataplane.fetch import Fetcher, FetchPolicy
 from dataplane.images import ImageLimits
 from dataplane.pipeline import Pipeline
 from dataplane.report import UsageReport
+from dataplane.shared_cache import SharedResultCache
+from dataplane.shared_report import SharedUsageReport
+from dataplane.shared_store import SharedStore
 from models.folder_spec import SpecError
 from registry import TASKS, CallPolicy, ModelSlot, Registry, create_model
 from runtimes import frameworks
@@ -60,22 +63,22 @@ def create_app(settings: Settings | None = None, *, classifier: Model | None = N
     admission = Admission(settings.waitress_threads, settings.max_queue)
     time_limit = TimeLimit(settings.waitress_threads, settings.inference_timeout)
     metrics = Metrics()
-    policy = CallPolicy(limit=time_limit.run, observe=metrics.inference,
+    policy = CallPolicy(limit=time_limit.run, observe=metrics.inference, on_batch_wait=admission.hand_back,
                         max_batch_size=settings.max_batch_size,
                         batch_timeout_ms=settings.batch_timeout_ms,
                         retry_seconds=settings.load_retry_seconds)
     needed = set().union(*(model.frameworks for model in models))
     registry = Registry(ModelSlot(model, needed_frameworks=needed, policy=policy) for model in models)
     metrics.watch_models(registry)
-    report = UsageReport(settings.monitor_window, settings.report_top_n)
+    own_cache, report, shared_store = usage_stores(settings, metrics)
     if fetcher is None:
         fetcher = Fetcher(FetchPolicy(allow_hosts=settings.fetch_allow_hosts,
                                     timeout=settings.fetch_timeout, max_bytes=settings.max_upload_bytes))
     if cache is None:
-        cache = ResultCache(settings.cache_maxsize, settings.cache_ttl)
+        cache = own_cache
     app.extensions.update(
         settings=settings, registry=registry, admission=admission, time_limit=time_limit,
-        metrics=metrics, report=report,
+        metrics=metrics, report=report, shared_store=shared_store,
         pipeline=Pipeline(registry, cache, report, fetcher, ImageLimits(settings.max_image_pixels, settings.max_image_side),
                           metrics=metrics))
 
@@ -89,6 +92,19 @@ def create_app(settings: Settings | None = None, *, classifier: Model | None = N
     if settings.preload_models:
         registry.preload_in_background()
     return app
+
+
+def usage_stores(settings: Settings, metrics: Metrics):
+    """(result cache, usage report, shared store): in Redis when REDIS_URL is set, shared by
+    every replica; otherwise in this process' memory, and no store (None)."""
+    if not settings.redis_url:
+        return (ResultCache(settings.cache_maxsize, settings.cache_ttl),
+                UsageReport(settings.monitor_window, settings.report_top_n), None)
+    store = SharedStore(settings.redis_url, settings.redis_password, settings.cache_prefix,
+                        on_error=metrics.shared_store_error)
+    metrics.watch_shared_store(store)
+    return (SharedResultCache(store, settings.cache_ttl, enabled=settings.cache_maxsize > 0),
+            SharedUsageReport(store, settings.monitor_window, settings.report_top_n), store)
 
 
 def configured_models(settings: Settings, replacements: dict[str, Model | None]) -> list[Model]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import urllib.parse
 from pathlib import Path
 from typing import Mapping
 
@@ -17,6 +18,9 @@ from registry import TASKS
 
 # A model folder is MODELS_DIR/<name>/model.json; names stay URL- and path-safe.
 FOLDER_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+
+# CACHE_PREFIX starts every Redis key this deployment writes.
+REDIS_PREFIX = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on", "y", "t"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off", "n", "f"})
@@ -30,6 +34,24 @@ def parse_bool(text: str) -> bool | None:
         return True
     if value in FALSE_WORDS:
         return False
+    return None
+
+
+def redis_url_problem(url: str) -> str | None:
+    """Why `url` is not a Redis URL the service can use, or None."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port  # ValueError for a port that is not one
+    except ValueError:
+        return "is not a valid URL (host or port)"
+    if parts.scheme not in ("redis", "rediss"):
+        return "must start with redis:// or rediss:// (TLS)"
+    if not parts.hostname:
+        return "names no host"
+    if port == 0:
+        return "is not a valid URL (host or port)"
+    if parts.path.strip("/") and not parts.path.strip("/").isdigit():
+        return "has a path that is not a database number (e.g. /0)"
     return None
 
 
@@ -85,6 +107,10 @@ class Settings:
     cache_ttl: int = _var("CACHE_TTL", 3600, minimum=1, maximum=365 * _DAY)
     monitor_window: int = _var("MONITOR_WINDOW", 3 * _DAY, minimum=1, maximum=365 * _DAY)
     report_top_n: int = _var("REPORT_TOP_N", 10, minimum=1, maximum=10_000)
+    # Shared cache and report (Redis); unset: each replica keeps its own in memory. Never printed.
+    redis_url: str = _var("REDIS_URL", "", "redis_url", repr=False)
+    redis_password: str = _var("REDIS_PASSWORD", "", "secret", repr=False)
+    cache_prefix: str = _var("CACHE_PREFIX", "ics", "prefix")   # several deployments share one Redis
     api_keys: tuple[str, ...] = _var("API_KEYS", (), "keys", repr=False)  # never printed
     # Fixed, not configurable:
     max_image_side: int = 10_000
@@ -179,6 +205,23 @@ class _Reader:
 
     def _keys(self, name, raw, field, earlier):
         return tuple(self._items(raw))
+
+    def _secret(self, name, raw, field, earlier):
+        return raw
+
+    def _redis_url(self, name, raw, field, earlier):
+        """redis:// or rediss:// with a host; the value may hold a password, so it is never echoed."""
+        problem = redis_url_problem(raw)
+        if problem:
+            self.problems.append(f"{name} {problem} (the value is not shown: it may hold a password)")
+            return field.default
+        return raw
+
+    def _prefix(self, name, raw, field, earlier):
+        if not REDIS_PREFIX.match(raw):
+            self.problems.append(f"{name}={raw!r} is not a key prefix; use 1-64 letters, digits, '_', '-', '.'")
+            return field.default
+        return raw
 
     def _models(self, name, raw, field, earlier):
         """A comma-separated list of built-in names or model folders; the first is the default."""

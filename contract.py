@@ -42,6 +42,10 @@ class Model(abc.ABC):
     # reduced scale (nothing is lost: the model sees the same resized image); LETTERBOX, or
     # None where the network resizes for itself.
     resize_mode: str | None = None
+    # Seconds between load attempts while loading fails. None: the registry's own interval, tried
+    # on demand. A model on a remote engine sets it and is retried in the background, so it
+    # becomes ready by itself when its engine comes up.
+    load_retry_seconds: float | None = None
 
     @property
     @abc.abstractmethod
@@ -67,6 +71,12 @@ class Model(abc.ABC):
     def device(self) -> str:
         """Where the network runs once loaded: cpu, cuda:0, ..."""
         return "cpu"
+
+    def remote_status(self) -> dict | None:
+        """For a model that runs on a remote inference engine: where and what the engine said
+        last, `{"host": "triton:8000", "state": "ready"}` (or not_ready, unreachable, ...), read
+        without waiting for the engine. None for a model that runs in this process."""
+        return None
 
     def validate(self) -> None:  # noqa: B027 - optional: most models have nothing to check
         """Start-up check of the model's own files, before any load. Raises

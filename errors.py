@@ -34,6 +34,11 @@ class InvalidParameter(ApiError):
     code, type = 400, "invalid_parameter"
 
 
+class MalformedBody(ApiError):
+    """The request body cannot be parsed at all (JSON too deep, invalid, wrongly encoded)."""
+    code, type = 400, "bad_request"
+
+
 class UnsupportedMediaType(ApiError):
     code, type = 415, "unsupported_media_type"
 
@@ -95,3 +100,9 @@ class ShuttingDown(ApiError):
 class InferenceTimeout(ApiError):
     code, type = 504, "inference_timeout"
     message = "The model did not answer within the time limit."
+
+
+class UpstreamError(ApiError):
+    code, type = 502, "upstream_error"
+    message = ("The model's inference engine failed or gave an answer that cannot be used; "
+               "try again shortly.")

@@ -24,6 +24,7 @@ from errors import ApiError, FeatureDisabled, InferenceFailed, ModelNotFound, Mo
 from models.folder_spec import SpecError, load_spec
 from models.weights import WeightsUnavailable
 from runtimes import frameworks
+from runtimes.remote import EngineProblem
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,9 @@ class CallPolicy:
     metrics hook, and micro-batching of concurrent calls for models that batch."""
     limit: Callable[[Callable], object] = lambda function: function()
     observe: Callable[[str, float], None] = lambda model, seconds: None
+    # Called on the request's thread just before it waits for a micro-batched call: the
+    # request gives its processing place to the next one, which can then join the batch.
+    on_batch_wait: Callable[[], None] = lambda: None
     max_batch_size: int = 8
     batch_timeout_ms: float = 5.0
     retry_seconds: float = 60.0   # a failed load is tried again after this long, not per request
@@ -122,7 +126,18 @@ class ModelSlot:
             info["load_seconds"] = round(self.load_seconds, 3)
         if self.memory_mb is not None:
             info["memory_mb"] = round(self.memory_mb, 1)
+        remote = self.model.remote_status()
+        if remote:
+            info["engine"] = remote
         return info
+
+    @property
+    def ready(self) -> bool:
+        """Loaded, and for a model on a remote engine, the engine says it is ready."""
+        if self.state != READY:
+            return False
+        remote = self.model.remote_status()
+        return remote is None or remote["state"] == READY
 
     def details(self) -> dict:
         """The model's static facts and the slot's state (/models)."""
@@ -142,14 +157,18 @@ class ModelSlot:
             if self.state != READY and not self._recently_failed():
                 self._load()
         if self.state != READY:
-            retry = str(int(self._policy.retry_seconds))
+            retry = str(int(self.retry_seconds))
             raise ModelNotReady(f"Model '{self.name}' failed to load: {self.reason}",
                                 headers={"Retry-After": retry})
         return self.model
 
+    @property
+    def retry_seconds(self) -> float:
+        return self.model.load_retry_seconds or self._policy.retry_seconds
+
     def _recently_failed(self) -> bool:
         return (self.state == FAILED
-                and self._clock() - self._failed_at < self._policy.retry_seconds)
+                and self._clock() - self._failed_at < self.retry_seconds)
 
     def _load(self) -> None:
         self.state, self.reason = LOADING, None
@@ -168,6 +187,9 @@ class ModelSlot:
                 rss_after = psutil.Process().memory_info().rss
             except (WeightsUnavailable, SpecError) as exc:
                 self._fail(str(exc))
+                return
+            except EngineProblem as exc:  # a remote engine that is down: no traceback to show
+                self._fail(self.model.load_failure(exc))
                 return
             except Exception as exc:
                 log.exception("loading model '%s' failed", self.name)
@@ -204,6 +226,7 @@ class ModelSlot:
         model = self.ensure_loaded()
         batcher = self._batcher if not options else None
         if batcher is not None:
+            self._policy.on_batch_wait()
             call = lambda: batcher.submit(images, token)
         else:
             call = lambda: model.predict(images, *options)
@@ -249,16 +272,22 @@ class Registry:
 
     @property
     def ready(self) -> bool:
-        return all(slot.state == READY for slot in self.slots.values())
+        return all(slot.ready for slot in self.slots.values())
 
     def status(self) -> dict:
         return {slot.name: slot.status() for slot in self.slots.values()}
 
     def preload_in_background(self) -> threading.Thread:
         def run():
-            for slot in self.slots.values():
-                with contextlib.suppress(ModelNotReady):  # logged with its reason; /ready shows it
-                    slot.ensure_loaded()
+            pending = list(self.slots.values())
+            while pending:
+                for slot in pending:
+                    with contextlib.suppress(ModelNotReady):  # logged with its reason; /ready shows it
+                        slot.ensure_loaded()
+                # Models that retry by themselves (remote engines) are tried until they load.
+                pending = [s for s in pending if s.state == FAILED and s.model.load_retry_seconds]
+                if pending:
+                    time.sleep(min(s.retry_seconds for s in pending))
         thread = threading.Thread(target=run, name="model-preload", daemon=True)
         thread.start()
         return thread

@@ -16,6 +16,27 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   echo "$wanted" > "$stamp"
 fi
 
+# tests/test_redis.py starts a real redis-server on a free loopback port: Debian's package
+# (no maintained PyPI package ships the server). CI runs as root; elsewhere those tests skip.
+if ! command -v redis-server >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+  else
+    echo "run_tests.sh: redis-server is missing and cannot be installed here; the Redis tests skip" >&2
+  fi
+fi
+
+# The inference engine that tests/test_remote_engines.py starts (KServe's model server) lives in
+# its own virtualenv: its pins clash with the service's.
+engine_stamp=.venv-engine/.requirements.sha256
+engine_wanted=$(sha256sum requirements-engine.txt | cut -d' ' -f1)
+if [ "$(cat "$engine_stamp" 2>/dev/null)" != "$engine_wanted" ]; then
+  "$PYTHON" -m venv .venv-engine
+  .venv-engine/bin/python -m pip install --quiet --upgrade pip
+  .venv-engine/bin/python -m pip install --quiet -r requirements-engine.txt
+  echo "$engine_wanted" > "$engine_stamp"
+fi
+
 .venv/bin/ruff check .
 
 # pytest exits 5 when it collected no tests: that is a failure here, as is any non-zero code.

@@ -139,20 +139,20 @@ def openapi_document(app: Flask) -> dict:
             "responses": {"200": _json({"type": "array", "items": {"type": "array", "minItems": 2, "maxItems": 2,
                                                                    "items": {"oneOf": [{"type": "string"}, {"type": "number"}]}}},
                                        "[[label, percentage 0-100], ...], highest first"),
-                          **_errors(400, 401, 403, 404, 413, 415, 500, 503)}}},
+                          **_errors(400, 401, 403, 404, 413, 415, 500, 502, 503, 504)}}},
         "/detect-objects": {"post": {
             "summary": "Detect objects in one image (v1 shape, ImageAI's)", "operationId": "detectObjects",
             "parameters": [_query("min_probability", {"type": "number", "minimum": 0, "maximum": 100, "default": 30}, "Percent"), _MODEL],
             "requestBody": _SINGLE_IMAGE_BODY,
             "responses": {"200": _json({"type": "array", "items": _ref("DetectionV1")}),
-                          **_errors(400, 401, 403, 404, 413, 415, 500, 503)}}},
+                          **_errors(400, 401, 403, 404, 413, 415, 500, 502, 503, 504)}}},
         "/v2/classify": {"post": {
             "summary": "Classify one image or a batch", "operationId": "classifyV2",
             "parameters": [_query("top_k", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 5}, "Predictions per image"),
                            _query("min_score", {"type": "number", "minimum": 0, "maximum": 1, "default": 0}, "Drop predictions below"),
                            _MODEL],
             "requestBody": _BATCH_BODY,
-            "responses": {"200": _json(_ref("ClassifyV2")), **_errors(400, 401, 403, 404, 413, 415, 500, 503)}}},
+            "responses": {"200": _json(_ref("ClassifyV2")), **_errors(400, 401, 403, 404, 413, 415, 500, 502, 503, 504)}}},
         "/v2/detect": {"post": {
             "summary": "Detect objects in one image or a batch; annotate=true answers the drawn image",
             "operationId": "detectV2",
@@ -165,7 +165,7 @@ def openapi_document(app: Flask) -> dict:
             "responses": {"200": {"description": "Detections, or the annotated JPEG", "content": {
                 "application/json": {"schema": _ref("DetectV2")},
                 "image/jpeg": {"schema": {"type": "string", "format": "binary"}}}},
-                **_errors(400, 401, 403, 404, 413, 415, 500, 503)}}},
+                **_errors(400, 401, 403, 404, 413, 415, 500, 502, 503, 504)}}},
         "/report": {"get": {"summary": f"Usage over the last MONITOR_WINDOW seconds ({settings.monitor_window})",
                             "operationId": "report", "responses": {"200": _json(_ref("Report")), **_errors(401)}}},
         "/metrics": {"get": {**open_route, "summary": "Prometheus metrics", "operationId": "metrics",
@@ -222,7 +222,9 @@ def openapi_document(app: Flask) -> dict:
             "window_seconds": {"type": "number"}, "distinct_images": {"type": "integer"},
             "images": {"type": "array", "items": {"allOf": [{"type": "object", "properties": {"key": {"type": "string"}}}, stats]}},
             "models": {"type": "object", "additionalProperties": stats},
-            "routes": {"type": "object", "additionalProperties": stats}}},
+            "routes": {"type": "object", "additionalProperties": stats},
+            # With REDIS_URL: the whole deployment's counts (shared), or not all of them (partial).
+            "shared": {"type": "boolean"}, "partial": {"type": "boolean"}}},
     }
     paths.update(_deepstack_paths())
     schemas.update(_DEEPSTACK_SCHEMAS)

@@ -67,7 +67,7 @@ def ready():
     elif not time_limit.healthy:
         body = error_body(503, "inference_stuck", "Model calls are stuck past the time limit.")
     elif not registry.ready:
-        body = error_body(503, "not_ready", "Not every enabled model is loaded yet.")
+        body = error_body(503, "not_ready", "Not every enabled model is loaded and ready yet.")
     else:
         return jsonify(status="ready", models=models)
     body.update(status="not_ready", models=models)
@@ -85,7 +85,10 @@ def status():
         else:
             features[task] = {"enabled": False, "model": None, "models": [],
                               "enable_with": f"{entry.enable_variable}=true"}
-    return jsonify(features=features, models=registry.status(), ready=registry.ready)
+    admission, store = current_app.extensions["admission"], current_app.extensions["shared_store"]
+    return jsonify(features=features, models=registry.status(), ready=registry.ready,
+                   admission={"admitted": admission.admitted, "capacity": admission.capacity},
+                   shared_store=store.status() if store else {"backend": "memory"})
 
 
 @bp.get("/models")

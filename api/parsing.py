@@ -6,18 +6,27 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 
+import numpy as np
 from flask import Request, request
 
 from config import parse_bool
 from dataplane.sources import ImageSource
-from errors import ApiError, InvalidImage, InvalidParameter, MissingImage, UnsupportedMediaType
+from errors import ApiError, InvalidImage, InvalidParameter, MalformedBody, MissingImage, UnsupportedMediaType
 
 _DATA_URI = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
 HOW_TO_SEND = ("Send a multipart/form-data file field named 'image' (curl -F image=@photo.jpg), "
                "or JSON {\"image_url\": \"https://...\"} or {\"image_base64\": \"...\"}.")
 ONE_IMAGE_ONLY = "This route takes one image; send batches to /v2/classify or /v2/detect."
+# Our JSON bodies nest 3 levels ({"images": [{...}]}); anything far deeper is hostile, and
+# Python's parser would meet its recursion limit on it (RecursionError, which `silent` lets through).
+MAX_JSON_DEPTH = 32
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_BRACKET_STEPS = np.zeros(256, dtype=np.int8)
+_BRACKET_STEPS[[ord("["), ord("{")]] = 1
+_BRACKET_STEPS[[ord("]"), ord("}")]] = -1
 
 
 # --- images ----------------------------------------------------------------------------------
@@ -31,7 +40,7 @@ def read_sources(req: Request, *, max_images: int) -> list[ImageSource]:
         _check_count(len(uploads), max_images)
         return [ImageSource.of_bytes(upload.read()) for upload in uploads]
     if req.mimetype == "application/json":
-        body = req.get_json(silent=True)
+        body = parse_json(req.get_data(cache=True))
         if not isinstance(body, dict):
             raise InvalidParameter("The body is not a JSON object. " + HOW_TO_SEND)
         if "images" not in body:
@@ -44,6 +53,51 @@ def read_sources(req: Request, *, max_images: int) -> list[ImageSource]:
         _check_count(len(items), max_images)
         return [_json_item_or_error(item) for item in items]
     raise UnsupportedMediaType(HOW_TO_SEND)
+
+
+def parse_json(data: bytes):
+    """The body as JSON, or MalformedBody (400) for any body that is not one JSON document:
+    too deep, invalid, not UTF-8/16/32, duplicate keys, NaN/Infinity, trailing garbage."""
+    try:
+        text = data.decode(json.detect_encoding(data))
+    except (UnicodeDecodeError, LookupError):
+        raise MalformedBody("The body is not valid JSON: it is not UTF-8 text.") from None
+    if json_depth(text) > MAX_JSON_DEPTH:
+        raise MalformedBody(f"The body is not valid JSON for this API: it nests deeper than {MAX_JSON_DEPTH} levels.")
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constants)
+    except RecursionError:  # a backstop: json_depth bounds nesting before parsing
+        raise MalformedBody("The body is not valid JSON: it nests too deeply.") from None
+    except json.JSONDecodeError as exc:
+        raise MalformedBody(f"The body is not valid JSON ({exc.msg} at character {exc.pos}).") from None
+    except _Refused as exc:
+        raise MalformedBody(f"The body is not valid JSON for this API: {exc}.") from None
+    except ValueError:  # int() refusing a number of thousands of digits
+        raise MalformedBody("The body is not valid JSON for this API: a number has too many digits.") from None
+
+
+def json_depth(text: str) -> int:
+    """The deepest bracket nesting outside string literals, in linear time without recursion."""
+    skeleton = _JSON_STRING.sub("", text).encode("utf-8", "replace")
+    if not skeleton:
+        return 0
+    steps = _BRACKET_STEPS[np.frombuffer(skeleton, dtype=np.uint8)]
+    return int(np.cumsum(steps, dtype=np.int64).max(initial=0))
+
+
+class _Refused(ValueError):
+    """JSON that Python would accept but this API does not."""
+
+
+def _unique_keys(pairs: list) -> dict:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise _Refused("a key appears twice in one object")
+    return dict(pairs)
+
+
+def _no_constants(name: str):
+    raise _Refused(f"{name} is not a JSON number")
 
 
 def _check_count(count: int, max_images: int) -> None:

@@ -276,7 +276,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default="mobilenet,tiny_yolo")
     parser.add_argument("--models-dir", type=Path, default=Path(os.environ.get("MODELS_DIR", "models")))
     parser.add_argument("--random-weights", action="store_true",
-                        help="write random weights of the real architectures into --models-dir where missing")
+                        help="write random weights of the real architectures into --models-dir where missing; "
+                             "detectors calibrated to ~15 candidates per photo, as real weights give")
+    parser.add_argument("--worst-case", action="store_true",
+                        help="with --random-weights: plain random detector weights (thousands of candidates "
+                             "per image, NMS-bound); label such runs as the worst case")
     parser.add_argument("--concurrency", default="1,4,8,16")
     parser.add_argument("--seconds", type=float, default=15.0, help="per load level")
     parser.add_argument("--repeat", type=int, default=10, help="repetitions for raw costs")
@@ -290,12 +294,15 @@ def main(argv: list[str] | None = None) -> int:
     names = [n.strip() for n in args.models.split(",") if n.strip()]
 
     from models.weights import CATALOG
+    written = {}  # what this run wrote; files already there are reported as such
     if args.random_weights:
         from bench.random_weights import write_weights
+        kind = "random, plain (worst case)" if args.worst_case else "random, calibrated to ~15 candidates"
         for name in names:
             if not CATALOG[name].path(args.models_dir).exists():
                 print(f"writing random weights for {name} into {args.models_dir}", flush=True)
-                write_weights(name, args.models_dir)
+                write_weights(name, args.models_dir, candidates=None if args.worst_case else 15)
+                written[name] = kind
 
     images = bench_images()
     if args.smoke:
@@ -303,7 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     report = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
               "settings": {k: os.environ[k] for k in ("WAITRESS_THREADS", "MAX_QUEUE", "MAX_BATCH_SIZE",
                                                        "BATCH_TIMEOUT_MS", "INTRA_OP_THREADS") if k in os.environ},
-              "weights": str(args.models_dir), "models": {}}
+              "weights": str(args.models_dir),
+              "weights_written": written,
+              "models": {}}
     for name in names:
         print(f"measuring {name} ...", flush=True)
         report["models"][name] = measure_model(name, args, images, levels)

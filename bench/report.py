@@ -1,4 +1,6 @@
-"""Render a `python -m bench --json` result as Markdown tables: `python -m bench.report out.json`."""
+"""Render a `python -m bench --json` result as Markdown tables, and with --charts DIR also as
+PNG charts (throughput and p95 latency against clients) linked from the Markdown:
+    python -m bench.report out.json [--charts docs/charts]"""
 from __future__ import annotations
 
 import json
@@ -41,8 +43,18 @@ def render(report: dict) -> str:
 
 
 def main(argv=None) -> int:
-    argv = argv if argv is not None else sys.argv[1:]
-    print(render(json.loads(Path(argv[0]).read_text())))
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__.splitlines()[0])
+    parser.add_argument("result", type=Path, help="a `python -m bench --json` file")
+    parser.add_argument("--charts", type=Path, help="folder for the PNG charts (linked relative to the cwd)")
+    args = parser.parse_args(argv)
+    report = json.loads(args.result.read_text())
+    print(render(report))
+    if args.charts:
+        from bench.charts import draw
+        for path in draw(report, args.charts):
+            print(f"![{path.stem}]({path.as_posix()})")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""A user's own classifier from a model folder (Keras, TFLite or ONNX)."""
+"""A user's own classifier from a model folder (Keras, TFLite, ONNX, or a remote inference engine)."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,13 +11,15 @@ from models.folder_model import FolderModel
 class FolderClassifier(FolderModel, Classifier):
     @property
     def batchable(self) -> bool:
-        return self.spec.format == "keras"  # TFLite and ONNX here run image by image anyway
+        # Keras runs a batch as one call, and a remote engine gets one request for the whole
+        # batch; TFLite and ONNX here run image by image anyway.
+        return self.spec.format == "keras" or self.spec.remote is not None
 
     def check_outputs(self, runtime, where):
         shape = runtime.outputs[0].shape
         classes = shape[-1]
         if len(runtime.outputs) != 1 or len(shape) != 2:
-            return [f"{where}: 'file' must have one output of shape [batch, classes]; it has "
+            return [f"{where}: {self.source_field} must have one output of shape [batch, classes]; it has "
                     f"{[list(o.shape) for o in runtime.outputs]}"]
         if classes != len(self.spec.labels):
             return [f"{where}: 'labels' has {len(self.spec.labels)} lines but the model has "

@@ -106,7 +106,7 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits(),
             "JPEG, PNG, BMP, GIF, WEBP, TIFF."
         ) from None
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError,
-            KeyError, ZeroDivisionError, MemoryError, struct.error):
+            KeyError, ZeroDivisionError, MemoryError, OverflowError, RecursionError, struct.error):
         # Truncated or corrupt data. Pillow's messages carry object reprs: not echoed.
         raise InvalidImage("The uploaded image is truncated or corrupt.") from None
     return DecodedImage(image=rgb, format=fmt, width=full_size[0], height=full_size[1])

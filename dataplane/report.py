@@ -101,6 +101,32 @@ class UsageReport:
             if not buckets:
                 del self._series[group][name]
 
+    @property
+    def empty(self) -> bool:
+        return not self._order
+
+    def drain(self) -> list[tuple[int, str, str, Stats]]:
+        """Every (bucket, group, name, stats) held, and forget them: a shared report takes them over."""
+        with self._lock:
+            entries = [(bucket, group, name, stats) for group, series in self._series.items()
+                       for name, buckets in series.items() for bucket, stats in buckets.items()]
+            for series in self._series.values():
+                series.clear()
+            self._order.clear()
+        return entries
+
+    def absorb(self, entries: list[tuple[int, str, str, Stats]]) -> None:
+        """Take back drained entries that could not be handed over."""
+        with self._lock:
+            for bucket, group, name, stats in entries:
+                buckets = self._series[group].setdefault(name, collections.OrderedDict())
+                if bucket in buckets:
+                    buckets[bucket].merge(stats)
+                else:
+                    buckets[bucket] = stats
+                    self._order.append((bucket, group, name))
+            self._order = collections.deque(sorted(self._order))  # pruning walks it oldest first
+
     def _totals(self, group: str) -> dict[str, Stats]:
         totals = {}
         for name, buckets in self._series[group].items():

@@ -1,4 +1,4 @@
-"""A user's own YOLO-style detector from a model folder (Keras, TFLite or ONNX)."""
+"""A user's own YOLO-style detector from a model folder (Keras, TFLite, ONNX, or a remote inference engine)."""
 from __future__ import annotations
 
 from PIL import Image

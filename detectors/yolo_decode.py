@@ -34,8 +34,9 @@ def nms(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou_thresh
     """Indices kept by greedy class-wise NMS, best first."""
     if len(boxes) == 0:
         return np.zeros(0, dtype=np.int64)
-    # Offset each class into its own region so one pass never suppresses across classes.
-    offset = class_ids[:, None].astype(np.float64) * (boxes.max() + 1.0)
+    # Offset each class into its own region so one pass never suppresses across classes (the
+    # span covers negative coordinates too: decoded boxes may lie past the input's edges).
+    offset = class_ids[:, None].astype(np.float64) * (boxes.max() - boxes.min() + 1.0)
     shifted = boxes + offset
     areas = (shifted[:, 2] - shifted[:, 0]).clip(0) * (shifted[:, 3] - shifted[:, 1]).clip(0)
     order = np.argsort(-scores, kind="stable")

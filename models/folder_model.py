@@ -1,6 +1,9 @@
-"""What users' model folders share, whatever their task: the runtime that opens the file, the
-input size, the start-up checks against the file itself, and the image → tensor step."""
+"""What users' model folders share, whatever their task: the runtime that opens the file or
+reaches the remote engine, the input size, the start-up checks against the model itself, and
+the image → tensor step."""
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 from PIL import Image
@@ -8,6 +11,9 @@ from PIL import Image
 from models.folder_spec import FolderSpec, SpecError
 from models.preprocessing import Placement, normalise, place
 from runtimes import RUNTIME_NAMES, Runtime, frameworks, open_runtime
+from runtimes.remote import RETRY_SECONDS, EngineProblem
+
+log = logging.getLogger(__name__)
 
 
 class FolderModel:
@@ -19,6 +25,9 @@ class FolderModel:
         self.threads = threads
         self.frameworks = frozenset({frameworks.TENSORFLOW}) if spec.format == "keras" else frozenset()
         self.resize_mode = spec.resize
+        # A model on a remote engine is loaded again soon after a failure, in the background
+        # too: it becomes ready by itself when its engine comes up.
+        self.load_retry_seconds = RETRY_SECONDS if spec.remote else None
         self._runtime: Runtime | None = None
 
     @property
@@ -36,6 +45,15 @@ class FolderModel:
         return RUNTIME_NAMES[self.spec.format]
 
     @property
+    def device(self) -> str:
+        return "remote" if self.spec.remote else "cpu"
+
+    @property
+    def source_field(self) -> str:
+        """The model.json field that names the model, for problems with the model itself."""
+        return "'model'" if self.spec.remote else "'file'"
+
+    @property
     def tensors(self) -> Runtime | None:
         """The opened runtime with its tensors (models.check prints them); None before load."""
         return self._runtime
@@ -48,19 +66,46 @@ class FolderModel:
                                "layout": self._runtime.layout}
         return info
 
+    def remote_status(self) -> dict | None:
+        if not self.spec.remote:
+            return None
+        if self._runtime is None:
+            return {"host": self.spec.remote.host, "state": "not_connected"}
+        return self._runtime.status()
+
     def validate(self) -> None:
-        """Start-up check against the model file itself. Keras files are checked at load
-        (opening them needs TensorFlow)."""
-        if self.spec.format != "keras":
-            self._check(open_runtime(self.spec.format, self.spec.path, threads=1))
+        """Start-up check against the model file, or the engine's model when the engine answers
+        (an engine that is down stops nothing: the model loads once it answers). Keras files
+        are checked at load (opening them needs TensorFlow)."""
+        if self.spec.format == "keras":
+            return
+        try:
+            runtime = self._open(threads=1)
+        except EngineProblem as problem:
+            log.warning("model '%s': the inference engine at %s %s; the model loads once it answers",
+                        self.name, self.spec.remote.host, problem.reason)
+            return
+        self._check(runtime)
 
     def load(self) -> None:
-        threads = self.threads or frameworks.intra_op_threads()
-        runtime = open_runtime(self.spec.format, self.spec.path, threads=threads)
+        runtime = self._open(threads=self.threads or frameworks.intra_op_threads())
         self._check(runtime)
         self._runtime = runtime
 
+    def _open(self, threads: int) -> Runtime:
+        if not self.spec.remote:
+            return open_runtime(self.spec.format, self.spec.path, threads=threads)
+        try:
+            return open_runtime(self.spec.format, self.spec.remote, size=self.spec.size,
+                                layout=self.spec.tensor_layout)
+        except ValueError as exc:  # the engine's model cannot be used as model.json describes it
+            raise SpecError([f"{self.spec.where}: {exc}"]) from None
+
     def load_failure(self, exc: Exception) -> str:
+        if isinstance(exc, EngineProblem):
+            return f"the inference engine {exc.reason}"
+        if self.spec.remote:
+            return f"the model on the inference engine could not be opened ({type(exc).__name__})"
         return (f"the model file MODELS_DIR/{self.name}/{self.spec.file} could not be loaded "
                 f"({type(exc).__name__}); check it with `python -m models.check MODELS_DIR/{self.name}`")
 
@@ -70,12 +115,15 @@ class FolderModel:
         try:
             fixed = runtime.fixed_size
         except ValueError as exc:
-            raise SpecError([f"{where}: 'file' {exc}"]) from None
+            raise SpecError([f"{where}: {self.source_field} {exc}"]) from None
         if self.spec.size and fixed and tuple(self.spec.size) != tuple(fixed):
             problems.append(f"{where}: 'input.size' is {list(self.spec.size)} but the model "
                             f"takes {list(fixed)}")
         if not self.spec.size and not fixed:
             problems.append(f"{where}: 'input.size' is required: the model's input size is not fixed")
+        if self.spec.tensor_layout and self.spec.tensor_layout != runtime.layout:
+            problems.append(f"{where}: 'input.layout' is {self.spec.tensor_layout} but the model "
+                            f"takes {runtime.layout}")
         problems += self.check_outputs(runtime, where)
         if problems:
             raise SpecError(problems)

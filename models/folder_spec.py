@@ -1,25 +1,36 @@
 """`MODELS_DIR/<name>/model.json`: a user's own model folder, validated field by field.
 
-Every problem names the folder and the field, so a bad folder is fixed in one pass.
+Every problem names the folder and the field, so a bad folder is fixed in one pass. A folder
+holds a model file (keras, tflite, onnx) or names a model on a remote inference engine
+(kserve_v2, tfserving: `url`, `model`, ...); labels and preprocessing are the same for both.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+import re
+import urllib.parse
 from pathlib import Path
 
 from contract import LETTERBOX, STRETCH
+from runtimes import REMOTE_FORMATS
+from runtimes.remote import RemoteTarget
 
 SPEC_FILE = "model.json"
 TASKS = ("classification", "detection")
-FORMATS = ("keras", "tflite", "onnx")
+FORMATS = ("keras", "tflite", "onnx", *REMOTE_FORMATS)
 RESIZES = (STRETCH, LETTERBOX)
 OUTPUTS = ("softmax", "logits")
 LAYOUTS = ("yolov8", "yolov5")
 BOX_UNITS = ("normalized", "pixels")
-_KEYS = {"task", "format", "file", "labels", "input", "output", "layout", "box_units", "iou_threshold"}
-_INPUT_KEYS = {"size", "resize", "mean", "std"}
+TENSOR_LAYOUTS = ("NHWC", "NCHW")
+ENCODINGS = ("auto", "json", "binary")
+_REMOTE_KEYS = {"url", "model", "version", "timeout_s", "headers_env", "encoding", "signature_name"}
+_KEYS = {"task", "format", "file", "labels", "input", "output", "layout", "box_units", "iou_threshold"} | _REMOTE_KEYS
+_INPUT_KEYS = {"size", "resize", "mean", "std", "layout"}
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 
 class SpecError(Exception):
@@ -45,6 +56,8 @@ class FolderSpec:
     layout: str | None = None
     box_units: str | None = None
     iou_threshold: float = 0.45
+    remote: RemoteTarget | None = None     # the engine, for kserve_v2 and tfserving folders
+    tensor_layout: str | None = None       # input.layout: NHWC or NCHW, for engines without metadata
 
     @property
     def path(self) -> Path:
@@ -56,14 +69,31 @@ class FolderSpec:
         return spec_location(self.name)
 
     def describe(self) -> dict:
-        info = {"task": self.task, "format": self.format, "file": self.file, "labels": self.labels_file,
-                "input": {"size": list(self.size) if self.size else None, "resize": self.resize,
-                          "mean": list(self.mean), "std": list(self.std)}}
+        info = {"task": self.task, "format": self.format}
+        if self.remote:
+            info["remote"] = _describe_remote(self.remote)
+        else:
+            info["file"] = self.file
+        info.update(labels=self.labels_file,
+                    input={"size": list(self.size) if self.size else None, "resize": self.resize,
+                           "mean": list(self.mean), "std": list(self.std)})
+        if self.tensor_layout:
+            info["input"]["layout"] = self.tensor_layout
         if self.task == "classification":
             info["output"] = self.output
         else:
             info.update(layout=self.layout, box_units=self.box_units, iou_threshold=self.iou_threshold)
         return info
+
+
+def _describe_remote(remote: RemoteTarget) -> dict:
+    """The engine as /models shows it: the URL's host only, header names but never values."""
+    info = {"host": remote.host, "model": remote.model, "version": remote.version,
+            "timeout_s": remote.timeout_s, "headers": [header for header, _ in remote.headers_env]}
+    if remote.signature_name:
+        info["signature_name"] = remote.signature_name
+    info["encoding"] = remote.encoding
+    return info
 
 
 def spec_location(name: str) -> str:
@@ -79,10 +109,17 @@ def load_spec(folder: Path) -> FolderSpec:
         reader.problem(key, f"is not a known field; known fields: {', '.join(sorted(_KEYS))}")
     task = reader.choice("task", TASKS, required=True)
     fmt = reader.choice("format", FORMATS, required=True)
-    file = reader.relative_file("file")
+    remote, file = None, ""
+    if fmt in REMOTE_FORMATS:
+        remote = RemoteSpecReader(reader).target(fmt)
+    else:
+        file = reader.relative_file("file")
+        for key in sorted(_REMOTE_KEYS & set(raw)):
+            reader.problem(key, f"is for models on a remote engine (format {' or '.join(REMOTE_FORMATS)})")
     labels_file = reader.relative_file("labels")
     labels = reader.labels(labels_file) if labels_file else ()
     size, resize, mean, std = reader.input_section(task)
+    tensor_layout = reader.tensor_layout(remote is not None)
     output = reader.choice("output", OUTPUTS, default="softmax")
     layout = reader.choice("layout", LAYOUTS, required=task == "detection")
     box_units = reader.choice("box_units", BOX_UNITS, required=task == "detection")
@@ -95,7 +132,8 @@ def load_spec(folder: Path) -> FolderSpec:
     return FolderSpec(name=folder.name, folder=folder, task=task, format=fmt, file=file,
                       labels_file=labels_file, labels=labels, size=size, resize=resize,
                       mean=mean, std=std, output=output or "softmax", layout=layout,
-                      box_units=box_units, iou_threshold=float(iou))
+                      box_units=box_units, iou_threshold=float(iou), remote=remote,
+                      tensor_layout=tensor_layout)
 
 
 def _read_json(folder: Path) -> dict:
@@ -183,6 +221,19 @@ class _SpecReader:
             self.problem("input.resize", f"is {resize!r}; use one of {', '.join(RESIZES)}")
         return size, resize, self._triple(inp, "mean", [0.0, 0.0, 0.0]), self._triple(inp, "std", [1.0, 1.0, 1.0])
 
+    def tensor_layout(self, remote: bool) -> str | None:
+        inp = self.raw.get("input")
+        value = inp.get("layout") if isinstance(inp, dict) else None
+        if value is None:
+            return None
+        if not remote:
+            self.problem("input.layout", "is for models on a remote engine; a model file states its own layout")
+            return None
+        if value not in TENSOR_LAYOUTS:
+            self.problem("input.layout", f"is {value!r}; use one of {', '.join(TENSOR_LAYOUTS)}")
+            return None
+        return value
+
     def _triple(self, inp: dict, key: str, default):
         value = inp.get(key, default)
         if (not isinstance(value, list) or len(value) != 3
@@ -192,3 +243,90 @@ class _SpecReader:
         if key == "std" and any(v == 0 for v in value):
             self.problem("input.std", "must not contain 0")
         return tuple(float(v) for v in value)
+
+
+class RemoteSpecReader:
+    """The fields of a folder that names a model on a remote engine. Nothing here echoes the URL
+    or a header's value: either may hold a secret."""
+
+    def __init__(self, reader: _SpecReader):
+        self.reader, self.raw = reader, reader.raw
+
+    def target(self, fmt: str) -> RemoteTarget | None:
+        problems_before = len(self.reader.problems)
+        if "file" in self.raw:
+            self.reader.problem("file", "is for model files; a model on a remote engine has 'url' and 'model'")
+        url, model, version = self._url(), self._model(), self._version()
+        timeout = self.raw.get("timeout_s", 10)
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout <= 3600:
+            self.reader.problem("timeout_s", "must be a number of seconds above 0 and at most 3600")
+        pairs, values = self._headers()
+        encoding = self.reader.choice("encoding", ENCODINGS, default="auto")
+        if fmt == "tfserving" and "encoding" in self.raw:
+            self.reader.problem("encoding", "is for kserve_v2: TF Serving's REST API sends JSON only")
+        signature = self.raw.get("signature_name")
+        if signature is not None and (fmt != "tfserving" or not isinstance(signature, str) or not signature):
+            self.reader.problem("signature_name", "is for tfserving: the name of one of the model's signatures")
+        if len(self.reader.problems) > problems_before:
+            return None
+        return RemoteTarget(url=url, model=model, version=version, timeout_s=float(timeout), headers_env=pairs,
+                            encoding=encoding if fmt == "kserve_v2" else "json", signature_name=signature,
+                            headers=values)
+
+    def _url(self) -> str:
+        value = self.raw.get("url")
+        if not isinstance(value, str) or not value:
+            self.reader.problem("url", "is required: the engine's base URL, e.g. http://triton:8000")
+            return ""
+        parts = urllib.parse.urlsplit(value)
+        try:
+            _ = parts.port
+        except ValueError:
+            self.reader.problem("url", "has an invalid port")
+            return ""
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            self.reader.problem("url", "must be an http:// or https:// URL with a host")
+        elif parts.username is not None or parts.password is not None:
+            self.reader.problem("url", "must not hold credentials; name an environment variable in 'headers_env'")
+        elif parts.query or parts.fragment:
+            self.reader.problem("url", "must be a base URL, without a query or fragment")
+        return value.rstrip("/")
+
+    def _model(self) -> str:
+        value = self.raw.get("model")
+        if (not isinstance(value, str) or not value or len(value) > 256 or not value.isprintable()
+                or "/" in value):
+            self.reader.problem("model", "is required: the model's name on the engine (no '/')")
+            return ""
+        return value
+
+    def _version(self) -> str | None:
+        value = self.raw.get("version")
+        if value is None:
+            return None
+        text = str(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else ""
+        if not text.isdigit() or int(text) < 1 or len(text) > 19:
+            self.reader.problem("version", "must be a positive whole number")
+            return None
+        return str(int(text))
+
+    def _headers(self) -> tuple[tuple[tuple[str, str], ...], dict]:
+        """(header, variable) pairs and the header values read from the environment."""
+        value = self.raw.get("headers_env", {})
+        if not isinstance(value, dict):
+            self.reader.problem("headers_env", 'must be an object {"Header-Name": "ENVIRONMENT_VARIABLE"}')
+            return (), {}
+        pairs, values = [], {}
+        for header, variable in value.items():
+            if not _HEADER_NAME.fullmatch(header):
+                self.reader.problem("headers_env", "holds a name that is not an HTTP header name")
+            elif not isinstance(variable, str) or not _ENV_NAME.fullmatch(variable):
+                self.reader.problem(f"headers_env.{header}", "must name an environment variable (letters, digits, _)")
+            elif variable not in os.environ:
+                self.reader.problem(f"headers_env.{header}", f"names {variable}, which is not set in the environment")
+            elif any(c in os.environ[variable] for c in "\r\n\0"):
+                self.reader.problem(f"headers_env.{header}", f"names {variable}, whose value holds a line break")
+            else:
+                pairs.append((header, variable))
+                values[header] = os.environ[variable]
+        return tuple(pairs), values

@@ -1,6 +1,11 @@
 # A service job: N stateless replicas behind Consul service discovery.
 #   nomad job run nomad/image-classification.nomad.hcl
-# Scale out by raising `count` (cache and /report are per replica).
+# Scale out by raising `count`: with REDIS_URL the replicas share one result cache and one
+# /report through Redis (nomad/redis.nomad.hcl runs one, registered in Consul as
+# image-classification-redis; or point REDIS_URL at your own). Without Redis, or while it is
+# away, each replica serves from its own memory.
+# Secrets come from Nomad Variables, never from this file (see the template block):
+#   nomad var put nomad/jobs/image-classification API_KEYS=key1,key2 REDIS_PASSWORD=...
 job "image-classification" {
   datacenters = ["dc1"]
   type        = "service"
@@ -83,7 +88,9 @@ job "image-classification" {
         CACHE_TTL                    = "3600"
         MONITOR_WINDOW               = "259200"
         REPORT_TOP_N                 = "10"
-        API_KEYS                     = ""
+        # Consul DNS name of the Redis job; "" keeps the cache and the report in each replica.
+        REDIS_URL                    = "redis://image-classification-redis.service.consul:6379/0"
+        CACHE_PREFIX                 = "ics"
         MAX_QUEUE                    = "8"
         INFERENCE_TIMEOUT_S          = "30"
         DRAIN_SECONDS                = "25"
@@ -94,6 +101,38 @@ job "image-classification" {
         # The CPUs this task gets (resources.cpu below); the host's count would oversubscribe.
         INTRA_OP_THREADS             = "2"
         INTER_OP_THREADS             = "1"
+        # Remote inference engines (README, "Remote inference engines"): a model folder under
+        # MODELS_DIR whose model.json says "format": "kserve_v2" (Triton, KServe, OVMS, MLServer)
+        # or "tfserving", with the engine's "url" (e.g. http://triton.service.consul:8000) and
+        # "model". Name such folders in IMAGE_CLASSIFICATION_MODEL / OBJECT_DETECTION_MODEL like
+        # any other. Headers for the engine (API keys, tokens) are never written in model.json:
+        # "headers_env": {"Authorization": "ENGINE_TOKEN"} names a variable of this task, set
+        # from Vault or Nomad variables in a template block (env = true), not in this env block.
+        # With PRELOAD_MODELS=true a remote model is retried every 5 s until its engine answers;
+        # /ready (the Consul check above) shows each engine's host and state.
+      }
+
+      # Secrets from the job's Nomad Variable (nomad/jobs/image-classification), rendered into
+      # the task's private secrets/ directory and read as environment variables: never a literal
+      # in this file, never in `nomad job inspect`. An item that is not set is not rendered
+      # (no API_KEYS: the API is open; no REDIS_PASSWORD: Redis without a password).
+      # With Vault instead: {{ with secret "kv/data/image-classification" }}...{{ end }}.
+      template {
+        destination = "secrets/service.env"
+        env         = true
+        change_mode = "restart"
+        data        = <<EOT
+{{- if nomadVarExists "nomad/jobs/image-classification" }}
+{{- with nomadVar "nomad/jobs/image-classification" }}
+{{- if .API_KEYS }}
+API_KEYS="{{ .API_KEYS }}"
+{{- end }}
+{{- if .REDIS_PASSWORD }}
+REDIS_PASSWORD="{{ .REDIS_PASSWORD }}"
+{{- end }}
+{{- end }}
+{{- end }}
+EOT
       }
 
       # Memory, measured (docs/reliability.md): mobilenet + yolo loaded and warm 1.57 GB

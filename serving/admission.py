@@ -1,9 +1,12 @@
 """Admission and model-call time limits: what keeps the service answering under overload,
 hung models and SIGTERM.
 
-- `Admission`: at most `workers` requests run inference at once and at most `max_queue` more
-  wait; past that a request gets 503 with Retry-After at once, instead of waitress' unbounded
-  queue. While draining (SIGTERM/SIGINT) new inference is refused at once and readiness is 503.
+- `Admission`: at most `workers` requests are processed (decoded, prepared) at once and at most
+  `max_queue` more wait; past that a request gets 503 with Retry-After at once, instead of
+  waitress' unbounded queue. A request that starts waiting for a micro-batched model call
+  hands its place back (`hand_back`), so the next admitted request can decode meanwhile and
+  join the same batch: with the defaults a batch can fill to MAX_BATCH_SIZE, not only to
+  WAITRESS_THREADS. While draining (SIGTERM/SIGINT) new inference is refused at once.
 - `TimeLimit`: a model call that exceeds `timeout` answers 504 and the request's capacity comes
   back. The stuck call keeps its executor thread until it returns; when as many calls are stuck
   as there are workers, readiness turns 503 so the orchestrator replaces the instance.
@@ -24,6 +27,16 @@ class Admission:
         self._running = threading.BoundedSemaphore(workers)
         self._lock = threading.Lock()
         self._admitted = 0
+        self._held = threading.local()  # does this request thread hold a running place?
+
+    @property
+    def admitted(self) -> int:
+        """Requests holding or waiting for an inference place now (/status)."""
+        return self._admitted
+
+    @property
+    def capacity(self) -> int:
+        return self.workers + self.max_queue
 
     @contextlib.contextmanager
     def admit(self, wait: float):
@@ -32,19 +45,27 @@ class Admission:
         with self._lock:
             if self.draining.is_set():
                 raise ShuttingDown(headers={"Retry-After": "1"})
-            if self._admitted >= self.workers + self.max_queue:
+            if self._admitted >= self.capacity:
                 raise Overloaded(headers={"Retry-After": "1"})
             self._admitted += 1
         try:
             if not self._running.acquire(timeout=wait):
                 raise Overloaded(headers={"Retry-After": "1"})
+            self._held.place = True
             try:
                 yield
             finally:
-                self._running.release()
+                self.hand_back()
         finally:
             with self._lock:
                 self._admitted -= 1
+
+    def hand_back(self) -> None:
+        """Give this request's running place back early (it now only waits for the model);
+        the request stays admitted. Idempotent, and a no-op on a thread that holds none."""
+        if getattr(self._held, "place", False):
+            self._held.place = False
+            self._running.release()
 
 
 class TimeLimit:

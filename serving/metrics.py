@@ -36,10 +36,22 @@ class Metrics:
                                       ["result"], registry=self.registry)
         self.in_flight = Gauge("http_requests_in_flight", "Requests being served now",
                                registry=self.registry)
+        self.shared_store_errors = Counter("shared_store_errors_total",
+                                           "Shared store (Redis) operations that failed: unavailable, timeout, refused, garbage",
+                                           ["operation", "kind"], registry=self.registry)
 
     def watch_models(self, registry) -> None:
         """Export each configured model's state (model_state{model, state})."""
         self.registry.register(_ModelStateCollector(registry))
+
+    def watch_shared_store(self, store) -> None:
+        """shared_store_available: 1 while Redis is used, 0 while the service runs without it."""
+        gauge = Gauge("shared_store_available", "1 while the shared store (Redis) is in use, 0 while it is not",
+                      registry=self.registry)
+        gauge.set_function(lambda: 1.0 if store.available else 0.0)
+
+    def shared_store_error(self, operation: str, kind: str) -> None:
+        self.shared_store_errors.labels(operation, kind).inc()
 
     def cache(self, hit: bool) -> None:
         self.cache_requests.labels("hit" if hit else "miss").inc()

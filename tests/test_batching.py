@@ -85,34 +85,55 @@ def test_a_failure_reaches_every_caller_in_the_batch():
         batcher.submit([2])
 
 
-def test_http_requests_are_batched(tmp_path):
-    classifier = FakeClassifier()
-    classifier.batchable = True
-    sizes = []
-    original = classifier.predict
+class BatchRecorder(FakeClassifier):
+    """A batchable fake that records its batch sizes. Its first call waits until `gate()` is
+    true (every request admitted), so the test does not depend on thread timing."""
+    batchable = True
 
-    def slow_predict(images):
-        sizes.append(len(images))
-        time.sleep(0.1)
-        return original(images)
-    classifier.predict = slow_predict
-    app = create_app(Settings(classification_enabled=True, models_dir=tmp_path, waitress_threads=8,
-                              max_batch_size=8), classifier=classifier)
+    def __init__(self, gate=lambda: True):
+        super().__init__()
+        self.sizes: list[int] = []
+        self.gate = gate
+
+    def predict(self, images):
+        if not self.sizes:
+            deadline = time.monotonic() + 10
+            while not self.gate() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.2)  # the admitted requests decode their tiny JPEGs and join the batch
+        self.sizes.append(len(images))
+        return super().predict(images)
+
+
+def concurrent_classify(app, count: int) -> list[int]:
     results = []
 
     def call(i):
-        client = app.test_client()
         data = imaging.jpeg(color=(i * 20, 10, 10))
-        response = client.post("/classify-image", data={"image": (io.BytesIO(data), "a.jpg")},
-                               content_type="multipart/form-data")
+        response = app.test_client().post("/classify-image", data={"image": (io.BytesIO(data), "a.jpg")},
+                                          content_type="multipart/form-data")
         results.append(response.status_code)
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(count)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert results == [200] * 8
-    assert sum(sizes) == 8 and len(sizes) < 8
+    return results
+
+
+def test_http_requests_are_batched_beyond_the_worker_count_at_default_settings(tmp_path):
+    """Defaults: 4 workers, a queue of 8, batches of up to 8. A request waiting for the batched
+    call hands its worker place on, so the batch is not capped at 4."""
+    settings = Settings(classification_enabled=True, models_dir=tmp_path)
+    assert (settings.waitress_threads, settings.max_queue, settings.max_batch_size) == (4, 8, 8)
+    classifier = BatchRecorder(gate=lambda: app.extensions["admission"].admitted == 8)
+    app = create_app(settings, classifier=classifier)
+    assert concurrent_classify(app, 8) == [200] * 8
+    assert sum(classifier.sizes) == 8 and len(classifier.sizes) < 8
+    assert max(classifier.sizes) > settings.waitress_threads, classifier.sizes
+    # Every place came back: the next requests are admitted and answered.
+    assert concurrent_classify(app, 12) == [200] * 12
+    assert app.extensions["admission"].admitted == 0
 
 
 # --- reduced-scale decoding -----------------------------------------------------------------

@@ -26,3 +26,23 @@ def test_benchmark_smoke(random_models_dir, tmp_path):
         assert all(level["ok"] > 0 and level["p50_ms"] > 0 for level in levels)
         assert entry[system]["ready_seconds"] > 0 and entry[system]["peak_rss_mb"] > 0
     assert "service:" in result.stdout and "naive:" in result.stdout
+
+
+def test_report_draws_one_chart_per_model_and_image(tmp_path):
+    from PIL import Image
+
+    from bench.report import main
+
+    def levels(scale):
+        return [{"concurrency": c, "throughput_rps": scale * c, "p50_ms": 10.0 * c, "p95_ms": 12.0 * c,
+                 "p99_ms": 15.0 * c, "statuses": {"200": 10}, "ok": 10} for c in (1, 4, 8)]
+    system = {"images": {"640x480": levels(10.0), "12MP": levels(2.0)}, "ready_seconds": 1.0, "peak_rss_mb": 100}
+    report = {"machine": "x86_64, 2 CPUs", "device": "cpu", "models": {
+        "mobilenet": {"raw": {"640x480": {"raw_ms": 5.0}}, "service": system, "naive": system}}}
+    result = tmp_path / "bench.json"
+    result.write_text(json.dumps(report))
+    assert main([str(result), "--charts", str(tmp_path / "charts")]) == 0
+    charts = sorted(p.name for p in (tmp_path / "charts").glob("*.png"))
+    assert charts == ["mobilenet-12MP-cpu.png", "mobilenet-640x480-cpu.png"]
+    with Image.open(tmp_path / "charts" / charts[0]) as chart:
+        assert chart.size == (900, 360)

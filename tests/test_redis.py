@@ -1,0 +1,527 @@
+"""The shared cache and report in a real Redis (redis-server on a free loopback port, started by
+these tests), and the service surviving its loss: down, hung, full, flushed, speaking garbage.
+
+Replicas are two apps built from the same settings in this process (fast), and, in the slow
+tests, two `python app.py` processes with the real small TFLite classifier from ../shared.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import pickle
+import random
+import socket
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import redis
+import requests
+
+from config import ConfigError, Settings
+from contract import CLASSIFICATION, DETECTION, Detection
+from dataplane.report import UsageReport
+from dataplane.shared_cache import MAX_VALUE_BYTES, SharedResultCache, decode, encode
+from dataplane.shared_report import SharedUsageReport
+from dataplane.shared_store import SharedStore
+from tests.support import imaging
+from tests.support.http import make_app, post_images
+from tests.support.redis_server import RedisServer, require_redis_server
+from tests.support.servers import free_port, start_server, wait_until
+from tests.support.shared_models import build_folder, photo
+
+RED = imaging.jpeg(size=(40, 30), color=(250, 10, 10))
+BLUE = imaging.png(size=(20, 10), color=(10, 10, 250))
+GREEN = imaging.jpeg(size=(30, 30), color=(10, 240, 10))
+SECRET = "s3cret-Pa55"
+
+
+@pytest.fixture
+def server(tmp_path):
+    started = RedisServer(tmp_path / "redis").start()
+    yield started
+    started.kill()
+
+
+@pytest.fixture
+def client_of(server):
+    return redis.Redis.from_url(server.url, socket_timeout=5)
+
+
+def replica(tmp_path, url, name="a", **settings):
+    """One replica: an app with fake instant models and REDIS_URL; `settings` override."""
+    folder = tmp_path / name
+    folder.mkdir(exist_ok=True)
+    return make_app(folder, redis_url=url, **settings).test_client()
+
+
+def metric(client, name: str) -> dict[str, float]:
+    values = {}
+    for line in client.get("/metrics").get_data(as_text=True).splitlines():
+        if line.startswith(name):
+            labels, value = line.rsplit(" ", 1)
+            values[labels] = float(value)
+    return values
+
+
+# --- sharing ---------------------------------------------------------------------------------
+
+def test_two_replicas_share_hits_and_one_report(tmp_path, server):
+    a, b = replica(tmp_path, server.url, "a"), replica(tmp_path, server.url, "b")
+    first = post_images(a, "/v2/classify?top_k=3", RED).get_json()
+    again = post_images(b, "/v2/classify?top_k=3", RED).get_json()
+    assert first["cached"] is False and again["cached"] is True
+    assert again["results"][0]["predictions"] == first["results"][0]["predictions"]
+    assert (again["results"][0]["width"], again["results"][0]["height"]) == (40, 30)
+    detected = post_images(b, "/v2/detect", BLUE).get_json()
+    assert post_images(a, "/v2/detect", BLUE).get_json()["results"] == [
+        {**detected["results"][0], "cached": True}]
+    assert post_images(a, "/v2/classify?top_k=2", RED).get_json()["cached"] is False  # other parameters
+    assert a.post("/classify-image", data={"image": (io.BytesIO(RED), "r.jpg")}).status_code == 200
+
+    report = b.get("/report").get_json()
+    assert report["shared"] is True and report["partial"] is False
+    top = report["images"][0]
+    assert (top["num_requested"], top["num_cache_hits"]) == (4, 1)  # v2 ×3 and v1, from both replicas
+    assert report["distinct_images"] == 2
+    assert report["models"]["fake_classifier"]["num_requested"] == 4
+    assert report["routes"]["/v2/detect"] == {**report["routes"]["/v2/detect"], "num_requested": 2, "num_cache_hits": 1}
+    assert a.get("/report").get_json()["images"] == report["images"]
+    assert metric(a, "shared_store_available") == {"shared_store_available": 1.0}
+    assert a.get("/status").get_json()["shared_store"]["available"] is True
+
+
+def test_values_round_trip_with_their_exact_types():
+    key = (CLASSIFICATION, "m", 5, "sha256:ab")
+    rows = [("Egyptian_cat", "n02124075", 0.8213), ("tabby", np.int64(281), np.float32(0.25)), ("x", 3, 0)]
+    width, height, back = decode(encode(key, (640, 480, rows)), key)
+    assert (width, height) == (640, 480)
+    assert back == [("Egyptian_cat", "n02124075", 0.8213), ("tabby", 281, 0.25), ("x", 3, 0.0)]
+    assert [tuple(map(type, row)) for row in back] == [(str, str, float), (str, int, float), (str, int, float)]
+
+    key = (DETECTION, "yolo", 0.3, None, frozenset({"dog", "cat"}), "https://example.com/a b.jpg?x=1")
+    found = [Detection("dog", np.float64(0.94), (np.int64(131), 219, 309, 541)), Detection("cat", 0.5, (0, 0, 1, 1))]
+    _, _, back = decode(encode(key, (768, 576, found)), key)
+    assert back == [Detection("dog", 0.94, (131, 219, 309, 541)), Detection("cat", 0.5, (0, 0, 1, 1))]
+    assert all(type(d) is Detection and type(d.score) is float and type(d.box) is tuple
+               and all(type(v) is int for v in d.box) for d in back)
+    # The same key with the set written in another order is the same Redis key.
+    same = (DETECTION, "yolo", 0.3, None, frozenset(["cat", "dog"]), "https://example.com/a b.jpg?x=1")
+    store = SharedStore("redis://127.0.0.1:1/0")
+    assert SharedResultCache(store, 60).redis_key(key) == SharedResultCache(store, 60).redis_key(same)
+    assert SharedResultCache(store, 60).redis_key(key).startswith("ics:cache:")
+
+
+class _Boom:
+    def __reduce__(self):
+        return (open, ("/tmp/redis-test-pickle-ran", "w"))
+
+
+GARBAGE = {
+    "not json": b"\x80\x81\x82 not json",
+    "pickle": pickle.dumps(_Boom()),
+    "a list": b"[]",
+    "no result": b'{"format": 1}',
+    "wrong key": None,  # a valid value, copied from another image's key
+    "bad rows": None,   # the right key, rows of the wrong shape
+    "nan score": None,
+    "too large": None,
+}
+
+
+def _garbage(kind: str, good: dict, other: bytes) -> bytes:
+    if GARBAGE[kind] is not None:
+        return GARBAGE[kind]
+    if kind == "wrong key":
+        return other
+    body = dict(good)
+    if kind == "bad rows":
+        body["result"] = [["red", True, 0.9]]
+    elif kind == "nan score":
+        return json.dumps({**good, "result": [["red", 0, float("nan")]]}).encode()
+    else:
+        body["result"] = [["x" * 1000, 0, 0.5]] * (MAX_VALUE_BYTES // 1000 + 10)
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize("kind", list(GARBAGE))
+def test_garbage_under_our_keys_is_a_miss_never_trusted(tmp_path, server, client_of, kind):
+    a = replica(tmp_path, server.url)
+    good_answer = post_images(a, "/v2/classify", RED).get_json()
+    post_images(a, "/v2/classify", BLUE)
+    cache = SharedResultCache(SharedStore(server.url), 60)
+    red_key, blue_key = (cache.redis_key((CLASSIFICATION, "fake_classifier", 5, "sha256:" + hashlib.sha256(image).hexdigest()))
+                         for image in (RED, BLUE))
+    client_of.set(red_key, _garbage(kind, json.loads(client_of.get(red_key)), client_of.get(blue_key)))
+
+    answer = post_images(a, "/v2/classify", RED).get_json()
+    assert answer["cached"] is False and answer["results"] == good_answer["results"]  # computed again
+    assert post_images(a, "/v2/classify", RED).get_json()["cached"] is True  # and stored again, properly
+    assert metric(a, "shared_store_errors_total")['shared_store_errors_total{kind="garbage",operation="cache_get"}'] == 1
+    assert not os.path.exists("/tmp/redis-test-pickle-ran")
+
+
+def test_a_key_of_another_type_and_garbage_in_the_report_are_ignored(tmp_path, server, client_of):
+    a = replica(tmp_path, server.url)
+    post_images(a, "/v2/classify", RED)
+    (key,) = client_of.scan_iter("ics:cache:*")
+    client_of.delete(key)
+    client_of.rpush(key, "not", "a", "string")  # GET answers WRONGTYPE
+    assert post_images(a, "/v2/classify", RED).status_code == 200
+    for name in client_of.scan_iter("ics:report:*"):
+        if client_of.type(name) == b"hash":
+            for field in client_of.hkeys(name):
+                client_of.hset(name, field, "garbage 1 2")
+    client_of.zadd("ics:report:buckets", {"not-a-bucket": 1e12})
+    report = a.get("/report").get_json()
+    assert report["images"] == [] and report["models"] == {} and report["shared"] is True
+    post_images(a, "/v2/classify", BLUE)  # a record over garbage replaces it
+    report = a.get("/report").get_json()
+    assert report["models"]["fake_classifier"]["num_requested"] == 1
+    assert a.get("/status").get_json()["shared_store"]["available"] is True
+
+
+def test_prefix_ttl_and_cache_off(tmp_path, server, client_of):
+    a = replica(tmp_path, server.url, "a", cache_prefix="team-a", cache_ttl=120)
+    b = replica(tmp_path, server.url, "b", cache_prefix="team-b")
+    post_images(a, "/v2/classify", RED)
+    assert post_images(b, "/v2/classify", RED).get_json()["cached"] is False  # another deployment
+    assert b.get("/report").get_json()["models"]["fake_classifier"]["num_requested"] == 1
+    names = [k.decode() for k in client_of.scan_iter("*")]
+    assert names and all(n.startswith(("team-a:", "team-b:")) for n in names)
+    (cached,) = client_of.scan_iter("team-a:cache:*")
+    assert 0 < client_of.ttl(cached) <= 120
+    assert all(0 < client_of.ttl(k) <= 259200 + 120 for k in client_of.scan_iter("team-a:report:*"))
+    off = replica(tmp_path, server.url, "c", cache_prefix="off", cache_maxsize=0)
+    post_images(off, "/v2/classify", RED)
+    assert post_images(off, "/v2/classify", RED).get_json()["cached"] is False
+    assert list(client_of.scan_iter("off:cache:*")) == []
+
+
+# --- the report: the same numbers as in memory ------------------------------------------------
+
+def test_shared_report_equals_the_in_memory_report(server):
+    now = [1_000_000.0]
+    clock = lambda: now[0]
+    memory = UsageReport(window=3600, top_n=3, clock=clock)
+    shared = SharedUsageReport(SharedStore(server.url, prefix="eq"), window=3600, top_n=3, clock=clock)
+    rng = random.Random(7)
+    keys = ["sha256:aa", "sha256:bb", "https://例え.jp/猫 1.jpg", "sha256:cc", "sha256:dd", None]
+    for step in range(400):
+        record = dict(image_key=rng.choice(keys), model=rng.choice(["m1", "m2"]), route=rng.choice(["/a", "/b"]),
+                      seconds=rng.choice([None, rng.random()]), cache_hit=rng.random() < 0.3, error=rng.random() < 0.1)
+        memory.record(**record)
+        shared.record(**record)
+        now[0] += rng.choice([0.5, 5, 40, 200])
+        if step % 50 == 49:
+            expected = memory.snapshot()
+            got = shared.snapshot()
+            assert (got.pop("shared"), got.pop("partial")) == (True, False)
+            assert got == expected
+
+
+# --- faults ----------------------------------------------------------------------------------
+
+def test_redis_down_every_request_is_answered_and_it_is_said_once(tmp_path, server, caplog):
+    a = replica(tmp_path, server.url)
+    post_images(a, "/v2/classify", RED)
+    server.kill()
+    caplog.set_level(logging.INFO, logger="image_service.shared_store")
+    started = time.perf_counter()
+    for _ in range(20):
+        response = post_images(a, "/v2/classify", RED, BLUE)
+        assert response.status_code == 200 and response.get_json()["cached"] is False
+        assert post_images(a, "/v2/detect", GREEN).status_code == 200
+    assert time.perf_counter() - started < 5  # no request waits for the dead Redis
+    assert a.get("/health").status_code == 200 and a.get("/ready").status_code in (200, 503)
+    status = a.get("/status").get_json()["shared_store"]
+    assert status["available"] is False and status["last_error"] == "ConnectionError"
+    assert metric(a, "shared_store_available") == {"shared_store_available": 0.0}
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "unavailable" in warnings[0].getMessage()
+    report = a.get("/report").get_json()
+    assert (report["shared"], report["partial"]) == (False, True)
+    assert report["models"]["fake_classifier"]["num_requested"] == 40  # this replica's slice, from memory
+
+
+def test_redis_restarted_is_used_again_and_gets_the_missed_counts(tmp_path, server, caplog):
+    a = replica(tmp_path, server.url)
+    server.kill()
+    for _ in range(3):
+        assert post_images(a, "/v2/classify", RED).get_json()["cached"] is False
+    server.start()
+    caplog.set_level(logging.INFO, logger="image_service.shared_store")
+    wait_until(lambda: post_images(a, "/v2/classify", RED).get_json()["cached"], 10, "hits after the restart")
+    assert a.get("/status").get_json()["shared_store"]["available"] is True
+    assert any("available again" in r.getMessage() for r in caplog.records)
+    report = a.get("/report").get_json()
+    assert (report["shared"], report["partial"]) == (True, False)
+    assert report["images"][0]["num_requested"] >= 5 and report["images"][0]["num_cache_hits"] == 1
+
+
+def test_hung_redis_costs_at_most_its_timeout(tmp_path, server):
+    a = replica(tmp_path, server.url)
+    post_images(a, "/v2/classify", RED)
+    server.pause()
+    try:
+        durations = []
+        for _ in range(10):
+            started = time.perf_counter()
+            assert post_images(a, "/v2/classify", RED).status_code == 200
+            durations.append(time.perf_counter() - started)
+        assert max(durations) < 1.0 and sorted(durations)[5] < 0.2
+        assert a.get("/status").get_json()["shared_store"]["last_error"] == "TimeoutError"
+        started = time.perf_counter()
+        assert a.get("/report").status_code == 200
+        assert time.perf_counter() - started < 3
+    finally:
+        server.resume()
+    wait_until(lambda: post_images(a, "/v2/classify", RED).get_json()["cached"], 10, "hits after the pause")
+
+
+def test_full_redis_refuses_writes_and_nothing_fails(tmp_path, server, client_of):
+    a = replica(tmp_path, server.url)
+    post_images(a, "/v2/classify", RED)
+    client_of.config_set("maxmemory-policy", "noeviction")
+    client_of.config_set("maxmemory", "1")
+    for image in (BLUE, GREEN, BLUE):
+        response = post_images(a, "/v2/classify", image)
+        assert response.status_code == 200 and response.get_json()["cached"] is False
+    assert post_images(a, "/v2/classify", RED).get_json()["cached"] is True  # reads still work
+    assert metric(a, "shared_store_errors_total")['shared_store_errors_total{kind="refused",operation="cache_put"}'] >= 2
+    assert a.get("/status").get_json()["shared_store"]["last_error"] == "OutOfMemoryError"
+    assert a.get("/report").get_json()["partial"] is True  # the refused records wait in memory
+    client_of.config_set("maxmemory", "64mb")
+    post_images(a, "/v2/classify", RED)
+    report = a.get("/report").get_json()
+    assert report["partial"] is False and report["models"]["fake_classifier"]["num_requested"] == 6
+
+
+def test_flushed_redis_is_a_cold_cache(tmp_path, server, client_of):
+    a = replica(tmp_path, server.url)
+    post_images(a, "/v2/classify", RED)
+    client_of.flushall()
+    client_of.script_flush()
+    assert post_images(a, "/v2/classify", RED).get_json()["cached"] is False
+    assert post_images(a, "/v2/classify", RED).get_json()["cached"] is True
+    report = a.get("/report").get_json()
+    assert report["images"][0]["num_requested"] == 2 and report["partial"] is False
+
+
+def test_a_server_speaking_garbage_is_not_redis(tmp_path):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    stop = threading.Event()
+
+    def serve():
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            conn.sendall(b"?\x00\xff garbage\r\n" * 3)
+            conn.close()
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        a = replica(tmp_path, f"redis://127.0.0.1:{listener.getsockname()[1]}/0")
+        for _ in range(5):
+            assert post_images(a, "/v2/classify", RED).status_code == 200
+        assert a.get("/report").status_code == 200
+        assert a.get("/status").get_json()["shared_store"]["available"] is False
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+
+
+def test_the_circuit_tries_one_call_after_its_backoff():
+    now = [0.0]
+    calls = []
+    store = SharedStore("redis://127.0.0.1:1/0", backoff=(1.0, 4.0), clock=lambda: now[0])
+
+    def failing(client):
+        calls.append(now[0])
+        raise redis.ConnectionError("refused")
+    for _ in range(5):
+        assert store.run("op", failing, "default") == "default"
+    assert calls == [0.0] and not store.available  # opened at the first failure
+    for wait, expected in ((1.0, 2), (2.0, 3), (4.0, 4), (4.0, 5)):  # 1 s, doubling, at most 4 s
+        now[0] += wait - 0.01
+        store.run("op", failing, None)
+        assert len(calls) == expected - 1
+        now[0] += 0.01
+        store.run("op", failing, None)
+        store.run("op", failing, None)
+        assert len(calls) == expected
+    now[0] += 4
+    assert store.run("op", lambda client: "answer", None) == "answer" and store.available
+    assert store.status()["available"] is True and store.status()["last_error"] == "ConnectionError"
+
+
+def test_a_lone_time_out_is_counted_three_in_a_row_open_the_circuit():
+    errors = []
+    store = SharedStore("redis://127.0.0.1:1/0", on_error=lambda operation, kind: errors.append(kind))
+
+    def slow(client):
+        raise redis.TimeoutError("timed out")
+    for _ in range(2):
+        store.run("op", slow, None)
+    assert store.available and errors == ["timeout", "timeout"]
+    store.run("op", lambda client: 1, None)  # a success: the count starts again
+    for _ in range(2):
+        store.run("op", slow, None)
+    assert store.available
+    store.run("op", slow, None)
+    assert not store.available and errors[-1] == "unavailable"
+    assert store.status()["last_error"] == "TimeoutError"
+
+
+# --- secrets and configuration ---------------------------------------------------------------
+
+def test_password_from_the_environment_or_the_url_and_never_shown(tmp_path, caplog):
+    server = RedisServer(tmp_path / "redis", "--requirepass", SECRET).start()
+    try:
+        caplog.set_level(logging.INFO)
+        with_env = replica(tmp_path, server.url, "a", redis_password=SECRET)
+        in_url = replica(tmp_path, server.url.replace("//", f"//:{SECRET}@"), "b")
+        wrong = replica(tmp_path, server.url, "c", redis_password="wrong")
+        post_images(with_env, "/v2/classify", RED)
+        assert post_images(in_url, "/v2/classify", RED).get_json()["cached"] is True
+        assert post_images(wrong, "/v2/classify", RED).get_json()["cached"] is False
+        assert wrong.get("/status").get_json()["shared_store"]["available"] is False
+        shown = [c.get(p).get_data(as_text=True) for c in (with_env, in_url, wrong)
+                 for p in ("/status", "/metrics", "/report", "/openapi.json")]
+        shown += [r.getMessage() for r in caplog.records]
+        shown.append(repr(Settings(redis_url=server.url.replace("//", f"//:{SECRET}@"), redis_password=SECRET)))
+        assert not any(SECRET in text for text in shown)
+    finally:
+        server.kill()
+
+
+def test_redis_url_is_checked_without_echoing_it():
+    assert Settings.from_env({"REDIS_URL": "rediss://:pw@cache.service.consul:6380/2",
+                              "CACHE_PREFIX": "team-a"}).cache_prefix == "team-a"
+    for bad in ("http://:hunter2@cache:6379", "redis://:hunter2@", "redis://:hunter2@cache:99999",
+                "redis://:hunter2@cache/db1"):
+        with pytest.raises(ConfigError) as info:
+            Settings.from_env({"REDIS_URL": bad})
+        assert info.value.problems[0].startswith("REDIS_URL") and "hunter2" not in str(info.value)
+    with pytest.raises(ConfigError):
+        Settings.from_env({"CACHE_PREFIX": "a b"})
+
+
+def test_tls_with_rediss(tmp_path):
+    require_redis_server()
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    made = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                           "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key),
+                           "-out", str(cert)], capture_output=True)
+    assert made.returncode == 0, made.stderr
+    port = free_port()
+    server = RedisServer(tmp_path / "redis", "--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert),
+                         "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no")
+    server.port = port
+    server.start()
+    try:
+        url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={cert}"
+        a, b = replica(tmp_path, url, "a"), replica(tmp_path, url, "b")
+        post_images(a, "/v2/classify", RED)
+        assert post_images(b, "/v2/classify", RED).get_json()["cached"] is True
+        plain = replica(tmp_path, f"redis://127.0.0.1:{port}/0", "c")  # no TLS: not Redis to us
+        assert post_images(plain, "/v2/classify", RED).status_code == 200
+    finally:
+        server.kill()
+
+
+# --- two service processes (slow) ------------------------------------------------------------
+
+@pytest.fixture
+def two_replicas(tmp_path, server):
+    """Two `python app.py` processes with the real small TFLite classifier and the same REDIS_URL."""
+    models_dir = tmp_path / "models"
+    build_folder(models_dir, "mobilenet_v2_quant")
+    env = {"IMAGE_CLASSIFICATION_ENABLED": "true", "IMAGE_CLASSIFICATION_MODEL": "mobilenet_v2_quant",
+           "MODELS_DIR": str(models_dir), "PRELOAD_MODELS": "true", "REDIS_URL": server.url,
+           "WAITRESS_THREADS": "4", "MAX_QUEUE": "32", "INTRA_OP_THREADS": "1"}
+    started = [start_server(env, tmp_path / f"replica{i}.log") for i in range(2)]
+    try:
+        for _, url in started:
+            wait_until(lambda url=url: requests.get(url + "/ready", timeout=2).status_code == 200, 120, "readiness")
+        yield [url for _, url in started]
+    finally:
+        for process, _ in started:
+            process.terminate()
+        for process, _ in started:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def classify(url: str, image: bytes, name: str = "photo.jpg") -> requests.Response:
+    return requests.post(url + "/v2/classify?top_k=3", files={"image": (name, image, "image/jpeg")}, timeout=30)
+
+
+@pytest.mark.slow
+def test_two_processes_share_hits_and_one_report(two_replicas):
+    a, b = two_replicas
+    cat = photo("coral/cat.bmp").read_bytes()
+    first = classify(a, cat).json()
+    again = classify(b, cat).json()
+    assert first["cached"] is False and again["cached"] is True
+    assert again["results"] == [{**first["results"][0], "cached": True}]
+    assert "cat" in first["results"][0]["predictions"][0]["label"].lower()
+    report = requests.get(b + "/report", timeout=10).json()
+    assert report["shared"] is True and report["partial"] is False
+    assert (report["images"][0]["num_requested"], report["images"][0]["num_cache_hits"]) == (2, 1)
+    assert report["routes"]["/v2/classify"]["num_requested"] == 2
+
+
+@pytest.mark.slow
+def test_redis_killed_mid_load_only_200s_then_hits_again(two_replicas, server):
+    a, b = two_replicas
+    images = [imaging.jpeg(size=(64, 48), color=(i * 7 % 256, i * 13 % 256, i * 29 % 256)) for i in range(40)]
+    started = []
+    killed = []
+
+    def send(i):
+        if i == 60:  # the other seven threads' requests are in flight while Redis dies
+            server.kill()
+            killed.append(time.monotonic())
+        started.append(time.monotonic())
+        return classify((a, b)[i % 2], images[i % len(images)]).status_code
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(send, range(240)))
+    assert statuses == [200] * len(statuses)
+    after_kill = sum(1 for t in started if t > killed[0])
+    assert after_kill > 50  # the kill really was mid-load
+    for url in (a, b):
+        assert requests.get(url + "/health", timeout=2).status_code == 200
+        assert requests.get(url + "/ready", timeout=2).status_code == 200
+        assert requests.get(url + "/status", timeout=2).json()["shared_store"]["available"] is False
+        assert "shared_store_available 0.0" in requests.get(url + "/metrics", timeout=2).text
+    server.start()
+    probe = imaging.jpeg(size=(50, 50), color=(3, 2, 1))
+
+    def back(url):  # a request lets the circuit breaker try Redis again once its back-off is over
+        return classify(url, probe).status_code == 200 and \
+            requests.get(url + "/status", timeout=2).json()["shared_store"]["available"]
+    wait_until(lambda: back(a) and back(b), 20, "both replicas using Redis again after the restart")
+    fresh = imaging.jpeg(size=(50, 50), color=(1, 2, 3))
+    assert classify(a, fresh).json()["cached"] is False
+    assert classify(b, fresh).json()["cached"] is True  # A's result, through Redis
+    # The restarted Redis is empty (no persistence here); what each replica counted while it was
+    # down is handed over to it, so both replicas' reports are whole again.
+    for url in (b, a):
+        report = requests.get(url + "/report", timeout=10).json()
+        assert (report["shared"], report["partial"]) == (True, False)
+    assert report["routes"]["/v2/classify"]["num_requested"] >= after_kill + 2
