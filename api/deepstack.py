@@ -102,9 +102,11 @@ def summary(predictions: list[dict]) -> str:
 
 
 def _success(started: float, result: ImageResult, **fields):
-    """CodeProject.AI's common fields around the answer: `processMs` is decoding plus the
-    model call for this image, `analysisRoundTripMs` the whole request after admission."""
-    return jsonify(success=True, **fields, processMs=round(result.seconds * 1000),
+    """CodeProject.AI's common fields around the answer: `inferenceMs` is the model call for
+    this image (0 on a cache hit), `processMs` decoding plus the model call, and
+    `analysisRoundTripMs` the whole request after admission."""
+    return jsonify(success=True, **fields, inferenceMs=round(result.inference_seconds * 1000),
+                   processMs=round(result.seconds * 1000),
                    analysisRoundTripMs=round((time.perf_counter() - started) * 1000), code=200)
 
 

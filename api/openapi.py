@@ -68,7 +68,7 @@ def _deepstack_body(detection: bool) -> dict:
 def _deepstack_paths() -> dict:
     detect = {"requestBody": _deepstack_body(True),
               "responses": {"200": _json(_ref("DeepStackDetection")),
-                            **_deepstack_errors(400, 401, 403, 404, 413, 415, 500, 503, 504)}}
+                            **_deepstack_errors(400, 401, 403, 404, 413, 415, 500, 502, 503, 504)}}
     return {
         "/v1/vision/detection": {"post": {
             "summary": "DeepStack / CodeProject.AI object detection with the default detector",
@@ -89,9 +89,9 @@ def _deepstack_paths() -> dict:
             "operationId": "deepstackScene", "requestBody": _deepstack_body(False),
             "responses": {"200": _json({"type": "object", "properties": {
                 "success": {"type": "boolean"}, "label": {"type": "string"}, "confidence": {"type": "number"},
-                "processMs": {"type": "integer"}, "analysisRoundTripMs": {"type": "integer"},
+                "inferenceMs": {"type": "integer"}, "processMs": {"type": "integer"}, "analysisRoundTripMs": {"type": "integer"},
                 "code": {"type": "integer"}}}),
-                **_deepstack_errors(400, 401, 403, 413, 415, 500, 503, 504)}}},
+                **_deepstack_errors(400, 401, 403, 413, 415, 500, 502, 503, 504)}}},
     }
 
 
@@ -104,7 +104,7 @@ _DEEPSTACK_SCHEMAS = {
             "type": "object", "properties": {
                 "label": {"type": "string"}, "confidence": {"type": "number"},
                 **{k: {"type": "integer"} for k in ("x_min", "y_min", "x_max", "y_max")}}}},
-        "processMs": {"type": "integer"}, "analysisRoundTripMs": {"type": "integer"}, "code": {"type": "integer"}}},
+        "inferenceMs": {"type": "integer"}, "processMs": {"type": "integer"}, "analysisRoundTripMs": {"type": "integer"}, "code": {"type": "integer"}}},
 }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,8 @@ from tests.support.http import LEAKS, make_app, multipart
 from tests.support.servers import start_server, wait_until
 
 FRAME = imaging.jpeg(size=(320, 320), color=(90, 140, 200))
-DETECTION_FIELDS = {"success", "message", "count", "predictions", "processMs", "analysisRoundTripMs", "code"}
+TIMINGS = {"inferenceMs", "processMs", "analysisRoundTripMs"}
+DETECTION_FIELDS = {"success", "message", "count", "predictions", "code"} | TIMINGS
 
 
 def post(client, path, image=FRAME, **fields):
@@ -64,6 +66,14 @@ class UnsortedDetector(Detector):
         return [[d for d in found if d.score >= min_score] for _ in images]
 
 
+class SlowDetector(FakeDetector):
+    """The fake detector, 50 ms a call."""
+
+    def predict(self, images, min_score):
+        time.sleep(0.05)
+        return super().predict(images, min_score)
+
+
 # --- shapes and defaults -----------------------------------------------------------------------
 
 def test_detection_answers_deepstacks_shape_with_codeproject_fields(client):
@@ -78,7 +88,18 @@ def test_detection_answers_deepstacks_shape_with_codeproject_fields(client):
         {"label": "dog", "confidence": 0.9, "x_min": 0, "y_min": 0, "x_max": 160, "y_max": 160},
         {"label": "cat", "confidence": 0.4, "x_min": 160, "y_min": 160, "x_max": 320, "y_max": 320}]
     assert body["count"] == 2 and body["message"] == "Found dog, cat"
-    assert isinstance(body["processMs"], int) and body["analysisRoundTripMs"] >= body["processMs"] >= 0
+    assert all(isinstance(body[k], int) for k in TIMINGS)
+    assert body["analysisRoundTripMs"] >= body["processMs"] >= body["inferenceMs"] >= 0
+
+
+def test_timings_say_how_long_the_model_took(tmp_path):
+    """`inferenceMs` is the model call: a slow model shows in it, a cache hit has none."""
+    client = create_app(Settings(detection_enabled=True, models_dir=tmp_path),
+                        detector=SlowDetector()).test_client()
+    first = post(client, "/v1/vision/detection").get_json()
+    assert first["inferenceMs"] >= 50 and first["processMs"] >= first["inferenceMs"]
+    again = post(client, "/v1/vision/detection").get_json()
+    assert again["inferenceMs"] == 0 and again["predictions"] == first["predictions"]
 
 
 def test_min_confidence_is_a_form_field_from_0_to_1(client):
@@ -141,7 +162,7 @@ def test_scene_is_the_default_classifiers_top_label(client):
     response = post(client, "/v1/vision/scene", api_key="")
     assert response.status_code == 200
     body = response.get_json()
-    assert set(body) == {"success", "label", "confidence", "processMs", "analysisRoundTripMs", "code"}
+    assert set(body) == {"success", "label", "confidence", "code"} | TIMINGS
     top = post(client, "/v2/classify?top_k=1").get_json()["results"][0]["predictions"][0]
     assert body["success"] is True and body["label"] == top["label"] == "blue"
     assert body["confidence"] == pytest.approx(top["score"], abs=1e-4)
