@@ -64,17 +64,43 @@ def multipart(data: bytes) -> tuple[str, bytes]:
 
 # --- raw cost in-process ---------------------------------------------------------------------
 
-def timed(function, repeat: int) -> float:
+def timed(function, repeat: int, sync=lambda: None) -> float:
+    """Median seconds of `function()`; `sync` waits for queued device work (CUDA runs
+    asynchronously: without it a timing measures only the launch)."""
     function()  # warm
+    sync()
     samples = []
     for _ in range(repeat):
         started = time.perf_counter()
         function()
+        sync()
         samples.append(time.perf_counter() - started)
     return statistics.median(samples)
 
 
-def raw_cost(name: str, models_dir: Path, images: dict[str, bytes], repeat: int) -> dict:
+def torch_device(network):
+    """The device a torch network's weights live on, and the matching synchroniser."""
+    import torch
+
+    device = next(network.parameters()).device
+    if device.type == "cuda":
+        return device, lambda: torch.cuda.synchronize(device)
+    return device, lambda: None
+
+
+def describe_device() -> str:
+    """The accelerator the run could use, named in the report."""
+    try:
+        import torch
+        if torch.cuda.is_available():
+            return f"cuda: {torch.cuda.get_device_name(0)}"
+    except ImportError:
+        pass
+    return "cpu"
+
+
+def raw_cost(name: str, models_dir: Path, images: dict[str, bytes], repeat: int) -> tuple[dict, str]:
+    """Per image size, the in-process costs in ms; and the device the network ran on."""
     from dataplane.images import decode_image
     from registry import TASKS, create_model
     from runtimes import frameworks
@@ -96,30 +122,31 @@ def raw_cost(name: str, models_dir: Path, images: dict[str, bytes], repeat: int)
                              "model_call_ms": call * 1e3, "raw_ms": (draft + call) * 1e3,
                              "compiled_batch1_ms": infer1 * 1e3, "compiled_batch8_ms": infer8 * 1e3,
                              "batch8_speedup": (8 * infer1) / infer8}
-        return result
+        return result, model.device
     import torch
     from imageai.yolov3.utils import prepare_image
 
     model = create_model("detection", name, models_dir, download=False)
     model.load()
     network = model._detector._ObjectDetection__model
+    device, sync = torch_device(network)
     for label, data in images.items():
         decode = timed(lambda: decode_image(data), repeat)
         image = decode_image(data).image
-        detect = timed(lambda: model.predict([image], 0.3), repeat)
+        detect = timed(lambda: model.predict([image], 0.3), repeat, sync)
         entry = {"decode_ms": decode * 1e3, "detect_ms": detect * 1e3, "raw_ms": (decode + detect) * 1e3}
         if model.spec.model_type != "RetinaNet":
             import numpy as np
             bgr = np.ascontiguousarray(np.asarray(image)[:, :, ::-1])
-            tensor = prepare_image(bgr, (416, 416))
+            tensor = prepare_image(bgr, (416, 416)).to(device)  # where the network's weights are
             with torch.no_grad():
-                forward = timed(lambda: network(tensor), repeat)
+                forward = timed(lambda: network(tensor), repeat, sync)
             prep = timed(lambda: prepare_image(bgr, (416, 416)), repeat)
             entry.update(forward_ms=forward * 1e3, preprocess_ms=prep * 1e3,
                          outside_forward_ms=(detect - forward) * 1e3,
                          outside_forward_pct_of_forward=100 * (detect - forward) / forward)
         result[label] = entry
-    return result
+    return result, str(device)
 
 
 # --- servers and load ------------------------------------------------------------------------
@@ -226,9 +253,9 @@ def fmt(value, digits=1):
 
 
 def print_report(report: dict) -> None:
-    print(f"\nmachine: {report['machine']}")
+    print(f"\nmachine: {report['machine']}, device: {report.get('device', 'cpu')}")
     for name, entry in report["models"].items():
-        print(f"\n== {name} ==")
+        print(f"\n== {name} (on {entry.get('device', 'cpu')}) ==")
         for label, raw in entry["raw"].items():
             print(f"raw {label}: " + ", ".join(f"{k} {fmt(v)}" for k, v in raw.items()))
         for system in ("service", "naive"):
@@ -249,7 +276,8 @@ def measure_model(name: str, args, images: dict[str, bytes], levels: list[int]) 
     from registry import TASKS
 
     classifier = name in TASKS["classification"].builtins
-    entry = {"raw": raw_cost(name, args.models_dir, images, args.repeat)}
+    raw, device = raw_cost(name, args.models_dir, images, args.repeat)
+    entry = {"raw": raw, "device": device}
     env = {"MODELS_DIR": str(args.models_dir), "MODEL_DOWNLOAD": "false", "PRELOAD_MODELS": "true",
            "CACHE_MAXSIZE": "0",
            "IMAGE_CLASSIFICATION_ENABLED": str(classifier).lower(),
@@ -308,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         images = {"640x480": images["640x480"]}
     report = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+              "device": describe_device(),
               "settings": {k: os.environ[k] for k in ("WAITRESS_THREADS", "MAX_QUEUE", "MAX_BATCH_SIZE",
                                                        "BATCH_TIMEOUT_MS", "INTRA_OP_THREADS") if k in os.environ},
               "weights": str(args.models_dir),

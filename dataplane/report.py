@@ -15,7 +15,7 @@ import time
 BUCKET_SECONDS = 60
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class Stats:
     requests: int = 0
     cache_hits: int = 0
@@ -62,10 +62,11 @@ class UsageReport:
     def __init__(self, window: float, top_n: int, max_keys: int = 100_000, clock=time.time):
         self.window, self.top_n, self.max_keys, self.clock = window, top_n, max_keys, clock
         self._lock = threading.Lock()
-        # group ("image" | "model" | "route") -> name -> OrderedDict(bucket -> Stats)
-        self._series: dict[str, dict[str, collections.OrderedDict]] = {
+        # group ("image" | "model" | "route") -> name -> {bucket: Stats}; images least recently seen first
+        self._series: dict[str, dict[str, dict[int, Stats]]] = {
             "image": collections.OrderedDict(), "model": {}, "route": {}}
         self._order: collections.deque[tuple[int, str, str]] = collections.deque()  # (bucket, group, name)
+        self._live = 0  # buckets held: _order may also hold entries of image keys dropped since
 
     def record(self, *, image_key: str | None, model: str | None, route: str,
                seconds: float | None, cache_hit: bool = False, error: bool = False) -> None:
@@ -79,25 +80,36 @@ class UsageReport:
                 series = self._series[group]
                 buckets = series.get(name)
                 if buckets is None:
-                    buckets = series[name] = collections.OrderedDict()
+                    buckets = series[name] = {}
                     if group == "image" and len(series) > self.max_keys:
-                        series.popitem(last=False)
+                        self._live -= len(series.popitem(last=False)[1])
                 elif group == "image":
                     series.move_to_end(name)
                 stats = buckets.get(bucket)
                 if stats is None:
                     stats = buckets[bucket] = Stats()
                     self._order.append((bucket, group, name))
+                    self._live += 1
                 stats.add(seconds, cache_hit, error)
+            if len(self._order) > 2 * self._live + 1024:
+                self._compact()
+
+    def _compact(self) -> None:
+        """Forget queue entries of image keys dropped past max_keys: without this they would stay
+        (with their names) until the window passes them, however many fresh images came."""
+        series = self._series
+        self._order = collections.deque(
+            entry for entry in self._order
+            if entry[0] in series[entry[1]].get(entry[2], ()))
 
     def _prune(self, now: float) -> None:
         oldest = int((now - self.window) // BUCKET_SECONDS)
         while self._order and self._order[0][0] <= oldest:
             bucket, group, name = self._order.popleft()
             buckets = self._series[group].get(name)
-            if buckets is None:
+            if buckets is None or buckets.pop(bucket, None) is None:
                 continue
-            buckets.pop(bucket, None)
+            self._live -= 1
             if not buckets:
                 del self._series[group][name]
 
@@ -113,18 +125,20 @@ class UsageReport:
             for series in self._series.values():
                 series.clear()
             self._order.clear()
+            self._live = 0
         return entries
 
     def absorb(self, entries: list[tuple[int, str, str, Stats]]) -> None:
         """Take back drained entries that could not be handed over."""
         with self._lock:
             for bucket, group, name, stats in entries:
-                buckets = self._series[group].setdefault(name, collections.OrderedDict())
+                buckets = self._series[group].setdefault(name, {})
                 if bucket in buckets:
                     buckets[bucket].merge(stats)
                 else:
                     buckets[bucket] = stats
                     self._order.append((bucket, group, name))
+                    self._live += 1
             self._order = collections.deque(sorted(self._order))  # pruning walks it oldest first
 
     def _totals(self, group: str) -> dict[str, Stats]:

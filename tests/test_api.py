@@ -205,6 +205,35 @@ def test_report_prunes_old_entries_as_it_goes():
     assert c["num_cache_hits"] == 1 and c["processing_time_mean"] is None  # hits are not 0-second work
 
 
+
+def test_report_memory_is_bounded_by_its_key_cap():
+    """Every fresh image adds one key until max_keys (the README's "about 650 bytes per image"),
+    and past the cap memory stops growing: the least recently seen key goes, and so do its
+    entries in the prune queue (they used to stay, with their names, for the whole window)."""
+    import hashlib
+    import tracemalloc
+
+    cap = 5_000
+    report = UsageReport(window=3 * 86400, top_n=10, max_keys=cap, clock=lambda: 1_000_000.0)
+    keys = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(9 * cap)]
+    tracemalloc.start()
+    try:
+        for key in keys[:cap]:
+            report.record(image_key=key, model="m", route="/r", seconds=0.05)
+        at_cap, _ = tracemalloc.get_traced_memory()
+        later = []
+        for n, key in enumerate(keys[cap:], 1):
+            report.record(image_key=key, model="m", route="/r", seconds=0.05)
+            if n % cap == 0:
+                later.append(tracemalloc.get_traced_memory()[0])
+    finally:
+        tracemalloc.stop()
+    assert at_cap / cap < 800, f"{at_cap / cap:.0f} bytes per image key"
+    assert len(report._series["image"]) == cap and keys[0] not in report._series["image"]
+    assert len(report._order) <= 2 * (cap + 2) + 1024
+    assert max(later) < 1.6 * at_cap, (at_cap, later)  # flat: 8 x cap fresh keys later
+    assert report.snapshot()["distinct_images"] == cap
+
 # --- OpenAPI, docs, metrics -------------------------------------------------------------------
 
 def test_openapi_document_is_valid_and_complete(app, client):

@@ -20,6 +20,7 @@ def test_benchmark_smoke(random_models_dir, tmp_path):
     report = json.loads(out.read_text())
     entry = report["models"]["mobilenet"]
     assert entry["raw"]["640x480"]["raw_ms"] > 0
+    assert (report["device"], entry["device"]) == ("cpu", "cpu")  # named, not assumed
     for system in ("service", "naive"):
         levels = entry[system]["images"]["640x480"]
         assert [level["concurrency"] for level in levels] == [1, 2]
@@ -42,6 +43,21 @@ def test_deepstack_benchmark_smoke(tmp_path):
     assert report["statuses"] == {"200": 5}
     assert 0 < report["inference_p50_ms"] <= report["p50_ms"] <= report["p99_ms"] <= report["max_ms"]
     assert report["frames_over_frigate_max_predictions"] == 0
+
+
+@pytest.mark.slow
+def test_detector_raw_cost_feeds_the_network_on_its_own_device(random_models_dir):
+    """The step that crashed on CUDA (a CPU tensor into a GPU network): the tensor now goes to the
+    network's device and timings wait for it. No GPU here: the CPU path, and the device named."""
+    from bench.__main__ import bench_images, raw_cost, timed
+
+    raw, device = raw_cost("tiny_yolo", random_models_dir, {"640x480": bench_images()["640x480"]}, 2)
+    assert device == "cpu"
+    entry = raw["640x480"]
+    assert entry["forward_ms"] > 0 and entry["detect_ms"] > 0 and entry["preprocess_ms"] > 0
+    synced = []
+    timed(lambda: None, 3, sync=lambda: synced.append(1))
+    assert len(synced) == 4  # after the warm-up call and after each timed call
 
 
 def test_report_draws_one_chart_per_model_and_image(tmp_path):

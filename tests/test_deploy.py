@@ -41,20 +41,22 @@ def seconds(duration: str) -> float:
     return int(number) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
 
 
+def nomad_job(file: str, job_name: str, group_name: str, task_name: str):
+    """(job, group, task) blocks of a Nomad job file."""
+    with open(ROOT / "nomad" / file) as f:
+        job = block(hcl2.load(f)["job"], job_name)
+    group = block(job["group"], group_name)
+    return job, group, block(group["task"], task_name)
+
+
 @pytest.fixture(scope="module")
 def nomad():
-    with open(ROOT / "nomad" / "image-classification.nomad.hcl") as f:
-        job = block(hcl2.load(f)["job"], "image-classification")
-    group = block(job["group"], "api")
-    return job, group, block(group["task"], "server")
+    return nomad_job("image-classification.nomad.hcl", "image-classification", "api", "server")
 
 
 @pytest.fixture(scope="module")
 def redis_job():
-    with open(ROOT / "nomad" / "redis.nomad.hcl") as f:
-        job = block(hcl2.load(f)["job"], "image-classification-redis")
-    group = block(job["group"], "redis")
-    return job, group, block(group["task"], "redis")
+    return nomad_job("redis.nomad.hcl", "image-classification-redis", "redis", "redis")
 
 
 def template_variables(task) -> set[str]:
