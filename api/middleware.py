@@ -16,6 +16,9 @@ access_log = logging.getLogger("image_service.access")
 
 # Routes an orchestrator or scraper calls without a key.
 OPEN_ENDPOINTS = {"operations.health", "operations.ready", "operations.metrics"}
+# Blueprints whose clients send the key as a form field `api_key` (DeepStack's API). Only their
+# bodies are parsed here; every other route's body is left to the route.
+FORM_KEY_BLUEPRINTS = {"deepstack"}
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -26,6 +29,8 @@ def _presented_key() -> str | None:
     auth = request.headers.get("Authorization", "")
     if auth[:7].lower() == "bearer ":
         return auth[7:].strip()
+    if request.blueprint in FORM_KEY_BLUEPRINTS:
+        return request.form.get("api_key") or None
     return None
 
 

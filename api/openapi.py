@@ -49,6 +49,65 @@ def _ref(name: str) -> dict:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+# --- the DeepStack / CodeProject.AI vision API (api/deepstack.py) ------------------------------
+
+def _deepstack_errors(*codes: int) -> dict:
+    error = _json(_ref("DeepStackError"), "An error, in DeepStack's shape")
+    return {str(code): error for code in codes}
+
+
+def _deepstack_body(detection: bool) -> dict:
+    fields = {"image": {"type": "string", "format": "binary", "description": "JPEG, PNG, BMP, GIF, WEBP or TIFF"},
+              "api_key": {"type": "string", "description": "An API key when API_KEYS is set (empty or absent otherwise)"}}
+    if detection:
+        fields["min_confidence"] = {"type": "number", "minimum": 0, "maximum": 1, "default": 0.4}
+    return {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["image"], "properties": fields}}}}
+
+
+def _deepstack_paths() -> dict:
+    detect = {"requestBody": _deepstack_body(True),
+              "responses": {"200": _json(_ref("DeepStackDetection")),
+                            **_deepstack_errors(400, 401, 403, 404, 413, 415, 500, 502, 503, 504)}}
+    return {
+        "/v1/vision/detection": {"post": {
+            "summary": "DeepStack / CodeProject.AI object detection with the default detector",
+            "operationId": "deepstackDetection", **detect}},
+        "/v1/vision/custom/{model}": {"post": {
+            "summary": "DeepStack / CodeProject.AI object detection with a named detector",
+            "operationId": "deepstackCustom",
+            "parameters": [{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}],
+            **detect}},
+        "/v1/vision/custom/list": {"post": {
+            "summary": "CodeProject.AI's list of custom models: the configured detectors",
+            "operationId": "deepstackCustomList",
+            "responses": {"200": _json({"type": "object", "properties": {
+                "success": {"type": "boolean"}, "models": {"type": "array", "items": {"type": "string"}},
+                "code": {"type": "integer"}}}), **_deepstack_errors(401, 403)}}},
+        "/v1/vision/scene": {"post": {
+            "summary": "DeepStack scene recognition: the default classifier's top label",
+            "operationId": "deepstackScene", "requestBody": _deepstack_body(False),
+            "responses": {"200": _json({"type": "object", "properties": {
+                "success": {"type": "boolean"}, "label": {"type": "string"}, "confidence": {"type": "number"},
+                "inferenceMs": {"type": "integer"}, "processMs": {"type": "integer"}, "analysisRoundTripMs": {"type": "integer"},
+                "code": {"type": "integer"}}}),
+                **_deepstack_errors(400, 401, 403, 413, 415, 500, 502, 503, 504)}}},
+    }
+
+
+_DEEPSTACK_SCHEMAS = {
+    "DeepStackError": {"type": "object", "required": ["success", "error", "code"], "properties": {
+        "success": {"type": "boolean"}, "error": {"type": "string"}, "code": {"type": "integer"}}},
+    "DeepStackDetection": {"type": "object", "properties": {
+        "success": {"type": "boolean"}, "message": {"type": "string"}, "count": {"type": "integer"},
+        "predictions": {"type": "array", "description": "highest confidence first", "items": {
+            "type": "object", "properties": {
+                "label": {"type": "string"}, "confidence": {"type": "number"},
+                **{k: {"type": "integer"} for k in ("x_min", "y_min", "x_max", "y_max")}}}},
+        "inferenceMs": {"type": "integer"}, "processMs": {"type": "integer"}, "analysisRoundTripMs": {"type": "integer"}, "code": {"type": "integer"}}},
+}
+
+
 def openapi_document(app: Flask) -> dict:
     settings = app.extensions["settings"]
     open_route = {"security": []}
@@ -167,6 +226,8 @@ def openapi_document(app: Flask) -> dict:
             # With REDIS_URL: the whole deployment's counts (shared), or not all of them (partial).
             "shared": {"type": "boolean"}, "partial": {"type": "boolean"}}},
     }
+    paths.update(_deepstack_paths())
+    schemas.update(_DEEPSTACK_SCHEMAS)
     document = {
         "openapi": "3.0.3",
         "info": {"title": "image-classification-service", "version": "1.0.0",

@@ -140,12 +140,13 @@ def int_arg(name: str, *, default: int | None, minimum: int, maximum: int) -> in
     return _number_arg(name, int, "a whole number", default, minimum, maximum)
 
 
-def float_arg(name: str, *, default: float, minimum: float, maximum: float) -> float:
-    return _number_arg(name, float, "a number", default, minimum, maximum)
+def float_arg(name: str, *, default: float, minimum: float, maximum: float, source=None) -> float:
+    """`source`: where the value is read (default: the query string; DeepStack clients send form fields)."""
+    return _number_arg(name, float, "a number", default, minimum, maximum, source)
 
 
-def _number_arg(name, cast, kind: str, default, minimum, maximum):
-    raw = request.args.get(name)
+def _number_arg(name, cast, kind: str, default, minimum, maximum, source=None):
+    raw = (request.args if source is None else source).get(name)
     if raw is None or raw == "":
         return default
     try:

@@ -34,7 +34,8 @@ class ImageResult:
     cached: bool = False
     error: ApiError | None = None
     image: Image.Image | None = None  # kept only when the caller needs the pixels (annotation)
-    seconds: float = 0.0
+    seconds: float = 0.0              # decoding plus this image's share of the model call
+    inference_seconds: float = 0.0    # this image's share of the model call alone (0 on a cache hit)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +83,7 @@ class Pipeline:
                 for result, output in zip(pending, outputs):
                     result.value = job.finish(slot, output)
                     result.seconds += share
+                    result.inference_seconds = share
                     if not job.keep_images:
                         result.image = None
                     self.cache.put(key + (result.key,), (result.width, result.height, result.value))

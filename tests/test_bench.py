@@ -38,6 +38,22 @@ def test_benchmark_smoke(random_models_dir, tmp_path):
 
 
 @pytest.mark.slow
+def test_deepstack_benchmark_smoke(tmp_path):
+    """`python -m bench.deepstack` writes calibrated random TinyYOLOv3 weights and reports
+    latencies of frames sent as Frigate sends them."""
+    out = tmp_path / "deepstack.json"
+    result = subprocess.run([sys.executable, "-m", "bench.deepstack", "--models-dir", str(tmp_path / "models"),
+                             "--random-weights", "--requests", "5", "--warmup", "1", "--json", str(out)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["model"] == "tiny_yolo" and "calibrated" in report["weights"]
+    assert report["statuses"] == {"200": 5}
+    assert 0 < report["inference_p50_ms"] <= report["p50_ms"] <= report["p99_ms"] <= report["max_ms"]
+    assert report["frames_over_frigate_max_predictions"] == 0
+
+
+@pytest.mark.slow
 def test_detector_raw_cost_feeds_the_network_on_its_own_device(random_models_dir):
     """The step that crashed on CUDA (a CPU tensor into a GPU network): on torch the tensor goes to
     the network's device (the model's own forward) and timings wait for it. No GPU here: the CPU
