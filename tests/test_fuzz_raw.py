@@ -28,6 +28,9 @@ from tests.support.http import b64, multipart
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
 ROUTES = ("/classify-image", "/detect-objects", "/v2/classify", "/v2/detect")
+# The DeepStack / CodeProject.AI routes answer their clients' error shape instead.
+DEEPSTACK_ROUTES = ("/v1/vision/detection", "/v1/vision/custom/fake_detector", "/v1/vision/custom/nope",
+                    "/v1/vision/scene", "/v1/vision/custom/list")
 CONTENT_TYPES = (
     "multipart/form-data; boundary=testboundary7MA4YWxk", "multipart/form-data", "multipart/form-data; boundary=",
     "multipart/form-data; boundary=testboundary7MA4YWxk; charset=utf-16", "multipart/mixed; boundary=x",
@@ -36,6 +39,7 @@ CONTENT_TYPES = (
     "application/octet-stream", "", "*/*", "application/json;;;", "multipart/form-data; boundary=\"a b\"",
 )
 SEED_MULTIPART = multipart({"top_k": "3"}, {"image": ("a.jpg", imaging.jpeg(size=(24, 16)))})[1]
+SEED_DEEPSTACK = multipart({"min_confidence": "0.4", "api_key": ""}, {"image": ("f.jpg", imaging.jpeg(size=(32, 32)))})[1]
 SEED_JSON = json.dumps({"images": [{"image_base64": b64(imaging.png(size=(8, 8)))}, {"image_url": "http://x/"}]})
 
 
@@ -91,7 +95,7 @@ def bodies(draw) -> bytes:
     if kind == "random":
         return draw(st.binary(max_size=4096))
     if kind == "multipart":
-        return mutate(draw, SEED_MULTIPART)
+        return mutate(draw, draw(st.sampled_from([SEED_MULTIPART, SEED_DEEPSTACK])))
     if kind == "json":
         value = draw(json_values | st.fixed_dictionaries({"images": st.lists(json_values, max_size=6)}))
         return json.dumps(value).encode()
@@ -134,6 +138,24 @@ def test_raw_requests_get_a_200_or_one_of_our_json_errors(route, content_type, b
         error = response.get_json(silent=True)
         assert error and set(error["error"]) >= {"code", "type", "message"}, response.get_data()[:300]
         assert error["error"]["code"] == status
+    assert COLLECT.bad == []
+
+
+@settings(max_examples=EXAMPLES, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example])
+@given(route=st.sampled_from(DEEPSTACK_ROUTES), content_type=st.sampled_from(CONTENT_TYPES) | header_text,
+       body=bodies(), extra=headers, query=queries)
+def test_raw_requests_to_the_deepstack_routes_get_a_200_or_their_json_errors(route, content_type, body, extra,
+                                                                              query):
+    COLLECT.bad.clear()
+    response = CLIENT.post(route, data=body, headers={**extra, "Content-Type": content_type}, query_string=query)
+    status = response.status_code
+    event(f"status {status}")
+    assert status < 500, (status, response.get_data()[:300])
+    answer = response.get_json(silent=True)
+    assert answer and answer["success"] is (status == 200) and answer["code"] == status, response.get_data()[:300]
+    if status != 200:
+        assert isinstance(answer["error"], str) and answer["error"], answer
     assert COLLECT.bad == []
 
 
