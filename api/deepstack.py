@@ -12,6 +12,7 @@ from flask import Blueprint, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from api import answers
+from api.errors import http_error_message
 from api.inference import admitted
 from api.parsing import float_arg, read_sources
 from contract import DETECTION, Detection
@@ -129,13 +130,7 @@ def _api_error(err: ApiError):
 
 @bp.errorhandler(HTTPException)
 def _http_error(err: HTTPException):
-    code = err.code or 500
-    if code == 413:
-        message = (f"The request body is larger than the limit of {current_app.config['MAX_UPLOAD_MB']} MB, "
-                   f"or has too many parts.")
-    else:
-        message = err.description or err.name
-    return _error(code, message)
+    return _error(err.code or 500, http_error_message(err, current_app.config["MAX_UPLOAD_MB"]))
 
 
 @bp.errorhandler(Exception)

@@ -31,6 +31,13 @@ def error_body(code: int, type_: str, message: str, details: dict | None = None)
     return {"error": body}
 
 
+def http_error_message(err: HTTPException, max_upload_mb: int) -> str:
+    """What a client is told for one of werkzeug's errors (both error shapes use it)."""
+    if err.code == 413:
+        return f"The request body is larger than the limit of {max_upload_mb} MB, or has too many parts."
+    return err.description or err.name
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(err: ApiError):
@@ -42,11 +49,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(err: HTTPException):
         code = err.code or 500
-        if code == 413:
-            message = (f"The request body is larger than the limit of "
-                       f"{app.config['MAX_UPLOAD_MB']} MB, or has too many parts.")
-        else:
-            message = err.description or err.name
+        message = http_error_message(err, app.config["MAX_UPLOAD_MB"])
         response = jsonify(error_body(code, _HTTP_TYPES.get(code, "http_error"), message))
         response.status_code = code
         if code == 405 and hasattr(err, "valid_methods") and err.valid_methods:

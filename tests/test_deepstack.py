@@ -5,7 +5,6 @@ DeepStack detector plugin builds them, and parsed the way it parses them."""
 from __future__ import annotations
 
 import io
-import subprocess
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from contract import Detection, Detector
 from tests.support import imaging
 from tests.support.fakes import FakeClassifier, FakeDetector
 from tests.support.http import LEAKS, make_app, multipart
-from tests.support.servers import start_server, wait_until
+from tests.support.servers import start_server, stop_server, wait_until
 from tests.support.shared_models import build_folder, photo
 
 FRAME = imaging.jpeg(size=(320, 320), color=(90, 140, 200))
@@ -284,13 +283,7 @@ def real_server(tmp_path_factory):
         wait_until(lambda: requests.get(url + "/ready", timeout=2).status_code == 200, 300, "readiness")
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        print(log_path.read_text()[-5000:])  # shown by pytest when a test failed
+        stop_server(process, log_path, timeout=30)
 
 
 def frigate_labelmap() -> dict[int, str]:

@@ -1,7 +1,6 @@
 """The real server: `python app.py` under waitress, as deployed, driven over HTTP."""
 from __future__ import annotations
 
-import subprocess
 import time
 
 import pytest
@@ -9,7 +8,7 @@ import requests
 
 from tests.support import imaging
 from tests.support.http import multipart
-from tests.support.servers import start_server, wait_until
+from tests.support.servers import start_server, stop_server, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -27,13 +26,7 @@ def server(random_models_dir, tmp_path_factory):
         wait_until(lambda: requests.get(url + "/health", timeout=1).status_code == 200, 60, "liveness")
         yield process, url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        print(log_path.read_text()[-5000:])  # shown by pytest when a test failed
+        stop_server(process, log_path, timeout=20)
 
 
 def post(url, data, filename="photo.jpg", **kwargs):

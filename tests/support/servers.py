@@ -41,3 +41,15 @@ def start_server(env_overrides: dict[str, str], log_path: Path) -> tuple[subproc
         process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env,
                                    stdout=log, stderr=subprocess.STDOUT)
     return process, f"http://127.0.0.1:{port}"
+
+
+def stop_server(process: subprocess.Popen, log_path: Path, timeout: float = 30) -> None:
+    """SIGTERM (the server drains), SIGKILL after `timeout`; then print the end of its log,
+    which pytest shows when a test failed."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    print(log_path.read_text()[-5000:])
