@@ -265,6 +265,16 @@ def measure_server(server: Server, path: str, images: dict[str, bytes], levels: 
 
 # --- report ----------------------------------------------------------------------------------
 
+def publish(report: dict, path: Path | None, show=None) -> int:
+    """Every benchmark's last step: show the report (its own printer, or the JSON) and write
+    the JSON to `path` when one was given. The exit code."""
+    text = json.dumps(report, indent=2, default=str)
+    show(report) if show else print(text)
+    if path:
+        path.write_text(text)
+    return 0
+
+
 def fmt(value, digits=1):
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -397,10 +407,7 @@ def main(argv: list[str] | None = None) -> int:
             report["models"][f"{name}.{runtime}"] = measure_model(name, runtime, args, images, levels)
     report["comparison"] = compare(report)
     report["load_average_at_end"] = os.getloadavg()
-    print_report(report)
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
-    return 0
+    return publish(report, args.json, print_report)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import platform
 import statistics
@@ -21,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.__main__ import SHARED, Server
+from bench.__main__ import SHARED, Server, publish
 
 FRIGATE_TIMEOUT_S = 0.1   # frigate/detectors/plugins/deepstack.py: api_timeout default
 FRIGATE_MAX_PREDICTIONS = 20   # its detections array: more rows at or above 0.4 and it fails
@@ -126,10 +125,7 @@ def main(argv: list[str] | None = None) -> int:
               "frigate_timeout_ms": FRIGATE_TIMEOUT_S * 1000, **result,
               # Other work on the machine shows here (this run alone adds about 1-2 on 2 CPUs).
               "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]}}
-    print(json.dumps(report, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
-    return 0
+    return publish(report, args.json)
 
 
 if __name__ == "__main__":

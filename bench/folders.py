@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import statistics
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from bench.__main__ import publish
 from models.folder_spec import FILE_RUNTIMES, load_spec
 from registry import TASKS
 
@@ -104,10 +104,7 @@ def main(argv=None) -> int:
     report = {"started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load_average_at_start": os.getloadavg(),
               "folders": {folder.name: measure(folder, args.images, args.repeat) for folder in args.folders}}
     report["load_average_at_end"] = os.getloadavg()
-    print(json.dumps(report, indent=2, default=str))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2, default=str))
-    return 0
+    return publish(report, args.json)
 
 
 if __name__ == "__main__":

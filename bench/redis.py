@@ -28,7 +28,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench.__main__ import ROOT, Server, bench_images, free_port, multipart
+from bench.__main__ import ROOT, Server, bench_images, free_port, multipart, publish
 
 
 class Redis:
@@ -266,10 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             redis.kill()
     report["load_average_at_end"] = os.getloadavg()[0]
-    print(json.dumps(report, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
-    return 0
+    return publish(report, args.json)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import json
 import os
 import platform
 import statistics
@@ -32,7 +31,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from bench.__main__ import SHARED, Server, bench_images, multipart
+from bench.__main__ import SHARED, Server, bench_images, multipart, publish
 
 MODEL_FILE = "models/classify/mobilenet_v2_1.0_224_quant.tflite"
 DETECTOR_FILE = "models/detect/yolov5n_640.onnx"
@@ -215,10 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the report here")
     args = parser.parse_args(argv)
     report = run(args)
-    print_report(report)
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
-    return 0
+    return publish(report, args.json, print_report)
 
 
 if __name__ == "__main__":

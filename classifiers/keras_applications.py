@@ -102,11 +102,7 @@ class KerasApplicationClassifier(Classifier):
                 "weights": self.spec.weights.filename,
                 "preprocessing": f"keras.applications.{self.spec.module}.preprocess_input",
                 "resize": STRETCH}
-        if self._runtime == openvino.OPENVINO:
-            info["precision"] = self._precision_in_use
-        if self._runtime_reason:
-            info["runtime_reason"] = self._runtime_reason
-        return info
+        return openvino.with_runtime_details(info, self._runtime, self._precision_in_use, self._runtime_reason)
 
     def load_failure(self, exc: Exception) -> str:
         return self.spec.weights.unreadable(exc)

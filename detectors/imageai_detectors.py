@@ -104,11 +104,7 @@ class ImageAIDetector(Detector):
     def describe(self) -> dict:
         info = {"format": "imageai", "builtin": True, "architecture": self.spec.model_type,
                 "weights": self.spec.weights.filename}
-        if self._runtime == openvino.OPENVINO:
-            info["precision"] = self._precision_in_use
-        if self._runtime_reason:
-            info["runtime_reason"] = self._runtime_reason
-        return info
+        return openvino.with_runtime_details(info, self._runtime, self._precision_in_use, self._runtime_reason)
 
     def load_failure(self, exc: Exception) -> str:
         return self.spec.weights.unreadable(exc)

@@ -173,6 +173,16 @@ def compile_network(conversion: Conversion, models_dir: Path, precision: str = F
         raise Unusable(f"OpenVINO could not compile the converted model ({type(exc).__name__})") from None
 
 
+def with_runtime_details(info: dict, runtime: str | None, precision: str | None, reason: str | None) -> dict:
+    """A built-in model's /models description plus how it runs: OpenVINO's precision in use, and
+    why it runs on its framework instead where OpenVINO was wanted and could not run it."""
+    if runtime == OPENVINO:
+        info["precision"] = precision
+    if reason:
+        info["runtime_reason"] = reason
+    return info
+
+
 def attempt(model: str, framework: str, make: Callable[[], T]) -> tuple[T | None, str | None]:
     """(what `make` returns, None), or (None, the reason) after one warning line saying that
     `framework` runs the model instead. Nothing here is a load failure: the framework loaded
