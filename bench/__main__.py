@@ -354,13 +354,18 @@ def measure_model(name: str, runtime: str, args, images: dict[str, bytes], level
     return entry
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="mobilenet,tiny_yolo")
+def add_weight_arguments(parser: argparse.ArgumentParser) -> None:
+    """--models-dir and --random-weights, as every benchmark that loads built-in models takes them."""
     parser.add_argument("--models-dir", type=Path, default=Path(os.environ.get("MODELS_DIR", "models")))
     parser.add_argument("--random-weights", action="store_true",
                         help="write random weights of the real architectures into --models-dir where missing; "
                              "detectors calibrated to ~15 candidates per photo, as real weights give")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="mobilenet,tiny_yolo")
+    add_weight_arguments(parser)
     parser.add_argument("--worst-case", action="store_true",
                         help="with --random-weights: plain random detector weights (thousands of candidates "
                              "per image, NMS-bound); label such runs as the worst case")

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.__main__ import SHARED, Server, publish
+from bench.__main__ import SHARED, Server, add_weight_arguments, publish
 
 FRIGATE_TIMEOUT_S = 0.1   # frigate/detectors/plugins/deepstack.py: api_timeout default
 FRIGATE_MAX_PREDICTIONS = 20   # its detections array: more rows at or above 0.4 and it fails
@@ -100,9 +100,7 @@ def weights_file(model: str, models_dir: Path, random_weights: bool) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.deepstack", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tiny_yolo")
-    parser.add_argument("--models-dir", type=Path, default=Path(os.environ.get("MODELS_DIR", "models")))
-    parser.add_argument("--random-weights", action="store_true",
-                        help="write random weights of the real architecture into --models-dir when missing")
+    add_weight_arguments(parser)
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--json", type=Path)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench.__main__ import publish
+from bench.__main__ import publish, timed
 from models.folder_spec import FILE_RUNTIMES, load_spec
 from registry import TASKS
 
@@ -34,16 +33,6 @@ def load(folder: Path, runtime: str):
     started = time.perf_counter()
     model.load()
     return model, time.perf_counter() - started
-
-
-def median_ms(call, repeat: int) -> float:
-    call()
-    samples = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples) * 1e3
 
 
 def answer(model, image):
@@ -82,7 +71,7 @@ def measure(folder: Path, images: list[Path], repeat: int) -> dict:
         model, seconds = load(folder, runtime)
         entry = {"in_use": model.runtime, "load_seconds": seconds, "call_ms": {}}
         for name, image in photos.items():
-            entry["call_ms"][name] = median_ms(lambda m=model, i=image: answer(m, i), repeat)
+            entry["call_ms"][name] = timed(lambda m=model, i=image: answer(m, i), repeat) * 1e3
         answers[runtime] = {name: answer(model, image) for name, image in photos.items()}
         result["runtimes"][runtime] = entry
     reference_runtime, *others = FILE_RUNTIMES[spec.format]

@@ -28,7 +28,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench.__main__ import ROOT, Server, bench_images, free_port, multipart, publish
+from bench.__main__ import ROOT, Server, add_weight_arguments, bench_images, free_port, multipart, publish, timed
 
 
 class Redis:
@@ -195,12 +195,7 @@ def in_process(redis_url: str, samples: int = 2000) -> dict:
     per_cached = (client.info("memory")["used_memory"] - before) / 10_000
 
     def median_ms(function):
-        times = []
-        for _ in range(samples):
-            started = time.perf_counter()
-            function()
-            times.append(time.perf_counter() - started)
-        return statistics.median(times) * 1e3
+        return timed(function, samples) * 1e3
 
     now = [1_800_000_000.0]
     report = SharedUsageReport(store, window=3 * 86400, top_n=10, clock=lambda: now[0])
@@ -235,8 +230,7 @@ def in_process(redis_url: str, samples: int = 2000) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.redis", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="mobilenet")
-    parser.add_argument("--models-dir", type=Path, default=Path(os.environ.get("MODELS_DIR", "models")))
-    parser.add_argument("--random-weights", action="store_true")
+    add_weight_arguments(parser)
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
