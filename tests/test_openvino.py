@@ -338,6 +338,21 @@ def users_folder(models_dir, name, runtime):
     return folder
 
 
+def test_users_files_default_to_the_runtime_measured_fastest_with_the_same_answers(tmp_path, monkeypatch):
+    """No "runtime" in model.json: ONNX on OpenVINO (faster here, same detections; bench.folders),
+    quantized TFLite on LiteRT; ONNX Runtime keeps ONNX where it can use a GPU."""
+    import onnxruntime
+
+    from models.folder_spec import load_spec
+    from tests.support.shared_models import build_folder
+
+    assert load_spec(build_folder(tmp_path, "yolov5n_onnx")).runtime == "openvino"
+    assert load_spec(build_folder(tmp_path, "mobilenet_v2_quant")).runtime == "litert"
+    monkeypatch.setattr(onnxruntime, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert load_spec(tmp_path / "yolov5n_onnx").runtime == "onnxruntime"
+
+
 def detections_via_http(client, model, image_path):
     response = client.post(f"/v2/detect?model={model}&min_score=0.25", content_type="multipart/form-data",
                            data={"image": (io.BytesIO(image_path.read_bytes()), "x.jpg")})
