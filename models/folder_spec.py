@@ -42,8 +42,9 @@ def default_file_runtime(fmt: str) -> str:
     """What runs a model file when model.json does not say. ONNX: OpenVINO, which ran the float
     YOLOv5n of ../shared 15-25 % faster than ONNX Runtime here with the same detections (and is
     checked against ONNX Runtime at load, which runs the model where it answers otherwise),
-    unless ONNX Runtime can use a GPU. TFLite: LiteRT, because OpenVINO's integer kernels round
-    the quantized models differently and it was no faster."""
+    unless ONNX Runtime can use a GPU. TFLite: LiteRT, because OpenVINO answered all three
+    quantized TFLite models of ../shared differently (its integer kernels round otherwise: the
+    load check kept them on LiteRT), so its speed on them could not buy the same answers."""
     if fmt == "onnx":
         import onnxruntime
 

@@ -53,6 +53,21 @@ def test_deepstack_benchmark_smoke(tmp_path):
     assert report["frames_over_frigate_max_predictions"] == 0
 
 
+
+@pytest.mark.slow
+def test_precision_benchmark_compares_bf16_with_f32(random_models_dir, tmp_path):
+    """`python -m bench.precision` loads the classifier on OpenVINO at both precisions and
+    reports agreement on the sample photos and the compiled call's time."""
+    out = tmp_path / "precision.json"
+    result = subprocess.run([sys.executable, "-m", "bench.precision", "--models", "mobilenet",
+                             "--models-dir", str(random_models_dir), "--json", str(out)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    entry = json.loads(out.read_text())["models"]["mobilenet"]
+    assert entry["photos"] >= 10 and 0 <= entry["same_top1"] <= entry["photos"]
+    assert 0 <= entry["top5_overlap_mean"] <= 1 and entry["f32_call_ms"] > 0 and entry["bf16_call_ms"] > 0
+    assert entry["precision_in_use"]["f32"] == "f32"
+
 @pytest.mark.slow
 def test_detector_raw_cost_feeds_the_network_on_its_own_device(random_models_dir):
     """The step that crashed on CUDA (a CPU tensor into a GPU network): on torch the tensor goes to
