@@ -161,7 +161,7 @@ class KerasApplicationClassifier(Classifier):
 
         conversion = openvino.Conversion(
             key=openvino.cache_key(self.name, weights, f"keras{keras.__version__}"),
-            convert=lambda: openvino.load_module().convert_model(model),
+            convert=lambda: openvino.convert(model),
             check=check, input_shapes=[[1, size, size, 3]])
         network = openvino.compile_network(conversion, self.models_dir, self.precision)
         self._precision_in_use = network.precision

@@ -75,5 +75,5 @@ def compile_dense(network, key: str, models_dir, precision: str):
 
     conversion = openvino.Conversion(
         key=key, check=check, input_shapes=[[1, 3, -1, -1]],
-        convert=lambda: openvino.load_module().convert_model(module, example_input=batch))
+        convert=lambda: openvino.convert(module, example_input=batch))
     return openvino.compile_network(conversion, models_dir, precision)

@@ -138,8 +138,7 @@ def compile_heads(network, key: str, models_dir, precision: str):
 
     conversion = openvino.Conversion(
         key=key, check=check, input_shapes=[[1, 3, YOLO_INPUT, YOLO_INPUT]],
-        convert=lambda: openvino.load_module().convert_model(
-            module, example_input=torch.zeros(1, 3, YOLO_INPUT, YOLO_INPUT)))
+        convert=lambda: openvino.convert(module, example_input=torch.zeros(1, 3, YOLO_INPUT, YOLO_INPUT)))
     return openvino.compile_network(conversion, models_dir, precision), layers
 
 

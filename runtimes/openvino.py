@@ -77,6 +77,13 @@ def _silence_telemetry() -> None:
             module.tm = telemetry_stub
 
 
+def convert(framework_model, **options):
+    """The framework model converted to an ov.Model that owns its weights. convert_model
+    shares an in-memory model's weight buffers by default (share_weights=True): once the
+    framework model is dropped, the compiled network would read freed memory."""
+    return load_module().convert_model(framework_model, share_weights=False, **options)
+
+
 def version() -> str:
     """The installed OpenVINO release (2026.4.1), without its build suffix."""
     return load_module().get_version().split("-")[0]

@@ -9,6 +9,24 @@ from tests.support.fakes import FakeClassifier, FakeDetector
 from tests.support.paths import SHARED
 
 
+def _multipart_in_memory():
+    """Flask's test client encodes a multipart body over 500 KB into a temporary file that
+    nothing closes (werkzeug.test.stream_encode_multipart; the builder closes only the parts):
+    whichever later test the garbage collector runs in then fails on "unclosed file" (warnings
+    are errors here). The tests' bodies are at most a few MB: keep them in memory."""
+    import werkzeug.test
+
+    encode = werkzeug.test.stream_encode_multipart
+
+    def in_memory(values, use_tempfile=True, threshold=1024 * 500, boundary=None):
+        return encode(values, use_tempfile=False, threshold=threshold, boundary=boundary)
+
+    werkzeug.test.stream_encode_multipart = in_memory
+
+
+_multipart_in_memory()
+
+
 def pytest_collection_modifyitems(config, items):
     # In CI a missing ../shared is a failure, never a silent skip.
     if os.environ.get("CI", "").lower() == "true" and not SHARED.is_dir():
