@@ -224,10 +224,10 @@ class ModelSlot:
         """The model's predict(images, *options), loaded first if needed, batched with
         concurrent calls where the model batches, under the time limit, timed."""
         model = self.ensure_loaded()
-        batcher = self._batcher if not options else None
+        batcher = self._batcher
         if batcher is not None:
             self._policy.on_batch_wait()
-            call = lambda: batcher.submit(images, token)
+            call = lambda: batcher.submit(images, token, options)
         else:
             call = lambda: model.predict(images, *options)
         started = time.perf_counter()

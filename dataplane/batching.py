@@ -1,8 +1,8 @@
-"""Dynamic micro-batching: concurrent classification requests for one model become one
-batched model call.
+"""Dynamic micro-batching: concurrent requests for one model become one batched model call.
 
 A worker thread takes the first waiting request and every other one already waiting (up to
-MAX_BATCH_SIZE images). It waits up to BATCH_TIMEOUT_MS for more only while other requests
+MAX_BATCH_SIZE images) that asks with the same options (a detector's min_score: each call
+answers one threshold; requests with another wait for the next batch). It waits up to BATCH_TIMEOUT_MS for more only while other requests
 for the same model have announced themselves (admitted, still decoding): a request that is
 alone is dispatched at once, so latency at concurrency 1 does not change.
 """
@@ -19,7 +19,7 @@ import numpy as np
 
 
 class MicroBatcher:
-    def __init__(self, predict: Callable[[list], np.ndarray], max_images: int, timeout_ms: float,
+    def __init__(self, predict: Callable[..., np.ndarray | list], max_images: int, timeout_ms: float,
                  name: str = "model"):
         self._predict = predict
         self.max_images = max_images
@@ -49,13 +49,15 @@ class MicroBatcher:
             token["open"] = False
             self._cv.notify_all()
 
-    def submit(self, images: list, token=None) -> np.ndarray:
+    def submit(self, images: list, token=None, options: tuple = ()):
+        """`predict(images, *options)` for these images, computed with other waiting requests'
+        that have the same options; their part of the answer (rows, or one list per image)."""
         future: concurrent.futures.Future = concurrent.futures.Future()
         with self._cv:
             if token is not None and token["open"]:
                 self._expected -= 1
                 token["open"] = False
-            self._queue.append((images, future))
+            self._queue.append((images, options, future))
             self._cv.notify_all()
         return future.result()
 
@@ -64,11 +66,16 @@ class MicroBatcher:
             while not self._queue:
                 self._cv.wait()
             batch = [self._queue.popleft()]
-            count = len(batch[0][0])
+            count, options = len(batch[0][0]), batch[0][1]
             deadline = time.monotonic() + self.timeout
             while count < self.max_images:
-                if self._queue and count + len(self._queue[0][0]) <= self.max_images:
-                    item = self._queue.popleft()
+                # The oldest waiting request with the same options that fits; the others keep
+                # their places and start the next batch.
+                joining = next((i for i, (images, other, _) in enumerate(self._queue)
+                                if other == options and count + len(images) <= self.max_images), None)
+                if joining is not None:
+                    item = self._queue[joining]
+                    del self._queue[joining]
                     batch.append(item)
                     count += len(item[0])
                     continue
@@ -81,14 +88,14 @@ class MicroBatcher:
     def _run(self) -> None:
         while True:
             batch = self._take_batch()
-            images = [img for item_images, _ in batch for img in item_images]
+            images = [img for item_images, _, _ in batch for img in item_images]
             try:
-                rows = self._predict(images)
+                rows = self._predict(images, *batch[0][1])
             except BaseException as exc:  # every caller in the batch gets the failure
-                for _, future in batch:
+                for _, _, future in batch:
                     future.set_exception(exc)
                 continue
             start = 0
-            for item_images, future in batch:
+            for item_images, _, future in batch:
                 future.set_result(rows[start:start + len(item_images)])
                 start += len(item_images)

@@ -55,6 +55,9 @@ def _configure(framework: str) -> None:
         import torch
         torch.set_num_threads(intra)
         torch.set_num_interop_threads(inter)
+        # Full float32 convolutions on a GPU, as on the CPU: cuDNN's default TF32 keeps 10 bits
+        # of mantissa, so answers would differ from the CPU's and with the batch size.
+        torch.backends.cudnn.allow_tf32 = False
     elif framework == TENSORFLOW:
         import tensorflow as tf
         tf.config.threading.set_intra_op_parallelism_threads(intra)

@@ -130,6 +130,8 @@ class CompiledNetwork:
 
     def per_image(self, batch: np.ndarray) -> list[np.ndarray]:
         """A batch run one image at a time on the batch-1 network, outputs concatenated."""
+        if len(batch) == 1:
+            return self(batch)
         parts = [self(batch[i:i + 1]) for i in range(len(batch))]
         return [np.concatenate(outs) for outs in zip(*parts)]
 

@@ -15,7 +15,7 @@ from dataplane.batching import MicroBatcher
 from dataplane.images import decode_image
 from registry import create_model
 from tests.support import imaging
-from tests.support.fakes import FakeClassifier
+from tests.support.fakes import FakeClassifier, FakeDetector
 
 
 class Recorder:
@@ -85,6 +85,40 @@ def test_a_failure_reaches_every_caller_in_the_batch():
         batcher.submit([2])
 
 
+def test_requests_with_other_options_never_share_a_call():
+    """A detector's call answers one min_score: requests asking for another one go in another
+    batch, and each gets the answer for its own threshold."""
+    calls = []
+    release = threading.Event()
+
+    def predict(images, min_score):
+        calls.append((min_score, len(images)))
+        release.wait(5)
+        return [[(image, min_score)] for image in images]
+    batcher = MicroBatcher(predict, max_images=8, timeout_ms=50)
+    out = {}
+
+    def call(i, threshold):
+        out[i] = batcher.submit([i], options=(threshold,))
+    first = threading.Thread(target=call, args=(0, 0.5))
+    first.start()
+    while not calls:   # the first call is running: the others queue up behind it
+        time.sleep(0.01)
+    threads = [threading.Thread(target=call, args=(i, 0.5 if i % 2 else 0.2)) for i in range(1, 7)]
+    for t in threads:
+        t.start()
+    while sum(len(item[0]) for item in batcher._queue) < 6:
+        time.sleep(0.01)
+    release.set()
+    for t in [first, *threads]:
+        t.join()
+    for i in range(7):
+        assert out[i] == [[(i, 0.5 if i % 2 or i == 0 else 0.2)]]
+    assert sum(n for _, n in calls) == 7
+    assert len(calls) < 7, calls   # the queued requests were batched...
+    assert all(n > 1 for _, n in calls[1:]), calls
+
+
 class BatchRecorder(FakeClassifier):
     """A batchable fake that records its batch sizes. Its first call waits until `gate()` is
     true (every request admitted), so the test does not depend on thread timing."""
@@ -134,6 +168,46 @@ def test_http_requests_are_batched_beyond_the_worker_count_at_default_settings(t
     # Every place came back: the next requests are admitted and answered.
     assert concurrent_classify(app, 12) == [200] * 12
     assert app.extensions["admission"].admitted == 0
+
+
+class DetectorBatchRecorder(FakeDetector):
+    batchable = True
+
+    def __init__(self, gate):
+        super().__init__()
+        self.calls: list[tuple[int, float]] = []
+        self.gate = gate
+
+    def predict(self, images, min_score):
+        if not self.calls:
+            deadline = time.monotonic() + 10
+            while not self.gate() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.2)
+        self.calls.append((len(images), min_score))
+        return super().predict(images, min_score)
+
+
+def test_concurrent_detections_are_batched_per_threshold(tmp_path):
+    settings = Settings(detection_enabled=True, models_dir=tmp_path)
+    detector = DetectorBatchRecorder(gate=lambda: app.extensions["admission"].admitted == 8)
+    app = create_app(settings, detector=detector)
+    answers = []
+
+    def call(i):
+        data = imaging.jpeg(size=(40 + i, 30))
+        response = app.test_client().post("/detect-objects", data={"image": (io.BytesIO(data), "a.jpg")},
+                                          content_type="multipart/form-data")
+        answers.append((i, response.status_code, response.get_json()))
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [status for _, status, _ in answers] == [200] * 8
+    assert sum(n for n, _ in detector.calls) == 8 and len(detector.calls) < 8, detector.calls
+    for i, _, body in answers:   # each request got its own image's detections
+        assert [0, 0, (40 + i) // 2, 15] in [d["box_points"] for d in body], body
 
 
 # --- reduced-scale decoding -----------------------------------------------------------------

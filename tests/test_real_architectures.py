@@ -199,3 +199,52 @@ def test_openvino_retinanet_equals_torchvision(calibrated_dir):
     for image in [sample_image(640, 480, 6)] + photos():
         compared += assert_same_detections(ours(detector, image, 0.05), torchvision_reference(detector, image, 0.05))
     assert compared > 300
+
+
+@pytest.mark.parametrize("name, runtime", [("tiny_yolo", "openvino"), ("tiny_yolo", "tensorflow"),
+                                           ("yolo", "openvino"), ("retina", "openvino")])
+def test_a_micro_batch_answers_as_each_image_alone(name, runtime, calibrated_dir):
+    """One predict() over images of several sizes (YOLO: one stacked network call; RetinaNet:
+    one call per image) gives each image the detections it gets alone, box for box."""
+    detector = load_detector(name, runtime, calibrated_dir)
+    min_score = 0.05 if name == "retina" else 0.3
+    images = [sample_image(640, 480, 6), sample_image(300, 500, 7), sample_image(640, 480, 8)] + photos()
+    together = detector.predict(images, min_score)
+    assert len(together) == len(images)
+    compared = 0
+    for image, found in zip(images, together):
+        alone = ours(detector, image, min_score)
+        compared += assert_same_detections([(d.label, d.score, list(d.box)) for d in found], alone)
+    assert compared > 300
+
+
+def test_letterboxed_equals_imageai_s_prepare_image_of_the_bgr_pixels():
+    """The YOLO input built from the RGB pixels is exactly ImageAI's from the BGR array."""
+    from imageai.yolov3.utils import prepare_image
+
+    for size, seed in (((640, 480), 1), ((300, 500), 2), ((417, 415), 3)):
+        rgb = np.asarray(sample_image(*size, seed))
+        expected = prepare_image(np.ascontiguousarray(rgb[:, :, ::-1]), (416, 416))
+        got = letterboxed(rgb)
+        assert got.dtype == expected.dtype and got.shape == expected.shape == (1, 3, 416, 416)
+        assert bool((got == expected).all())
+
+
+@pytest.mark.parametrize("name", ["tiny_yolo", "retina"])
+def test_a_strip_of_pixels_finds_nothing_and_spoils_no_batch(name, calibrated_dir):
+    """A 2000x1 image letterboxes (YOLO) or resizes (RetinaNet) to under one pixel, where ImageAI
+    and torchvision raise. YOLO letterboxes it to one row (the network answers for the grey
+    canvas around it: boxes clipped to the strip); RetinaNet finds nothing in it. Either way
+    the image batched with it gets its own detections."""
+    from PIL import Image
+
+    detector = load_detector(name, "openvino", calibrated_dir)
+    scene = sample_image(640, 480, 6)
+    strips = [Image.new("RGB", (2000, 1), (90, 140, 200)), Image.new("RGB", (1, 3000), (20, 20, 20))]
+    found = detector.predict([strips[0], scene, strips[1]], 0.3)
+    for strip, detections in zip(strips, (found[0], found[2])):
+        if name == "retina":
+            assert detections == []
+        width, height = strip.size
+        assert all(0 <= d.box[0] <= d.box[2] <= width and 0 <= d.box[1] <= d.box[3] <= height for d in detections)
+    assert_same_detections([(d.label, d.score, list(d.box)) for d in found[1]], ours(detector, scene, 0.3))

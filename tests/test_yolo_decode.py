@@ -159,3 +159,68 @@ def test_decode_min_score_filters():
     assert class_ids.tolist() == [1, 1]
     boxes, scores, class_ids = decode(rows, "yolov8", 2, "pixels", (64, 64), 0.995)
     assert boxes.shape == (0, 4) and scores.shape == (0,) and class_ids.shape == (0,)
+
+
+# --- ImageAI's NMS, on the CPU and as a GPU runs it ------------------------------------------
+
+def imageai_rows(seed: int, images: int = 4, per_image: int = 400, classes: int = 5):
+    """Candidate rows [image, x1, y1, x2, y2, objectness, class score, class id] crowded enough
+    that the NMS suppresses most of them."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    count = images * per_image
+    xy = rng.uniform(-10, 60, (count, 2))
+    wh = rng.uniform(40, 100, (count, 2))
+    rows = np.column_stack([rng.integers(0, images, count), xy, xy + wh, rng.uniform(0.5, 1, count),
+                            rng.uniform(0.1, 1, count), rng.integers(0, classes, count)])
+    return torch.from_numpy(rows.astype(np.float32))
+
+
+def imageai_greedy(rows, classes: int) -> list[int]:
+    """The greedy NMS of imageai.yolov3.utils.get_predictions, box by box: per image and class,
+    by objectness, a box goes when its IoU (+1-pixel areas, float32) with a kept one is >= 0.4."""
+    import torch
+
+    kept = []
+    for image in range(int(rows[:, 0].max()) + 1):
+        for cls in range(classes):
+            members = torch.nonzero((rows[:, 0] == image) & (rows[:, 7] == cls)).squeeze(1)
+            members = members[torch.sort(rows[members, 5], descending=True)[1]]
+            alive = [True] * len(members)
+            for i in range(len(members)):
+                if not alive[i]:
+                    continue
+                kept.append(int(members[i]))
+                a = rows[members[i], 1:5]
+                for j in range(i + 1, len(members)):
+                    b = rows[members[j], 1:5]
+                    w = torch.clamp(torch.min(a[2], b[2]) - torch.max(a[0], b[0]) + 1, min=0)
+                    h = torch.clamp(torch.min(a[3], b[3]) - torch.max(a[1], b[1]) + 1, min=0)
+                    inter = w * h
+                    union = (a[2] - a[0] + 1) * (a[3] - a[1] + 1) + (b[2] - b[0] + 1) * (b[3] - b[1] + 1) - inter
+                    if not bool(inter / union < 0.4):
+                        alive[j] = False
+    return kept
+
+
+def test_imageai_nms_on_the_cpu_is_imageai_s_box_by_box_loop():
+    from detectors.imageai_yolo import suppress
+
+    rows = imageai_rows(11, images=2, per_image=150)
+    kept = suppress(rows, 5).tolist()
+    assert kept == imageai_greedy(rows, 5)
+    assert 20 < len(kept) < len(rows) // 2   # the case keeps some boxes and suppresses most
+
+
+def test_the_gpu_s_single_nms_call_keeps_what_the_per_class_calls_keep():
+    """The GPU path (one nms call for every image and class, groups moved apart in float64)
+    run here on the CPU: the same rows, in the same order, as the exact per-class path."""
+    from detectors.imageai_yolo import _suppress_at_once, suppress
+
+    for seed in (1, 2, 3):
+        rows = imageai_rows(seed)
+        groups = rows[:, 0].long() * 5 + rows[:, 7].long()
+        boxes = rows[:, 1:5].clone()
+        boxes[:, 2:] += 1
+        assert _suppress_at_once(rows, groups, boxes).tolist() == suppress(rows, 5).tolist()
