@@ -80,6 +80,7 @@ def test_detector_raw_cost_feeds_the_network_on_its_own_device(random_models_dir
     assert device == "cpu"
     entry = raw["640x480"]
     assert entry["forward_ms"] > 0 and entry["detect_ms"] > 0 and entry["preprocess_ms"] > 0
+    assert entry["forward_batch8_ms"] > 0 and entry["detect_batch8_ms"] > 0   # a micro-batch's cost
     synced = []
     timed(lambda: None, 3, sync=lambda: synced.append(1))
     assert len(synced) == 4  # after the warm-up call and after each timed call
@@ -103,3 +104,20 @@ def test_report_draws_one_chart_per_model_and_image(tmp_path):
     assert charts == ["mobilenet-12MP-cpu.png", "mobilenet-640x480-cpu.png"]
     with Image.open(tmp_path / "charts" / charts[0]) as chart:
         assert chart.size == (900, 360)
+
+
+@pytest.mark.slow
+def test_detector_batches_benchmark_checks_a_batch_against_each_image_alone(tmp_path):
+    """`python -m bench.detector_batches` (run on the GPU machine for docs/benchmarks.md), here
+    on the CPU with calibrated TinyYOLOv3 weights: a batch of 8 answers as each image alone."""
+    out = tmp_path / "batches.json"
+    result = subprocess.run([sys.executable, "-m", "bench.detector_batches", "--models", "tiny_yolo",
+                             "--models-dir", str(tmp_path / "models"), "--random-weights", "--repeat", "2",
+                             "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    entry = report["models"]["tiny_yolo"]
+    assert report["device"] == "cpu" and entry["device"] == "cpu" and entry["batchable"] is True
+    assert entry["batch_equals_alone"] is True
+    assert 1 <= min(entry["detections_per_image"]) and max(entry["detections_per_image"]) <= 100   # realistic
+    assert entry["forward_batch8_ms"] > entry["forward_batch1_ms"] > 0 and entry["predict_batch8_ms"] > 0
