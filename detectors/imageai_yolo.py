@@ -64,7 +64,10 @@ def suppress(rows, num_classes: int):
     groups = rows[:, 0].long() * num_classes + rows[:, 7].long()
     boxes = rows[:, 1:5].clone()
     boxes[:, 2:] += 1   # (x2 + 1) - x1 is ImageAI's x2 - x1 + 1
-    if rows.device.type == "cpu":
+    # A box whose size overflowed to inf (never seen with trained weights) would make the GPU
+    # path's offsets inf for every group: such a batch takes the per-class path. There, as in
+    # torchvision, a NaN IoU suppresses nothing (ImageAI's `iou < 0.4` would suppress).
+    if rows.device.type == "cpu" or not bool(torch.isfinite(boxes).all()):
         return _suppress_exactly(rows, groups, boxes)
     return _suppress_at_once(rows, groups, boxes)
 

@@ -224,3 +224,18 @@ def test_the_gpu_s_single_nms_call_keeps_what_the_per_class_calls_keep():
         boxes = rows[:, 1:5].clone()
         boxes[:, 2:] += 1
         assert _suppress_at_once(rows, groups, boxes).tolist() == suppress(rows, 5).tolist()
+
+
+def test_an_overflowed_box_does_not_poison_the_other_groups():
+    """A box of infinite size (an overflowing exp) suppresses nothing (its IoU is NaN) and the
+    other boxes are kept exactly as without it. On a GPU such a batch takes this per-class
+    path: the single call's group offsets would be inf for every group."""
+    import torch
+
+    from detectors.imageai_yolo import suppress
+
+    rows = imageai_rows(4, images=2, per_image=100)
+    clean = suppress(rows, 5).tolist()
+    broken = torch.cat([rows, torch.tensor([[1, 10, 10, float("inf"), float("inf"), 0.99, 0.9, 4]])])
+    kept = suppress(broken, 5).tolist()
+    assert [i for i in kept if i != len(rows)] == clean and len(rows) in kept
