@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.__main__ import add_weight_arguments, describe_device, publish, torch_device
+from bench.__main__ import add_weight_arguments, describe_device, publish, timed, torch_device
 
 
 def same_detections(found, reference) -> bool:
@@ -32,15 +32,7 @@ def same_detections(found, reference) -> bool:
 
 
 def median_ms(function, repeat: int, sync) -> float:
-    function()
-    sync()
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        function()
-        sync()
-        times.append(time.perf_counter() - started)
-    return 1e3 * float(np.median(times))
+    return 1e3 * timed(function, repeat, sync)
 
 
 def measure(name: str, models_dir: Path, repeat: int) -> dict:
