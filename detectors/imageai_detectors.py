@@ -163,7 +163,7 @@ class ImageAIDetector(Detector):
             return compiled
         compiled, layers = imageai_yolo.compile_heads(network, key, self.models_dir, self.precision)
         self._precision_in_use = compiled.precision
-        return lambda inputs: imageai_yolo.decode_heads(layers, compiled.per_image(inputs.numpy()))
+        return lambda inputs: imageai_yolo.decode_heads(layers, compiled(inputs.numpy()))
 
     def _torch_forward(self):
         import torch

