@@ -2,9 +2,10 @@
 
 A worker thread takes the first waiting request and every other one already waiting (up to
 MAX_BATCH_SIZE images) that asks with the same options (a detector's min_score: each call
-answers one threshold; requests with another wait for the next batch). It waits up to BATCH_TIMEOUT_MS for more only while other requests
-for the same model have announced themselves (admitted, still decoding): a request that is
-alone is dispatched at once, so latency at concurrency 1 does not change.
+answers one threshold; requests with another start the next batch). It waits up to
+BATCH_TIMEOUT_MS for more only while other requests for the same model have announced
+themselves (admitted, still decoding): a request that is alone is dispatched at once, so
+latency at concurrency 1 does not change.
 """
 from __future__ import annotations
 
