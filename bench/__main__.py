@@ -128,7 +128,7 @@ def load_model(name: str, models_dir: Path, runtime: str):
 
     frameworks.set_inference(runtime, frameworks.inference_precision())
     model = create_model(model_task(name), name, models_dir, download=False)
-    require_frameworks([name], models_dir)   # a no-op where main() imported them already
+    frameworks.require(model.frameworks)   # a no-op where main() imported them already
     model.load()
     if runtime == "openvino" and model.runtime != runtime:
         raise RuntimeError(f"{name} runs on {model.runtime}, not OpenVINO: {model.describe()}")
