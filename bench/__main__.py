@@ -405,16 +405,13 @@ def main(argv: list[str] | None = None) -> int:
     levels = [int(c) for c in args.concurrency.split(",")]
     names = [n.strip() for n in args.models.split(",") if n.strip()]
 
-    from models.weights import CATALOG
     written = {}  # what this run wrote; files already there are reported as such
     if args.random_weights:
-        from bench.random_weights import write_weights
-        kind = "random, plain (worst case)" if args.worst_case else "random, calibrated to ~15 candidates"
-        for name in names:
-            if not CATALOG[name].path(args.models_dir).exists():
-                print(f"writing random weights for {name} into {args.models_dir}", flush=True)
-                write_weights(name, args.models_dir, candidates=None if args.worst_case else 15)
-                written[name] = kind
+        from bench.random_weights import CALIBRATED_CANDIDATES, write_missing
+        kind = ("random, plain (worst case)" if args.worst_case
+                else f"random, calibrated to ~{CALIBRATED_CANDIDATES} candidates")
+        candidates = None if args.worst_case else CALIBRATED_CANDIDATES
+        written = {name: kind for name in write_missing(names, args.models_dir, candidates)}
 
     require_frameworks(names, args.models_dir)
     images = bench_images()

@@ -24,7 +24,6 @@ from bench.__main__ import SHARED, Server, add_weight_arguments, publish
 
 FRIGATE_TIMEOUT_S = 0.1   # frigate/detectors/plugins/deepstack.py: api_timeout default
 FRIGATE_MAX_PREDICTIONS = 20   # its detections array: more rows at or above 0.4 and it fails
-CALIBRATED_CANDIDATES = 15     # as `python -m bench --random-weights`
 PHOTOS = ("darknet/dog.jpg", "darknet/person.jpg", "darknet/horses.jpg", "darknet/giraffe.jpg",
           "ultralytics/bus.jpg", "coral/pets.jpg")
 
@@ -92,7 +91,7 @@ def weights_file(model: str, models_dir: Path, random_weights: bool) -> str:
         return str(path)
     if not random_weights:
         raise SystemExit(f"{path} is missing: fill MODELS_DIR (python -m models.download {model}) or pass --random-weights")
-    from bench.random_weights import write_weights
+    from bench.random_weights import CALIBRATED_CANDIDATES, write_weights
     write_weights(model, models_dir, candidates=CALIBRATED_CANDIDATES)
     return f"{path}: random weights of the real architecture, calibrated to ~{CALIBRATED_CANDIDATES} candidates per photo"
 

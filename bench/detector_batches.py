@@ -16,23 +16,28 @@ import numpy as np
 from bench.__main__ import add_weight_arguments, describe_device, publish, timed, torch_device
 
 
-def same_detections(found, reference) -> bool:
-    if len(found) != len(reference):
-        return False
-    pool = list(reference)
-    for d in found:
-        for i, other in enumerate(pool):
-            if (d.label == other.label and abs(d.score - other.score) <= 1e-3
-                    and max(abs(a - b) for a, b in zip(d.box, other.box)) <= 1):
-                del pool[i]
+def unpaired(found, reference):
+    """Greedy one-to-one pairing of same-label (label, score, box) detections whose boxes are
+    within 1 px and scores within 1e-3; returns what is left unpaired on each side."""
+    pool: dict[str, list] = {}
+    for label, score, box in reference:
+        pool.setdefault(label, []).append((score, box))
+    left = []
+    for label, score, box in found:
+        candidates = pool.get(label, [])
+        for i, (other_score, other_box) in enumerate(candidates):
+            if abs(other_score - score) <= 1e-3 and max(abs(a - b) for a, b in zip(box, other_box)) <= 1:
+                del candidates[i]
                 break
         else:
-            return False
-    return True
+            left.append((label, score, box))
+    return left, [(label, *d) for label, ds in pool.items() for d in ds]
 
 
-def median_ms(function, repeat: int, sync) -> float:
-    return 1e3 * timed(function, repeat, sync)
+def same_detections(found, reference) -> bool:
+    """Detection lists equal one to one, in any order (see `unpaired`)."""
+    as_tuples = [[(d.label, d.score, d.box) for d in ds] for ds in (found, reference)]
+    return unpaired(*as_tuples) == ([], [])
 
 
 def measure(name: str, models_dir: Path, repeat: int) -> dict:
@@ -52,13 +57,13 @@ def measure(name: str, models_dir: Path, repeat: int) -> dict:
     entry = {"device": detector.device, "runtime": detector.runtime, "batchable": detector.batchable,
              "detections_per_image": [len(found) for found in alone],
              "batch_equals_alone": all(same_detections(a, b) for a, b in zip(together, alone)),
-             "predict_batch1_ms": median_ms(lambda: detector.predict(images[:1], min_score), repeat, sync),
-             "predict_batch8_ms": median_ms(lambda: detector.predict(images, min_score), max(3, repeat // 4), sync)}
+             "predict_batch1_ms": 1e3 * timed(lambda: detector.predict(images[:1], min_score), repeat, sync),
+             "predict_batch8_ms": 1e3 * timed(lambda: detector.predict(images, min_score), max(3, repeat // 4), sync)}
     if name != "retina":
         one = letterboxed(np.asarray(images[0]))
         eight = torch.cat([letterboxed(np.asarray(image)) for image in images])
-        entry["forward_batch1_ms"] = median_ms(lambda: detector._forward(one), repeat, sync)
-        entry["forward_batch8_ms"] = median_ms(lambda: detector._forward(eight), max(3, repeat // 4), sync)
+        entry["forward_batch1_ms"] = 1e3 * timed(lambda: detector._forward(one), repeat, sync)
+        entry["forward_batch8_ms"] = 1e3 * timed(lambda: detector._forward(eight), max(3, repeat // 4), sync)
     return entry
 
 
@@ -75,11 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     frameworks.set_inference("tensorflow", "f32")   # the framework's path: torch, on a GPU where it sees one
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     if args.random_weights:
-        from bench.random_weights import write_weights
-        from models.weights import CATALOG
-        for name in names:
-            if not CATALOG[name].path(args.models_dir).exists():
-                write_weights(name, args.models_dir, candidates=15)
+        from bench.random_weights import write_missing
+        write_missing(names, args.models_dir)
     report = {"device": describe_device(), "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "models": {name: measure(name, args.models_dir, args.repeat) for name in names}}
     return publish(report, args.json)

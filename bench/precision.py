@@ -54,11 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     frameworks.require({frameworks.TORCH, frameworks.TENSORFLOW})
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     if args.random_weights:
-        from bench.random_weights import write_weights
-        from models.weights import CATALOG
-        for name in names:
-            if not CATALOG[name].path(args.models_dir).exists():
-                write_weights(name, args.models_dir)
+        from bench.random_weights import write_missing
+        write_missing(names, args.models_dir)
     photos = sorted((SHARED / "images").glob("*/*.jpg"))
     report = {"started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "weights": str(args.models_dir),
               "models": {name: measure(name, args.models_dir, photos) for name in names}}

@@ -15,6 +15,7 @@ candidates above the gate: what a benchmark of a deployment should measure.
 from __future__ import annotations
 
 import importlib
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -178,6 +179,22 @@ def _shift_gate(network, inputs, heads, gate: float, candidates: int, count: int
     shift = gate - float(ranked[:, candidates - 1].median())
     for k, head in enumerate(heads):
         head.bias[channels[k]] += shift
+
+
+CALIBRATED_CANDIDATES = 15   # candidates per photo after calibration: what real weights give
+
+
+def write_missing(names, models_dir: Path, candidates: int | None = CALIBRATED_CANDIDATES) -> list[str]:
+    """Random weights for each named model whose official file is missing from `models_dir`
+    (detectors calibrated to `candidates` per photo; None: plain random weights); the names
+    written (said on stderr: a benchmark's stdout may be its JSON)."""
+    written = []
+    for name in names:
+        if not CATALOG[name].path(models_dir).exists():
+            print(f"writing random weights for {name} into {models_dir}", file=sys.stderr, flush=True)
+            write_weights(name, models_dir, candidates)
+            written.append(name)
+    return written
 
 
 def write_weights(name: str, models_dir: Path, candidates: int | None = None) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from bench.detector_batches import unpaired
 from registry import create_model
 from runtimes import frameworks
 from tests.support.paths import SHARED
@@ -57,24 +58,6 @@ def torchvision_reference(detector, image, min_score):
 
 def ours(detector, image, min_score):
     return [(d.label, d.score, list(d.box)) for d in detector.predict([image], min_score)[0]]
-
-
-def unpaired(found, reference):
-    """Greedy one-to-one pairing of same-label detections whose boxes are within 1 px and scores
-    within 1e-3; returns what is left unpaired on each side."""
-    pool: dict[str, list] = {}
-    for label, score, box in reference:
-        pool.setdefault(label, []).append((score, box))
-    left = []
-    for label, score, box in found:
-        candidates = pool.get(label, [])
-        for i, (other_score, other_box) in enumerate(candidates):
-            if abs(other_score - score) <= 1e-3 and max(abs(a - b) for a, b in zip(box, other_box)) <= 1:
-                del candidates[i]
-                break
-        else:
-            left.append((label, score, box))
-    return left, [(label, *d) for label, ds in pool.items() for d in ds]
 
 
 def assert_same_detections(found, reference) -> int:
