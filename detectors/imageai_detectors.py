@@ -16,8 +16,10 @@ detector runs one call at a time.
 By default (INFERENCE_RUNTIME=openvino, no GPU) OpenVINO runs the convolutional networks:
 YOLO's up to its detection layers (imageai_yolo.py), RetinaNet's backbone and heads
 (imageai_retinanet.py); ImageAI's and torchvision's own decoding, thresholds and NMS stay in
-Python. ImageAI still loads the weights, and the compiled networks are checked against torch
-at load; a model OpenVINO cannot run stays on torch.
+Python. ImageAI loads the weights for a conversion, and the compiled networks are checked
+against torch's answer on a probe at every load (a start from the converted-model cache checks
+against the answer the entry recorded: YOLO then loads no ImageAI network at all); a model
+OpenVINO cannot run stays on torch.
 """
 from __future__ import annotations
 
@@ -129,39 +131,47 @@ class ImageAIDetector(Detector):
     def load(self) -> None:
         path = ensure_weights(self.spec.weights, self.models_dir, download=self.download,
                               check=self.build)
-        self._detector = self.build(path)
-        if self.spec.model_type != "RetinaNet":
-            self._forward = self._torch_forward()
+        detector = openvino.FrameworkModel(lambda: self.build(path))
+        if self.spec.model_type == "RetinaNet":
+            self._detector = detector()   # its transform, anchors and NMS run in torch on any runtime
         if self.wanted_runtime == openvino.OPENVINO:
             reason = self._gpu_in_use()
             if reason is None:
-                forward, reason = openvino.attempt(self.name, "torch", lambda: self._openvino(path))
+                forward, reason = openvino.attempt(self.name, "torch", lambda: self._openvino(detector, path),
+                                                   detector)
                 if forward is not None:
                     self._forward, self._runtime = forward, openvino.OPENVINO
                     return
             self._runtime_reason = reason
+        self._detector = detector()
+        if self.spec.model_type != "RetinaNet":
+            self._forward = self._torch_forward()
         self._runtime = TORCH
 
     def _gpu_in_use(self) -> str | None:
-        """Where ImageAI put the network on a GPU, torch runs it there (the reason); else None."""
-        if self._network_device().type == "cpu":
+        """Where ImageAI puts the network on a GPU (it does wherever torch sees one), torch runs
+        it there (the reason); else None."""
+        import torch
+
+        if not torch.cuda.is_available():
             return None
-        log.info("model '%s': ImageAI placed the network on a GPU, where torch runs it", self.name)
+        log.info("model '%s': ImageAI places the network on a GPU, where torch runs it", self.name)
         return "a GPU is visible to torch: its GPU path runs the model"
 
-    def _openvino(self, weights: Path):
+    def _openvino(self, detector: openvino.FrameworkModel, weights: Path):
         """The network's convolutions compiled by OpenVINO (checked against torch at load);
         ImageAI's detection layers, thresholds and NMS stay in Python."""
         import torch
 
         source = f"torch{torch.__version__}-imageai{importlib.metadata.version('imageai')}"
         key = openvino.cache_key(self.name, weights, source)
-        network = self._detector._ObjectDetection__model
         if self.spec.model_type == "RetinaNet":
-            compiled = imageai_retinanet.compile_dense(network, key, self.models_dir, self.precision)
+            compiled = imageai_retinanet.compile_dense(self._detector._ObjectDetection__model, key,
+                                                       self.models_dir, self.precision)
             self._precision_in_use = compiled.precision
             return compiled
-        compiled, layers = imageai_yolo.compile_heads(network, key, self.models_dir, self.precision)
+        compiled, layers = imageai_yolo.compile_heads(lambda: detector()._ObjectDetection__model, key,
+                                                      self.models_dir, self.precision)
         self._precision_in_use = compiled.precision
         return lambda inputs: imageai_yolo.decode_heads(layers, compiled(inputs.numpy()))
 
@@ -185,8 +195,7 @@ class ImageAIDetector(Detector):
             if retinanet:
                 found = self._retinanet(rgbs, min_score)
             else:
-                found = imageai_yolo.detect(self._forward, self._detector._ObjectDetection__classes,
-                                            rgbs, min_score)
+                found = imageai_yolo.detect(self._forward, self.labels, rgbs, min_score)
         return [[Detection(label, score, _clip(box, rgb.shape[1], rgb.shape[0])) for label, score, box in raw]
                 for rgb, raw in zip(rgbs, found)]
 

@@ -16,7 +16,9 @@ and a batch with the same images one at a time.
 ImageAI's detection layers decode in place on `x.data`, outside anything a tracer sees, so a
 converted whole network answers the same for every input. `HeadOutputs` is the network with
 those layers swapped for taps that hand out their inputs (the raw head outputs): that part
-converts; the detection layers themselves then decode the raw outputs, unchanged.
+converts; the detection layers themselves then decode the raw outputs, unchanged. The
+converted-model cache records what those layers are made of (anchors, classes), so a start
+from the cache makes ImageAI's own DetectionLayer objects again without loading the network.
 """
 from __future__ import annotations
 
@@ -143,27 +145,47 @@ def head_outputs(network):
 
 def compile_heads(network, key: str, models_dir, precision: str):
     """(compiled network, detection layers): the head outputs compiled by OpenVINO for any
-    batch size, checked against torch on a probe input."""
+    batch size, checked against torch on a probe input. `network()` gives ImageAI's loaded
+    network; it is called only where the converted-model cache has no valid entry."""
     import torch
 
     from runtimes import openvino
 
-    module, layers = head_outputs(network)
     probe = openvino.probe_batch(YOLO_INPUT, YOLO_INPUT, count=1).transpose(0, 3, 1, 2) / np.float32(255)
-    with torch.no_grad():
-        expected = [raw.numpy() for raw in module(torch.from_numpy(probe))]
 
-    def check(compiled):
-        for got, wanted in zip(compiled(probe), expected, strict=True):
-            scale = max(1.0, float(np.abs(wanted).max()))   # raw outputs are not bounded
-            openvino.check_close(key.split("-")[0], got / scale, wanted / scale)
+    def source():
+        module, layers = head_outputs(network())
+        with torch.no_grad():
+            expected = [raw.numpy() for raw in module(torch.from_numpy(probe))]
+        return openvino.Source(
+            expected=expected, details={"layers": [layer_spec(layer) for layer in layers]},
+            convert=lambda: openvino.convert(module, example_input=torch.zeros(1, 3, YOLO_INPUT, YOLO_INPUT)))
 
     conversion = openvino.Conversion(
         # Any batch size: a micro-batch is one call (measured here: 8 images in 214 ms at once
         # against 225 ms one at a time; one image costs the same as on a batch-1 network).
-        key=key, check=check, input_shapes=[[-1, 3, YOLO_INPUT, YOLO_INPUT]],
-        convert=lambda: openvino.convert(module, example_input=torch.zeros(1, 3, YOLO_INPUT, YOLO_INPUT)))
-    return openvino.compile_network(conversion, models_dir, precision), layers
+        key=key, probe=lambda compiled: compiled(probe), source=source,
+        input_shapes=[[-1, 3, YOLO_INPUT, YOLO_INPUT]])
+    compiled = openvino.compile_network(conversion, models_dir, precision)
+    return compiled, [detection_layer(spec) for spec in compiled.details["layers"]]
+
+
+def layer_spec(layer) -> dict:
+    """What an ImageAI DetectionLayer computes with, as JSON: its anchors (w, h in input
+    pixels), its number of classes and the input side it scales to."""
+    return {"anchors": layer.anchors.tolist(), "num_classes": int(layer.num_classes), "width": int(layer.width)}
+
+
+def detection_layer(spec: dict):
+    """ImageAI's DetectionLayer with the anchors and classes of `spec` (layer_spec's), on the CPU."""
+    from imageai.yolov3.yolov3 import DetectionLayer
+
+    anchors = [side for pair in spec["anchors"] for side in pair]
+    layer = DetectionLayer(anchors=anchors, anchor_masks=tuple(range(len(spec["anchors"]))), layer=0,
+                           num_classes=spec["num_classes"], device="cpu").eval()
+    if layer.width != spec["width"]:
+        raise ValueError(f"this ImageAI scales to {layer.width} pixels, the cached network to {spec['width']}")
+    return layer
 
 
 def decode_heads(layers, raw_outputs):

@@ -1,11 +1,14 @@
 """OpenVINO executes the built-in networks on the CPU: converted in memory from the model the
 framework loaded (Keras for the classifiers, torch for ImageAI's YOLO networks), compiled for
 this CPU, and the converted model cached under MODELS_DIR/.openvino so the next start skips the
-conversion.
+conversion and the framework's own model.
 
-The framework stays the loader and the reference: every compiled network is checked against
-the framework's own answer on a probe input before it serves (a cache entry that fails the
-check is converted again; a conversion that fails it is not used, the framework runs instead).
+The framework stays the loader and the reference: a network is converted from the model the
+framework loaded, and checked against the framework's own answer on a probe input before it
+serves. A cache entry records that answer (a fixed sample of it), so a start from the cache
+checks the compiled network against it without building the framework's model at all; an
+entry that fails the check is converted again, and a conversion that fails it is not used (the
+framework runs instead).
 
 Measured on the 2-core development machine (docs/benchmarks.md): a static batch-1 network
 called once per image is faster here than a dynamic or a batch-8 network, so a batch of N is
@@ -116,6 +119,7 @@ class CompiledNetwork:
         self._compiled = compiled
         self._idle: queue.SimpleQueue = queue.SimpleQueue()
         self.precision = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        self.details: dict = {}   # what the model recorded besides the network (Source.details)
 
     def __call__(self, *inputs: np.ndarray) -> list[np.ndarray]:
         try:
@@ -136,15 +140,98 @@ class CompiledNetwork:
         return [np.concatenate(outs) for outs in zip(*parts)]
 
 
+class FrameworkModel:
+    """The framework's model, built at most once and only when something needs it: a start from
+    the converted-model cache never does. A build that failed raises its exception again at
+    every call (the weights' fault, reported as a framework start would report it)."""
+
+    def __init__(self, build: Callable[[], T]):
+        self._build, self._model = build, None
+        self.failure: Exception | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self):
+        with self._lock:
+            if self._model is None and self.failure is None:
+                try:
+                    self._model = self._build()
+                except Exception as exc:
+                    self.failure = exc
+            if self.failure is not None:
+                raise self.failure
+            return self._model
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """What the framework gives when the cache cannot: the framework's answers on the probe
+    (`expected`), `convert()` for the ov.Model, and `details` the model needs besides the
+    network (JSON: recorded in the cache entry and given back with the compiled network)."""
+    expected: list[np.ndarray]
+    convert: Callable[[], object]
+    details: dict = dataclasses.field(default_factory=dict)
+
+
 @dataclasses.dataclass(frozen=True)
 class Conversion:
-    """What to convert and how it is known: `key` names the converted model in the cache
-    (model, weights digest, OpenVINO and source versions), `convert` makes it from the loaded
-    framework model, `check` raises Unusable when a compiled network answers differently."""
+    """One network and how it is known: `key` names it in the cache (model, weights digest,
+    OpenVINO and source versions); `probe(network)` is a compiled network's answer on the fixed
+    probe input; `source()` loads the framework's model (only on a cache miss) and returns the
+    Source; `input_shapes` are what the network is compiled for (-1: any)."""
     key: str
-    convert: Callable[[], object]
-    check: Callable[[CompiledNetwork], None]
-    input_shapes: list[list[int]]   # static shapes the network is compiled for
+    probe: Callable[["CompiledNetwork"], list[np.ndarray]]
+    source: Callable[[], Source]
+    input_shapes: list[list[int]]
+
+    @property
+    def model(self) -> str:
+        return self.key.split("-")[0]
+
+
+# At most this many values of each probe output are recorded in a cache entry (evenly spaced):
+# a wrong conversion or damaged weights move nearly every value, and the entry stays small
+# (YOLOv3's three head outputs hold 0.9 million).
+RECORDED_VALUES = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class Expected:
+    """A reference answer of one output: its shape, its scale (raw head outputs are unbounded:
+    they are compared relative to their largest value, probabilities as they are), and values
+    at `positions` of the flattened output (None: all of them)."""
+    shape: tuple[int, ...]
+    scale: float
+    values: np.ndarray
+    positions: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, output: np.ndarray, limit: int | None = None) -> "Expected":
+        output = np.asarray(output, np.float64)
+        positions = None
+        if limit is not None and output.size > limit:
+            positions = np.linspace(0, output.size - 1, limit).round().astype(np.int64)
+        flat = output.ravel()
+        return cls(tuple(output.shape), max(1.0, float(np.abs(output).max(initial=0.0))),
+                   flat if positions is None else flat[positions], positions)
+
+    def to_json(self) -> dict:
+        return {"shape": list(self.shape), "scale": self.scale, "values": self.values.tolist(),
+                "positions": None if self.positions is None else self.positions.tolist()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Expected":
+        positions = data["positions"]
+        return cls(tuple(data["shape"]), float(data["scale"]), np.asarray(data["values"], np.float64),
+                   None if positions is None else np.asarray(positions, np.int64))
+
+    def check(self, model: str, got: np.ndarray) -> None:
+        got = np.asarray(got)
+        if tuple(got.shape) != self.shape:
+            raise Unusable(f"OpenVINO's answer on the load check of '{model}' has shape "
+                           f"{list(got.shape)}, the framework's {list(self.shape)}")
+        flat = got.ravel()
+        check_close(model, (flat if self.positions is None else flat[self.positions]) / self.scale,
+                    self.values / self.scale)
 
 
 def cache_key(model: str, weights: Path, source: str) -> str:
@@ -154,32 +241,40 @@ def cache_key(model: str, weights: Path, source: str) -> str:
 
 
 def compile_network(conversion: Conversion, models_dir: Path, precision: str = F32) -> CompiledNetwork:
-    """The checked, compiled network: from the cache when a valid entry exists and passes the
-    check, else converted now (and cached where MODELS_DIR is writable). Raises Unusable."""
+    """The checked, compiled network (its `details` set): from the cache when a valid entry
+    exists and answers as it recorded, else converted now from the framework's model (and
+    cached where MODELS_DIR is writable). Raises Unusable, or the framework's own exception
+    where it cannot load the model."""
     ov = load_module()
     cache = ConvertedCache(Path(models_dir))
-    cached = cache.read(conversion.key)
-    if cached is not None:
+    entry = cache.read(conversion.key)
+    if entry is not None:
+        model, expected, details = entry
         try:
-            return _checked(ov, cached, conversion, precision)
+            return _checked(ov, model, conversion, expected, details, precision)
         except Exception as exc:
             log.warning("cached OpenVINO model %s failed its check (%s); converting again",
                         conversion.key, _reason(exc))
             cache.remove(conversion.key)
+    source = conversion.source()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the converters' tracing chatter
-            converted = conversion.convert()
+            converted = source.convert()
     except Exception as exc:
         log.debug("conversion of %s failed", conversion.key, exc_info=True)
         raise Unusable(f"the conversion to OpenVINO failed ({type(exc).__name__})") from None
-    cache.write(conversion.key, converted)
     try:
-        return _checked(ov, converted, conversion, precision)
+        network = _checked(ov, converted, conversion, [Expected.of(o) for o in source.expected],
+                           source.details, precision)
     except Unusable:
         raise
     except Exception as exc:
         raise Unusable(f"OpenVINO could not compile the converted model ({type(exc).__name__})") from None
+    # Only a conversion that passed the check is cached, with a sample of the answer it matched.
+    cache.write(conversion.key, converted,
+                [Expected.of(o, RECORDED_VALUES) for o in source.expected], source.details)
+    return network
 
 
 def with_runtime_details(info: dict, runtime: str | None, precision: str | None, reason: str | None) -> dict:
@@ -192,17 +287,22 @@ def with_runtime_details(info: dict, runtime: str | None, precision: str | None,
     return info
 
 
-def attempt(model: str, framework: str, make: Callable[[], T]) -> tuple[T | None, str | None]:
+def attempt(model: str, framework: str, make: Callable[[], T],
+            loader: FrameworkModel | None = None) -> tuple[T | None, str | None]:
     """(what `make` returns, None), or (None, the reason) after one warning line saying that
-    `framework` runs the model instead. Nothing here is a load failure: the framework loaded
-    the weights already, so a failure is OpenVINO's, never the weights'."""
+    `framework` runs the model instead. Nothing here is a load failure: a failure is
+    OpenVINO's, never the weights'. Where the framework itself could not load the model
+    (`loader` failed), its own exception is raised, as a framework start would raise it."""
     try:
         return make(), None
-    except Unusable as exc:
-        reason = str(exc)
     except Exception as exc:
-        log.debug("OpenVINO could not run model '%s'", model, exc_info=True)
-        reason = f"OpenVINO could not run the model ({type(exc).__name__})"
+        if loader is not None and exc is loader.failure:
+            raise
+        if isinstance(exc, Unusable):
+            reason = str(exc)
+        else:
+            log.debug("OpenVINO could not run model '%s'", model, exc_info=True)
+            reason = f"OpenVINO could not run the model ({type(exc).__name__})"
     log.warning("model '%s' runs on %s instead of OpenVINO: %s", model, framework, reason)
     return None, reason
 
@@ -211,12 +311,22 @@ def _reason(exc: Exception) -> str:
     return str(exc) if isinstance(exc, Unusable) else type(exc).__name__
 
 
-def _checked(ov, model, conversion: Conversion, precision: str) -> CompiledNetwork:
-    """Compiled at full precision and checked; then, for bf16, compiled again at that precision
-    (bf16 moves answers by design: the check is of the conversion, at f32)."""
+def _checked(ov, model, conversion: Conversion, expected: list[Expected], details: dict,
+             precision: str) -> CompiledNetwork:
+    """Compiled at full precision and checked against the framework's answers; then, for bf16,
+    compiled again at that precision (bf16 moves answers by design: the check is of the
+    conversion, at f32)."""
     network = _compile(ov, model, conversion, F32)
-    conversion.check(network)
-    return network if precision == F32 else _compile(ov, model, conversion, precision)
+    answers = conversion.probe(network)
+    if len(answers) != len(expected):
+        raise Unusable(f"OpenVINO's network for '{conversion.model}' has {len(answers)} outputs, "
+                       f"the framework's {len(expected)}")
+    for got, wanted in zip(answers, expected):
+        wanted.check(conversion.model, got)
+    if precision != F32:
+        network = _compile(ov, model, conversion, precision)
+    network.details = details
+    return network
 
 
 def _compile(ov, model, conversion: Conversion, precision: str) -> CompiledNetwork:
@@ -253,9 +363,10 @@ def check_close(name: str, got: np.ndarray, expected: np.ndarray, tolerance: flo
 
 class ConvertedCache:
     """MODELS_DIR/.openvino/<key>.xml, .bin and .json: the converted model (OpenVINO IR, full
-    precision weights) and its manifest (sizes and sha256 of both files), written last. Each
-    file is written under a temporary name and renamed into place, so a reader sees whole
-    files; an entry whose manifest is missing or does not match its files is never read."""
+    precision weights) and its manifest (sizes and sha256 of both files, the framework's answer
+    on the probe that the conversion matched, the model's details), written last. Each file is
+    written under a temporary name and renamed into place, so a reader sees whole files; an
+    entry whose manifest is missing or does not match its files is never read."""
 
     _warned: set[Path] = set()
 
@@ -265,8 +376,9 @@ class ConvertedCache:
     def paths(self, key: str) -> dict[str, Path]:
         return {suffix: self.folder / f"{key}.{suffix}" for suffix in ("xml", "bin", "json")}
 
-    def read(self, key: str):
-        """The cached ov.Model, or None when the entry is missing, partial or corrupt."""
+    def read(self, key: str) -> tuple[object, list[Expected], dict] | None:
+        """(the cached ov.Model, the recorded answers, the details), or None when the entry is
+        missing, partial or corrupt, or records no answers (written by an older release)."""
         paths = self.paths(key)
         if not paths["json"].is_file():
             return None
@@ -275,15 +387,19 @@ class ConvertedCache:
             for suffix in ("xml", "bin"):
                 if _describe_file(paths[suffix]) != manifest[suffix]:
                     raise ValueError(f"the .{suffix} file does not match the manifest")
+            if "expected" not in manifest:
+                raise ValueError("it records no reference answers")
+            expected = [Expected.from_json(item) for item in manifest["expected"]]
+            details = dict(manifest.get("details", {}))
             model = _core(load_module()).read_model(str(paths["xml"]), str(paths["bin"]))
         except Exception as exc:
             log.warning("cached OpenVINO model %s is unusable (%s); converting again",
                         key, exc if isinstance(exc, ValueError) else type(exc).__name__)
             return None
         log.info("OpenVINO model %s read from the cache", key)
-        return model
+        return model, expected, details
 
-    def write(self, key: str, model) -> bool:
+    def write(self, key: str, model, expected: list[Expected], details: dict) -> bool:
         """Save the entry; False (and one log line per folder) when MODELS_DIR is read-only."""
         ov = load_module()
         try:
@@ -295,6 +411,7 @@ class ConvertedCache:
         try:
             ov.save_model(model, str(staging / "model.xml"), compress_to_fp16=False)
             manifest = {s: _describe_file(staging / f"model.{s}") for s in ("xml", "bin")}
+            manifest.update(expected=[item.to_json() for item in expected], details=details)
             (staging / "model.json").write_text(json.dumps(manifest), "utf-8")
             paths = self.paths(key)
             paths["json"].unlink(missing_ok=True)  # the entry is invalid until it is complete

@@ -121,3 +121,20 @@ def test_detector_batches_benchmark_checks_a_batch_against_each_image_alone(tmp_
     assert entry["batch_equals_alone"] is True
     assert 1 <= min(entry["detections_per_image"]) and max(entry["detections_per_image"]) <= 100   # realistic
     assert entry["forward_batch8_ms"] > entry["forward_batch1_ms"] > 0 and entry["predict_batch8_ms"] > 0
+
+
+@pytest.mark.slow
+def test_cold_start_benchmark_times_each_variant_to_ready_and_to_a_first_answer(random_models_dir, tmp_path):
+    """`python -m bench.cold_start`: the framework, OpenVINO from a warm cache and OpenVINO
+    converting, each started and timed to /ready and to its first answer."""
+    out = tmp_path / "cold.json"
+    result = subprocess.run([sys.executable, "-m", "bench.cold_start", "--models", "mobilenet", "--rounds", "1",
+                             "--convert", "--models-dir", str(random_models_dir), "--json", str(out)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    entry = json.loads(out.read_text())["models"]["mobilenet"]
+    assert set(entry) == {"framework", "openvino", "openvino_convert"}
+    for variant in entry.values():
+        assert len(variant["runs"]) == 1
+        assert 0 < variant["median_ready_s"] <= variant["median_first_answer_s"]
+    assert "| mobilenet |" in result.stdout

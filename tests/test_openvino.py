@@ -48,6 +48,26 @@ def test_the_cache_key_names_model_weights_and_versions(tmp_path):
     assert key_a == ov_runtime.cache_key("mobilenet", a, "keras3")
 
 
+def test_recorded_answers_are_a_fixed_sample_that_round_trips_and_catches_a_difference():
+    """A cache entry records at most RECORDED_VALUES values per output, at fixed positions; the
+    check of a start from the cache compares those, relative to the output's largest value."""
+    output = np.random.default_rng(1).normal(0, 50, (1, 255, 52, 52)).astype(np.float32)
+    full, sampled = ov_runtime.Expected.of(output), ov_runtime.Expected.of(output, ov_runtime.RECORDED_VALUES)
+    assert full.positions is None and full.values.size == output.size
+    assert sampled.values.size == ov_runtime.RECORDED_VALUES == len(set(sampled.positions.tolist()))
+    recorded = ov_runtime.Expected.from_json(json.loads(json.dumps(sampled.to_json())))
+    recorded.check("yolo", output)
+    recorded.check("yolo", output * np.float32(1 + 1e-6))   # float reordering passes
+    moved = output.copy()
+    moved.ravel()[recorded.positions[100]] += 0.01 * recorded.scale
+    for wrong, words in ((moved, "differs from the framework's by 0.01"), (output[:, :128], "has shape")):
+        with pytest.raises(ov_runtime.Unusable) as info:
+            recorded.check("yolo", wrong)
+        assert words in str(info.value)
+    probabilities = ov_runtime.Expected.of(np.full((2, 1000), 1e-3, np.float32))
+    assert probabilities.scale == 1.0   # bounded answers are compared as they are
+
+
 # --- the classifier on OpenVINO, with real architectures and random weights ----------------
 
 
@@ -114,6 +134,39 @@ def test_cache_round_trip_serves_the_same_answers(models_dir, reference, caplog)
     assert entry_files(models_dir) == files
     np.testing.assert_allclose(first.predict(images()), reference, atol=1e-4)
     np.testing.assert_allclose(second.predict(images()), reference, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_a_start_from_the_cache_builds_no_keras_model(models_dir, reference, monkeypatch, caplog):
+    """The entry records Keras' answer on the probe: a start from it compiles the cached network
+    and checks it against that answer, without building the Keras model (the slow part)."""
+    from classifiers.keras_applications import KerasApplicationClassifier
+
+    built = []
+    build = KerasApplicationClassifier.build
+    monkeypatch.setattr(KerasApplicationClassifier, "build", lambda self, path: built.append(path) or build(self, path))
+    load(models_dir)
+    assert len(built) == 1
+    caplog.set_level(logging.INFO, logger="runtimes.openvino")
+    model = load(models_dir)
+    assert "read from the cache" in caplog.text and len(built) == 1
+    assert (model.runtime, model.describe()["precision"]) == ("openvino", "f32")
+    np.testing.assert_allclose(model.predict(images()), reference, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_an_entry_that_records_no_answers_is_converted_again(models_dir, reference, caplog):
+    """Entries written before answers were recorded cannot be checked without Keras: they are
+    converted again, once."""
+    load(models_dir)
+    manifest_path = next((models_dir / ov_runtime.CACHE_FOLDER).glob("*.json"))
+    manifest = json.loads(manifest_path.read_text())
+    manifest_path.write_text(json.dumps({"xml": manifest["xml"], "bin": manifest["bin"]}))
+    caplog.set_level(logging.INFO, logger="runtimes.openvino")
+    model = load(models_dir)
+    assert "(it records no reference answers); converting again" in caplog.text and "saved to" in caplog.text
+    np.testing.assert_allclose(model.predict(images()), reference, atol=1e-4)
+    assert "expected" in json.loads(manifest_path.read_text())
 
 
 @pytest.mark.slow

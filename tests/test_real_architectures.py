@@ -201,6 +201,26 @@ def test_openvino_retinanet_equals_torchvision(calibrated_dir):
     assert compared > 300
 
 
+@pytest.mark.parametrize("name", ["tiny_yolo", "retina"])
+def test_a_detector_started_from_the_cache_answers_as_when_converted(name, calibrated_dir, tmp_path):
+    """A start from the converted-model cache (YOLO: ImageAI's detection layers made again from
+    the anchors the entry recorded, no ImageAI network loaded) gives the detections of the
+    start that converted, box for box."""
+    weights = CATALOG[name].path(tmp_path)
+    weights.parent.mkdir(parents=True)
+    weights.symlink_to(CATALOG[name].path(calibrated_dir))
+    converted = load_detector(name, "openvino", tmp_path)
+    cached = load_detector(name, "openvino", tmp_path)
+    assert len(list((tmp_path / ".openvino").glob("*.json"))) == 1
+    if name != "retina":
+        assert cached._detector is None
+    min_score = 0.05 if name == "retina" else 0.3
+    compared = 0
+    for image in [sample_image(640, 480, 6)] + photos():
+        compared += assert_same_detections(ours(cached, image, min_score), ours(converted, image, min_score))
+    assert compared > 100
+
+
 @pytest.mark.parametrize("name, runtime", [("tiny_yolo", "openvino"), ("tiny_yolo", "tensorflow"),
                                            ("yolo", "openvino"), ("retina", "openvino")])
 def test_a_micro_batch_answers_as_each_image_alone(name, runtime, calibrated_dir):

@@ -33,10 +33,18 @@ def photos() -> list[Image.Image]:
     return [Image.open(p).convert("RGB") for p in PHOTOS]
 
 
+def imageai_of(detector):
+    """ImageAI's ObjectDetection with the detector's weights: the one the detector runs, or
+    (on OpenVINO, where a YOLO detector holds none) one loaded now."""
+    if detector._detector is None:
+        detector._detector = detector.build(detector.spec.weights.path(detector.models_dir))
+    return detector._detector
+
+
 def imageai_reference(detector, rgb):
     """ImageAI's own detectObjectsFromImage on the BGR array its YOLO path expects."""
     bgr = np.ascontiguousarray(rgb[:, :, ::-1])
-    _, found = detector._detector.detectObjectsFromImage(
+    _, found = imageai_of(detector).detectObjectsFromImage(
         input_image=bgr, output_type="array", minimum_percentage_probability=30)
     return [(r["name"], r["percentage_probability"] / 100, r["box_points"]) for r in found]
 
@@ -45,8 +53,8 @@ def torchvision_reference(detector, image, min_score):
     """RetinaNet.forward of torchvision (what ImageAI runs), clipped as the service clips."""
     import torch
 
-    network = detector._detector._ObjectDetection__model
-    classes = detector._detector._ObjectDetection__classes
+    network = imageai_of(detector)._ObjectDetection__model
+    classes = imageai_of(detector)._ObjectDetection__classes
     tensor = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255.0)
     with torch.no_grad():
         output = network([tensor])[0]
