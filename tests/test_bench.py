@@ -138,3 +138,23 @@ def test_cold_start_benchmark_times_each_variant_to_ready_and_to_a_first_answer(
         assert len(variant["runs"]) == 1
         assert 0 < variant["median_ready_s"] <= variant["median_first_answer_s"]
     assert "| mobilenet |" in result.stdout
+
+
+@pytest.mark.slow
+def test_profile_benchmark_sums_the_loaded_service_s_samples(random_models_dir, tmp_path):
+    """`python -m bench.profile` starts the service under py-spy, loads it, and sums the samples
+    (the interpreter lock's holder, then every active thread) by what the service was doing."""
+    out = tmp_path / "profile.json"
+    result = subprocess.run([sys.executable, "-m", "bench.profile", "--model", "mobilenet", "--clients", "4",
+                             "--seconds", "3", "--models-dir", str(random_models_dir), "--out", str(tmp_path / "raw"),
+                             "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    for mode in ("gil", "active"):
+        entry = report["modes"][mode]
+        assert entry["load"]["statuses"] == {"200": entry["load"]["ok"]} and entry["load"]["ok"] > 0
+        assert entry["samples"] > 0 and entry["startup_samples_left_out"] > 0
+        assert sum(entry["categories_pct"].values()) == pytest.approx(100, abs=0.5)
+        assert {"waitress threads", "model thread"} <= set(entry["threads_pct"])
+        assert entry["categories_pct"].get("multipart form parsing (werkzeug)", 0) > 0
+    assert "holding the interpreter lock" in result.stdout
