@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import os
 import platform
 import statistics
@@ -39,8 +40,19 @@ def first_answer(server: Server, path: str, body: bytes, content_type: str) -> f
     return time.monotonic()
 
 
+def runtime_in_use(server: Server, name: str) -> str:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request("GET", f"/models/{name}")
+        return json.loads(conn.getresponse().read())["runtime"]
+    finally:
+        conn.close()
+
+
 def start(name: str, variant: str, models_dir: Path, body: bytes, content_type: str) -> dict:
-    """One start: seconds to /ready and to the first answer."""
+    """One start: seconds to /ready and to the first answer. Raises where the start did not
+    run what the variant names (a GPU host keeps the framework; a read-only MODELS_DIR has no
+    warm cache)."""
     from models.weights import CATALOG
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -50,13 +62,19 @@ def start(name: str, variant: str, models_dir: Path, body: bytes, content_type: 
             link.symlink_to(CATALOG[name].path(models_dir).resolve())
             models_dir = Path(scratch)
         env, path = service_env(name, models_dir, "tensorflow" if variant == "framework" else "openvino")
+        if variant == "openvino" and not list((models_dir / ".openvino").glob(f"{name}-*.json")):
+            raise SystemExit(f"no converted-model cache entry for {name} in MODELS_DIR/.openvino: "
+                             "the warm start cannot be measured (is MODELS_DIR writable?)")
         started = time.monotonic()
         server = Server([sys.executable, "app.py"], env, "/ready")
         try:
             answered = first_answer(server, path, body, content_type)
+            runtime = runtime_in_use(server, name)
         finally:
             server.stop()
-    return {"ready_s": server.ready_seconds, "first_answer_s": answered - started}
+    if (runtime == "openvino") != (variant != "framework"):
+        raise SystemExit(f"the {variant} start of {name} ran on {runtime}: nothing to compare")
+    return {"ready_s": server.ready_seconds, "first_answer_s": answered - started, "runtime": runtime}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
               "rounds": args.rounds, "models": {}}
     for name in names:
         # Fill the converted-model cache first: the warm variant must find its entry.
-        start(name, "openvino", args.models_dir, body, content_type)
+        start(name, "openvino_fill", args.models_dir, body, content_type)
         runs: dict[str, list[dict]] = {variant: [] for variant in variants}
         for _ in range(args.rounds):
             for variant in variants:

@@ -31,6 +31,7 @@ CATEGORIES = [
     ("waitress I/O loop (sockets, HTTP parsing)", ("serve (serving/server.py",)),
     ("PIL image to numpy copy (tobytes)", ("__array_interface__",)),
     ("JPEG open, decode, EXIF (decode_image)", ("decode_image (dataplane/images.py",)),
+    ("YOLO detection layers (decoding)", ("transform_prediction (",)),
     ("network call", ("forward (detectors/", "_infer", "runtimes/openvino.py")),
     ("letterbox or resize", ("letterboxed (", "to_array (")),
     ("candidates, NMS, rescaling", ("candidates (", "suppress", "detect (detectors/imageai_yolo.py")),

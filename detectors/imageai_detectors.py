@@ -164,7 +164,8 @@ class ImageAIDetector(Detector):
         import torch
 
         source = f"torch{torch.__version__}-imageai{importlib.metadata.version('imageai')}"
-        key = openvino.cache_key(self.name, weights, source)
+        code = (__file__, (imageai_retinanet if self.spec.model_type == "RetinaNet" else imageai_yolo).__file__)
+        key = openvino.cache_key(self.name, weights, source, code)
         if self.spec.model_type == "RetinaNet":
             compiled = imageai_retinanet.compile_dense(self._detector._ObjectDetection__model, key,
                                                        self.models_dir, self.precision)

@@ -70,7 +70,17 @@ def compile_dense(network, key: str, models_dir, precision: str):
         module = dense_part(network)
         with torch.no_grad():
             expected = [o.numpy() for o in module(batch)]
-        return openvino.Source(expected=expected,
+
+        def at_serving_size(compiled):
+            """Once per conversion: the size the transform gives a 640x480 photo (~800x1088)."""
+            photo = torch.from_numpy(openvino.probe_batch(480, 640, count=1, seed=7)[0]).permute(2, 0, 1) / 255
+            with torch.no_grad():
+                large = network.transform([photo])[0].tensors
+                wanted = [o.numpy() for o in module(large)]
+            for got, output in zip(compiled(large.numpy()), wanted, strict=True):
+                openvino.Expected.of(output).check(key.split("-")[0], got)
+
+        return openvino.Source(expected=expected, verify=at_serving_size,
                                convert=lambda: openvino.convert(module, example_input=batch))
 
     conversion = openvino.Conversion(

@@ -145,8 +145,10 @@ def head_outputs(network):
 
 def compile_heads(network, key: str, models_dir, precision: str):
     """(compiled network, detection layers): the head outputs compiled by OpenVINO for any
-    batch size, checked against torch on a probe input. `network()` gives ImageAI's loaded
-    network; it is called only where the converted-model cache has no valid entry."""
+    batch size, checked against torch on a probe input: the raw head outputs, and the network's
+    whole output (the detection layers, made from what the cache entry records, decoding the
+    compiled heads' outputs). `network()` gives ImageAI's loaded network; it is called only
+    where the converted-model cache has no valid entry."""
     import torch
 
     from runtimes import openvino
@@ -154,18 +156,24 @@ def compile_heads(network, key: str, models_dir, precision: str):
     probe = openvino.probe_batch(YOLO_INPUT, YOLO_INPUT, count=1).transpose(0, 3, 1, 2) / np.float32(255)
 
     def source():
-        module, layers = head_outputs(network())
+        loaded = network()
+        module, layers = head_outputs(loaded)
         with torch.no_grad():
             expected = [raw.numpy() for raw in module(torch.from_numpy(probe))]
+            expected.append(loaded(torch.from_numpy(probe)).numpy())   # decoded by ImageAI's own layers
         return openvino.Source(
             expected=expected, details={"layers": [layer_spec(layer) for layer in layers]},
             convert=lambda: openvino.convert(module, example_input=torch.zeros(1, 3, YOLO_INPUT, YOLO_INPUT)))
 
+    def answers(compiled):
+        raw = compiled(probe)
+        layers = [detection_layer(spec) for spec in compiled.details["layers"]]
+        return [*raw, decode_heads(layers, raw).numpy()]
+
     conversion = openvino.Conversion(
         # Any batch size: a micro-batch is one call (measured here: 8 images in 214 ms at once
         # against 225 ms one at a time; one image costs the same as on a batch-1 network).
-        key=key, probe=lambda compiled: compiled(probe), source=source,
-        input_shapes=[[-1, 3, YOLO_INPUT, YOLO_INPUT]])
+        key=key, probe=answers, source=source, input_shapes=[[-1, 3, YOLO_INPUT, YOLO_INPUT]])
     compiled = openvino.compile_network(conversion, models_dir, precision)
     return compiled, [detection_layer(spec) for spec in compiled.details["layers"]]
 
@@ -183,8 +191,7 @@ def detection_layer(spec: dict):
     anchors = [side for pair in spec["anchors"] for side in pair]
     layer = DetectionLayer(anchors=anchors, anchor_masks=tuple(range(len(spec["anchors"]))), layer=0,
                            num_classes=spec["num_classes"], device="cpu").eval()
-    if layer.width != spec["width"]:
-        raise ValueError(f"this ImageAI scales to {layer.width} pixels, the cached network to {spec['width']}")
+    layer.width = layer.height = spec["width"]
     return layer
 
 

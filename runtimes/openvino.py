@@ -165,11 +165,13 @@ class FrameworkModel:
 @dataclasses.dataclass(frozen=True)
 class Source:
     """What the framework gives when the cache cannot: the framework's answers on the probe
-    (`expected`), `convert()` for the ov.Model, and `details` the model needs besides the
-    network (JSON: recorded in the cache entry and given back with the compiled network)."""
+    (`expected`), `convert()` for the ov.Model, `details` the model needs besides the network
+    (JSON: recorded in the cache entry, set on the compiled network before its check), and
+    `verify(network)`, a further check run once after a conversion (raises Unusable)."""
     expected: list[np.ndarray]
     convert: Callable[[], object]
     details: dict = dataclasses.field(default_factory=dict)
+    verify: Callable[["CompiledNetwork"], None] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,10 +236,16 @@ class Expected:
                     self.values / self.scale)
 
 
-def cache_key(model: str, weights: Path, source: str) -> str:
-    """<model>-<weights sha256 prefix>-openvino<version>-<source>: another weights file, OpenVINO
-    release or framework version is another entry, never a stale one."""
-    return f"{model}-{file_sha256(weights)[:16]}-openvino{version()}-{source}"
+def cache_key(model: str, weights: Path, source: str, code: tuple[str, ...] = ()) -> str:
+    """<model>-<weights sha256 prefix>-openvino<version>-<source>-code<digest>: another weights
+    file, OpenVINO release, framework version or conversion code is another entry, never a stale
+    one. `code`: the source files that shape the converted network and read its outputs (this
+    module's is always included): a start from the cache checks against the answer recorded by
+    the code that converted, so another version of that code must not find the entry."""
+    digest = hashlib.sha256()
+    for path in sorted({__file__, *code}):
+        digest.update(Path(path).read_bytes())
+    return f"{model}-{file_sha256(weights)[:16]}-openvino{version()}-{source}-code{digest.hexdigest()[:8]}"
 
 
 def compile_network(conversion: Conversion, models_dir: Path, precision: str = F32) -> CompiledNetwork:
@@ -267,6 +275,8 @@ def compile_network(conversion: Conversion, models_dir: Path, precision: str = F
     try:
         network = _checked(ov, converted, conversion, [Expected.of(o) for o in source.expected],
                            source.details, precision)
+        if source.verify is not None:
+            source.verify(network)
     except Unusable:
         raise
     except Exception as exc:
@@ -317,6 +327,7 @@ def _checked(ov, model, conversion: Conversion, expected: list[Expected], detail
     compiled again at that precision (bf16 moves answers by design: the check is of the
     conversion, at f32)."""
     network = _compile(ov, model, conversion, F32)
+    network.details = details
     answers = conversion.probe(network)
     if len(answers) != len(expected):
         raise Unusable(f"OpenVINO's network for '{conversion.model}' has {len(answers)} outputs, "
@@ -325,7 +336,7 @@ def _checked(ov, model, conversion: Conversion, expected: list[Expected], detail
         wanted.check(conversion.model, got)
     if precision != F32:
         network = _compile(ov, model, conversion, precision)
-    network.details = details
+        network.details = details
     return network
 
 
@@ -364,7 +375,8 @@ def check_close(name: str, got: np.ndarray, expected: np.ndarray, tolerance: flo
 class ConvertedCache:
     """MODELS_DIR/.openvino/<key>.xml, .bin and .json: the converted model (OpenVINO IR, full
     precision weights) and its manifest (sizes and sha256 of both files, the framework's answer
-    on the probe that the conversion matched, the model's details), written last. Each file is
+    on the probe that the conversion matched and the model's details, with their sha256),
+    written last. Each file is
     written under a temporary name and renamed into place, so a reader sees whole files; an
     entry whose manifest is missing or does not match its files is never read."""
 
@@ -389,8 +401,10 @@ class ConvertedCache:
                     raise ValueError(f"the .{suffix} file does not match the manifest")
             if "expected" not in manifest:
                 raise ValueError("it records no reference answers")
+            if _answers_sha256(manifest["expected"], manifest["details"]) != manifest["answers_sha256"]:
+                raise ValueError("its recorded answers do not match their checksum")
             expected = [Expected.from_json(item) for item in manifest["expected"]]
-            details = dict(manifest.get("details", {}))
+            details = dict(manifest["details"])
             model = _core(load_module()).read_model(str(paths["xml"]), str(paths["bin"]))
         except Exception as exc:
             log.warning("cached OpenVINO model %s is unusable (%s); converting again",
@@ -411,7 +425,8 @@ class ConvertedCache:
         try:
             ov.save_model(model, str(staging / "model.xml"), compress_to_fp16=False)
             manifest = {s: _describe_file(staging / f"model.{s}") for s in ("xml", "bin")}
-            manifest.update(expected=[item.to_json() for item in expected], details=details)
+            recorded = [item.to_json() for item in expected]
+            manifest.update(expected=recorded, details=details, answers_sha256=_answers_sha256(recorded, details))
             (staging / "model.json").write_text(json.dumps(manifest), "utf-8")
             paths = self.paths(key)
             paths["json"].unlink(missing_ok=True)  # the entry is invalid until it is complete
@@ -437,6 +452,10 @@ class ConvertedCache:
             self._warned.add(self.folder)
             log.warning("MODELS_DIR/%s cannot be written (%s): converted models are not cached, "
                         "each start converts them again", CACHE_FOLDER, type(exc).__name__)
+
+
+def _answers_sha256(expected: list, details: dict) -> str:
+    return hashlib.sha256(json.dumps([expected, details], sort_keys=True).encode("utf-8")).hexdigest()
 
 
 def _describe_file(path: Path) -> dict:

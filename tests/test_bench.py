@@ -134,9 +134,10 @@ def test_cold_start_benchmark_times_each_variant_to_ready_and_to_a_first_answer(
     assert result.returncode == 0, result.stderr[-3000:]
     entry = json.loads(out.read_text())["models"]["mobilenet"]
     assert set(entry) == {"framework", "openvino", "openvino_convert"}
-    for variant in entry.values():
+    for name, variant in entry.items():
         assert len(variant["runs"]) == 1
         assert 0 < variant["median_ready_s"] <= variant["median_first_answer_s"]
+        assert variant["runs"][0]["runtime"] == ("tensorflow" if name == "framework" else "openvino")
     assert "| mobilenet |" in result.stdout
 
 

@@ -46,6 +46,12 @@ def test_the_cache_key_names_model_weights_and_versions(tmp_path):
     assert key_a != ov_runtime.cache_key("mobilenet", b, "keras3")
     assert key_a != ov_runtime.cache_key("mobilenet", a, "keras4")
     assert key_a == ov_runtime.cache_key("mobilenet", a, "keras3")
+    code = tmp_path / "conversion.py"   # the code that shapes the converted network is part of the key
+    code.write_text("VERSION = 1\n")
+    key_code = ov_runtime.cache_key("mobilenet", a, "keras3", code=(str(code),))
+    assert key_code != key_a and key_code == ov_runtime.cache_key("mobilenet", a, "keras3", code=(str(code),))
+    code.write_text("VERSION = 2\n")
+    assert ov_runtime.cache_key("mobilenet", a, "keras3", code=(str(code),)) != key_code
 
 
 def test_recorded_answers_are_a_fixed_sample_that_round_trips_and_catches_a_difference():
@@ -213,7 +219,7 @@ def test_other_weights_are_another_entry_never_the_stale_one(models_dir, referen
 
 @pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncate bin", "truncate xml", "garbage manifest", "flip bin bytes",
-                                    "consistent but wrong"])
+                                    "consistent but wrong", "altered answers"])
 def test_a_damaged_entry_is_rebuilt_never_served(damage, models_dir, reference, caplog):
     load(models_dir)
     paths = {p.suffix: p for p in (models_dir / ov_runtime.CACHE_FOLDER).iterdir()}
@@ -222,6 +228,10 @@ def test_a_damaged_entry_is_rebuilt_never_served(damage, models_dir, reference, 
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     elif damage == "garbage manifest":
         paths[".json"].write_text("{not json")
+    elif damage == "altered answers":   # the recorded answers no longer match their checksum
+        manifest = json.loads(paths[".json"].read_text())
+        manifest["expected"][0]["values"][0] += 0.5
+        paths[".json"].write_text(json.dumps(manifest))
     else:
         data = bytearray(paths[".bin"].read_bytes())
         data[len(data) // 2: len(data) // 2 + 4096] = bytes(4096)  # zero some weights

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import io
+import logging
 
 import numpy as np
 import pytest
@@ -104,7 +105,8 @@ def test_detector_loads_and_answers_in_the_imageai_shape(name, random_models_dir
 
 @pytest.mark.parametrize("name", ["mobilenet", "tiny_yolo"])
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
-def test_damaged_weight_file_fails_clearly_and_the_service_stays_up(name, damage, random_models_dir, tmp_path):
+def test_damaged_weight_file_fails_clearly_and_the_service_stays_up(name, damage, random_models_dir, tmp_path,
+                                                                    caplog):
     spec = CATALOG[name]
     good = spec.path(random_models_dir).read_bytes()
     target = spec.path(tmp_path)
@@ -125,6 +127,8 @@ def test_damaged_weight_file_fails_clearly_and_the_service_stays_up(name, damage
     assert str(tmp_path) not in response.get_data(as_text=True)
     assert client.get("/health").status_code == 200
     assert client.get("/ready").get_json()["models"][name]["state"] == "failed"
+    # The weights' failure, not OpenVINO's: no fallback to the framework was tried.
+    assert "instead of OpenVINO" not in caplog.text
 
 
 def test_missing_weights_without_download_name_file_url_and_command(tmp_path):
@@ -202,15 +206,19 @@ def test_openvino_retinanet_equals_torchvision(calibrated_dir):
 
 
 @pytest.mark.parametrize("name", ["tiny_yolo", "retina"])
-def test_a_detector_started_from_the_cache_answers_as_when_converted(name, calibrated_dir, tmp_path):
+def test_a_detector_started_from_the_cache_answers_as_when_converted(name, calibrated_dir, tmp_path, caplog):
     """A start from the converted-model cache (YOLO: ImageAI's detection layers made again from
     the anchors the entry recorded, no ImageAI network loaded) gives the detections of the
     start that converted, box for box."""
     weights = CATALOG[name].path(tmp_path)
     weights.parent.mkdir(parents=True)
     weights.symlink_to(CATALOG[name].path(calibrated_dir))
+    caplog.set_level(logging.INFO, logger="runtimes.openvino")
     converted = load_detector(name, "openvino", tmp_path)
+    assert "saved to MODELS_DIR/.openvino" in caplog.text
+    caplog.clear()
     cached = load_detector(name, "openvino", tmp_path)
+    assert "read from the cache" in caplog.text and "saved to" not in caplog.text
     assert len(list((tmp_path / ".openvino").glob("*.json"))) == 1
     if name != "retina":
         assert cached._detector is None
