@@ -23,7 +23,7 @@ from dataplane.shared_store import SharedStore
 from models.folder_spec import SpecError
 from registry import TASKS, CallPolicy, ModelSlot, Registry, create_model
 from runtimes import frameworks
-from serving import memory
+from serving import memory, workers
 from serving.admission import Admission, TimeLimit
 from serving.metrics import Metrics
 
@@ -63,7 +63,7 @@ def create_app(settings: Settings | None = None, *, classifier: Model | None = N
     models = configured_models(settings, {"classification": classifier, "detection": detector})
     admission = Admission(settings.waitress_threads, settings.max_queue)
     time_limit = TimeLimit(settings.waitress_threads, settings.inference_timeout)
-    metrics = Metrics()
+    metrics = Metrics(workers.metrics_dir())
     policy = CallPolicy(limit=time_limit.run, observe=metrics.inference, on_batch_wait=admission.hand_back,
                         max_batch_size=settings.max_batch_size,
                         batch_timeout_ms=settings.batch_timeout_ms,
@@ -139,10 +139,12 @@ def main() -> int:
     prepare_process()
     try:
         settings = Settings.from_env()
+        if workers.should_supervise(settings):
+            return workers.supervise(settings, [sys.executable, os.path.abspath(__file__)])
         app = create_app(settings)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
-        return 2
+        return workers.EXIT_CONFIG
     from serving.server import serve
     return serve(app, settings)
 
@@ -156,8 +158,10 @@ def prepare_process() -> None:
 
 
 def configure_logging() -> None:
+    worker = workers.this_worker()
+    where = f" [{worker.label}]" if worker else ""
     logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format=f"%(asctime)s %(levelname)s %(name)s{where}: %(message)s")
     # The access log lines are JSON already: print them as they are.
     access = logging.getLogger("image_service.access")
     handler = logging.StreamHandler()

@@ -87,6 +87,8 @@ class Settings:
     models_dir: Path = _var("MODELS_DIR", Path("./models"), "path")
     model_download: bool = _var("MODEL_DOWNLOAD", True, "bool")
     preload_models: bool = _var("PRELOAD_MODELS", False, "bool")
+    # Serving processes on the port (serving/workers.py); each loads its own models.
+    workers: int = _var("WORKERS", 1, minimum=1, maximum=64)
     waitress_threads: int = _var("WAITRESS_THREADS", 4, minimum=1, maximum=256)
     # Requests that may wait for an inference place; unset: twice WAITRESS_THREADS.
     max_queue: int = _var("MAX_QUEUE", 8, minimum=0, maximum=4096)

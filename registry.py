@@ -277,6 +277,11 @@ class Registry:
     def status(self) -> dict:
         return {slot.name: slot.status() for slot in self.slots.values()}
 
+    def wait_until_tried(self, poll: float = 0.05) -> None:
+        """Block until every model was tried once: loaded or failed (preloading)."""
+        while any(slot.state in (NOT_LOADED, LOADING) for slot in self.slots.values()):
+            time.sleep(poll)
+
     def preload_in_background(self) -> threading.Thread:
         def run():
             pending = list(self.slots.values())

@@ -221,10 +221,18 @@ class Server:
         self.ready_seconds = time.monotonic() - started
 
     def peak_rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        """The server's peak resident memory; under WORKERS > 1, the supervisor's and its
+        workers' peaks added up."""
+        import psutil
+
+        total = 0.0
+        for pid in [self.process.pid] + [c.pid for c in psutil.Process(self.process.pid).children(recursive=True)]:
+            try:
+                lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+            except FileNotFoundError:  # a worker that has just exited
+                continue
+            total += sum(int(line.split()[1]) / 1024 for line in lines if line.startswith("VmHWM:"))
+        return total or float("nan")
 
     def stop(self) -> None:
         self.process.terminate()
@@ -397,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=15.0, help="per load level")
     parser.add_argument("--repeat", type=int, default=10, help="repetitions for raw costs")
     parser.add_argument("--no-naive", action="store_true")
+    parser.add_argument("--sizes", default="640x480,12MP", help="the benchmark images to send (640x480, 12MP)")
     parser.add_argument("--smoke", action="store_true", help="seconds-long run for CI")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
@@ -415,13 +424,15 @@ def main(argv: list[str] | None = None) -> int:
 
     require_frameworks(names, args.models_dir)
     images = bench_images()
-    if args.smoke:
-        images = {"640x480": images["640x480"]}
+    sizes = ["640x480"] if args.smoke else [size.strip() for size in args.sizes.split(",") if size.strip()]
+    if set(sizes) - set(images):
+        parser.error(f"--sizes: choose from {', '.join(images)}")
+    images = {size: images[size] for size in sizes}
     report = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
               "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "load_average_at_start": os.getloadavg(),
               "device": describe_device(),
-              "settings": {k: os.environ[k] for k in ("WAITRESS_THREADS", "MAX_QUEUE", "MAX_BATCH_SIZE",
+              "settings": {k: os.environ[k] for k in ("WORKERS", "WAITRESS_THREADS", "MAX_QUEUE", "MAX_BATCH_SIZE",
                                                        "BATCH_TIMEOUT_MS", "INTRA_OP_THREADS") if k in os.environ},
               "weights": str(args.models_dir),
               "weights_written": written,

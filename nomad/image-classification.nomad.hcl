@@ -78,6 +78,9 @@ job "image-classification" {
         MODELS_DIR                   = "/app/models"
         MODEL_DOWNLOAD               = "false"
         PRELOAD_MODELS               = "true"
+        # Serving processes in this task, each with its own models: 1 on CPUs (the model uses
+        # every core already); on a GPU host, more (README, "Several serving processes").
+        WORKERS                      = "1"
         WAITRESS_THREADS             = "4"
         PORT                         = "5001"
         MAX_UPLOAD_MB                = "10"

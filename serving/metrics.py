@@ -1,5 +1,14 @@
-"""Prometheus metrics, one registry per app (two apps in one process never share counts)."""
+"""Prometheus metrics, one registry per app (two apps in one process never share counts).
+
+Under WORKERS > 1 every worker writes its counts to the supervisor's directory (prometheus_client's
+multiprocess mode, chosen when it is imported) and a scrape, whichever worker answers it, adds up
+every worker's: requests and latencies of workers that have exited included, in-flight requests and
+model states of the live ones (model_state then counts the workers in each state).
+"""
 from __future__ import annotations
+
+import threading
+import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -22,7 +31,10 @@ class _ModelStateCollector:
 
 
 class Metrics:
-    def __init__(self):
+    def __init__(self, shared_dir: str | None = None):
+        """`shared_dir`: the workers' multiprocess directory (None: this process alone)."""
+        self.shared_dir = shared_dir
+        self._gauges = []   # functions that set gauges from this process' state (multiprocess mode)
         self.registry = CollectorRegistry()
         self.requests = Counter("http_requests_total", "HTTP requests by route and status",
                                 ["route", "method", "status"], registry=self.registry)
@@ -35,20 +47,47 @@ class Metrics:
         self.cache_requests = Counter("result_cache_requests_total", "Result cache lookups",
                                       ["result"], registry=self.registry)
         self.in_flight = Gauge("http_requests_in_flight", "Requests being served now",
-                               registry=self.registry)
+                               registry=self.registry, multiprocess_mode="livesum")
         self.shared_store_errors = Counter("shared_store_errors_total",
                                            "Shared store (Redis) operations that failed: unavailable, timeout, refused, garbage",
                                            ["operation", "kind"], registry=self.registry)
 
     def watch_models(self, registry) -> None:
         """Export each configured model's state (model_state{model, state})."""
-        self.registry.register(_ModelStateCollector(registry))
+        if not self.shared_dir:
+            self.registry.register(_ModelStateCollector(registry))
+            return
+        gauge = Gauge("model_state", "Workers in each state, per model", ["model", "state"],
+                      registry=self.registry, multiprocess_mode="livesum")
+
+        def fill():
+            for name, slot in registry.slots.items():
+                for state in STATES:
+                    gauge.labels(name, state).set(1.0 if slot.state == state else 0.0)
+        self._refreshed(gauge, fill)
 
     def watch_shared_store(self, store) -> None:
-        """shared_store_available: 1 while Redis is used, 0 while the service runs without it."""
+        """shared_store_available: 1 while Redis is used, 0 while the service runs without it
+        (with several workers: 0 while any of them runs without it)."""
         gauge = Gauge("shared_store_available", "1 while the shared store (Redis) is in use, 0 while it is not",
-                      registry=self.registry)
-        gauge.set_function(lambda: 1.0 if store.available else 0.0)
+                      registry=self.registry, multiprocess_mode="livemin")
+        if not self.shared_dir:
+            gauge.set_function(lambda: 1.0 if store.available else 0.0)
+            return
+        self._refreshed(gauge, lambda: gauge.set(1.0 if store.available else 0.0))
+
+    def _refreshed(self, gauge, fill, interval: float = 1.0) -> None:
+        """A gauge computed from this process' state: written now, every `interval` seconds (for
+        the scrapes other workers answer), and before each scrape this worker answers."""
+        fill()
+        self._gauges.append(fill)
+        if len(self._gauges) == 1:
+            def refresh():
+                while True:
+                    time.sleep(interval)
+                    for each in list(self._gauges):
+                        each()
+            threading.Thread(target=refresh, name="metrics-refresh", daemon=True).start()
 
     def shared_store_error(self, operation: str, kind: str) -> None:
         self.shared_store_errors.labels(operation, kind).inc()
@@ -64,4 +103,12 @@ class Metrics:
         self.latency.labels(route).observe(seconds)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if not self.shared_dir:
+            return generate_latest(self.registry)
+        from prometheus_client import multiprocess
+
+        for fill in self._gauges:
+            fill()
+        every_worker = CollectorRegistry()
+        multiprocess.MultiProcessCollector(every_worker, path=self.shared_dir)
+        return generate_latest(every_worker)

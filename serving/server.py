@@ -14,14 +14,24 @@ import time
 
 import waitress
 
+from serving import workers
+
 log = logging.getLogger("image_service")
 
 
 def serve(app, settings) -> int:
+    worker = workers.this_worker()
+    if worker is None:
+        where = {"host": "0.0.0.0", "port": settings.port}
+    else:
+        app.extensions["worker"] = worker
+        where = {"sockets": [worker.listener()]}
+        if worker.index > 0 and settings.preload_models:
+            # Accept connections only once they can be served (the first worker answers probes).
+            app.extensions["registry"].wait_until_tried()
     server = waitress.create_server(
         app,
-        host="0.0.0.0",
-        port=settings.port,
+        **where,
         threads=settings.server_threads,
         # Flask answers oversized bodies with a JSON 413; waitress' own cap is a backstop.
         max_request_body_size=settings.max_upload_bytes * 2 + 1024 * 1024,
@@ -54,6 +64,8 @@ def serve(app, settings) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if worker is not None:
+        worker.watch_supervisor(lambda: on_signal(signal.SIGTERM, None))
     log.info("serving on port %d: %d inference workers, queue %d, %d server threads",
              settings.port, settings.waitress_threads, settings.max_queue, settings.server_threads)
     server.run()

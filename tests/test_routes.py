@@ -63,6 +63,7 @@ def test_disabled_features_answer_403(tmp_path):
     assert client.get("/ready").status_code == 200  # nothing to load
     status = client.get("/status").get_json()
     assert status["features"]["classification"]["enabled"] is False
+    assert status["worker"] == {"index": 0, "count": 1}  # one process (WORKERS unset)
 
 
 def test_health_ready_status(client, classifier):

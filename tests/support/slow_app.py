@@ -1,5 +1,6 @@
-"""`python -m tests.slow_app`: the real server path (`server.serve` under waitress) with a fake
-classifier whose every call takes FAKE_DELAY_S seconds, for overload, hang and drain tests."""
+"""`python -m tests.support.slow_app`: the real server path (`server.serve` under waitress, or the
+supervisor with WORKERS > 1) with a fake classifier whose every call takes FAKE_DELAY_S seconds
+and whose load takes FAKE_LOAD_S, for overload, hang, drain and worker tests."""
 from __future__ import annotations
 
 import os
@@ -8,6 +9,7 @@ import time
 
 from app import create_app, prepare_process
 from config import Settings
+from serving import workers
 from serving.server import serve
 from tests.support.fakes import FakeClassifier
 
@@ -23,7 +25,10 @@ class SlowClassifier(FakeClassifier):
 def main() -> int:
     prepare_process()
     settings = Settings.from_env()
-    return serve(create_app(settings, classifier=SlowClassifier()), settings)
+    if workers.should_supervise(settings):
+        return workers.supervise(settings, [sys.executable, "-m", "tests.support.slow_app"])
+    classifier = SlowClassifier(load_delay=float(os.environ.get("FAKE_LOAD_S", "0")))
+    return serve(create_app(settings, classifier=classifier), settings)
 
 
 if __name__ == "__main__":

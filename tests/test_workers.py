@@ -1,0 +1,175 @@
+"""WORKERS > 1 (serving/workers.py): the supervisor and its workers as real processes on one
+loopback port, with the fake classifier of tests/support/slow_app.py (FAKE_DELAY_S per call,
+FAKE_LOAD_S per load). Bounded runs."""
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+import requests
+
+from tests.support import imaging
+from tests.support.paths import ROOT
+from tests.support.servers import free_port, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+class Supervised:
+    """`python -m tests.support.slow_app` with WORKERS set: the supervisor's process."""
+
+    def __init__(self, tmp_path, command=("-m", "tests.support.slow_app"), **env):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tmp_path / f"server-{self.port}.log"
+        environment = {k: v for k, v in os.environ.items() if not k.startswith(("IMAGE_", "OBJECT_"))}
+        environment.update(IMAGE_CLASSIFICATION_ENABLED="true", PORT=str(self.port), MODELS_DIR=str(tmp_path),
+                           **{k: str(v) for k, v in env.items()})
+        with open(self.log, "w") as log:
+            self.process = subprocess.Popen([sys.executable, *command], cwd=ROOT, env=environment,
+                                            stdout=log, stderr=subprocess.STDOUT)
+
+    def workers(self) -> list[int]:
+        return [child.pid for child in psutil.Process(self.process.pid).children()]
+
+    def classify(self, seed: int = 0, timeout: float = 60):
+        image = imaging.jpeg(size=(16, 16), color=(seed % 256, 7, 7))
+        return requests.post(self.url + "/classify-image", files={"image": ("a.jpg", image)}, timeout=timeout)
+
+    def worker_answering(self) -> int:
+        """Which worker a new connection reached (its /status)."""
+        return requests.get(self.url + "/status", timeout=5).json()["worker"]["index"]
+
+    def counted(self, route: str, status: int = 200) -> float:
+        text = requests.get(self.url + "/metrics", timeout=5).text
+        pattern = rf'^http_requests_total{{method="[A-Z]+",route="{re.escape(route)}",status="{status}"}} (\S+)$'
+        return sum(float(m.group(1)) for m in re.finditer(pattern, text, re.M))
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        for pid in self._left_over():
+            psutil.Process(pid).kill()
+
+    def _left_over(self) -> list[int]:
+        return [p.pid for p in psutil.process_iter(["environ"])
+                if (p.info["environ"] or {}).get("IMAGE_SERVICE_SUPERVISOR") == str(self.process.pid)]
+
+
+@pytest.fixture
+def supervised(tmp_path):
+    started = []
+
+    def start(**env):
+        server = Supervised(tmp_path, **env)
+        started.append(server)
+        return server
+    yield start
+    for server in started:
+        server.stop()
+        print(server.log.read_text()[-4000:])
+
+
+def test_workers_share_the_port_and_metrics_count_every_worker(supervised):
+    server = supervised(WORKERS=3, FAKE_DELAY_S=0.05, PRELOAD_MODELS="true")
+    wait_until(lambda: requests.get(server.url + "/ready", timeout=1).status_code == 200, 30, "readiness")
+    wait_until(lambda: len(server.workers()) == 3, 10, "three workers")
+
+    def call(seed):  # a new connection per request: the kernel hands each to a worker
+        return server.classify(seed).status_code, server.worker_answering()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=12) as pool:
+        results = list(pool.map(call, range(90)))
+    assert [status for status, _ in results] == [200] * 90
+    answered_by = collections.Counter(index for _, index in results)
+    assert set(answered_by) <= {0, 1, 2} and len(answered_by) >= 2, answered_by
+    # Each scrape is answered by one worker and counts every worker's requests.
+    assert [server.counted("/classify-image") for _ in range(6)] == [90.0] * 6
+    # model_state counts the live workers in each state (each refreshes its own every second).
+    wait_until(lambda: 'model_state{model="slow",state="ready"} 3.0' in requests.get(server.url + "/metrics").text,
+               5, "three workers counted ready")
+    log = server.log.read_text()
+    assert "without REDIS_URL" in log
+    assert f"INTRA_OP_THREADS for each worker: {max(1, len(os.sched_getaffinity(0)) // 3)}" in log
+
+
+def test_a_worker_accepts_only_once_its_models_are_loaded(supervised):
+    server = supervised(WORKERS=2, FAKE_LOAD_S=3, FAKE_DELAY_S=0.01, PRELOAD_MODELS="true")
+    wait_until(lambda: requests.get(server.url + "/health", timeout=1).status_code == 200, 30, "liveness")
+    loading = []
+    while True:
+        ready = requests.get(server.url + "/ready", timeout=5)
+        if ready.status_code == 200:
+            break
+        loading.append((ready.json()["models"]["slow"]["state"], server.worker_answering()))
+        time.sleep(0.1)
+    # While loading, only the first worker took connections (and said so honestly).
+    assert loading and {index for _, index in loading} == {0}
+    assert {state for state, _ in loading} <= {"loading", "not_loaded"}
+    wait_until(lambda: len({server.worker_answering() for _ in range(20)}) == 2, 15, "both workers serving")
+
+
+def test_a_dead_worker_is_started_again_and_counts_survive(supervised):
+    server = supervised(WORKERS=2, FAKE_DELAY_S=0.01, PRELOAD_MODELS="true")
+    wait_until(lambda: len(server.workers()) == 2, 30, "two workers")
+    wait_until(lambda: len({server.worker_answering() for _ in range(20)}) == 2, 30, "both workers serving")
+    assert all(server.classify(seed).status_code == 200 for seed in range(20))
+    before = server.counted("/classify-image")
+    victim = server.workers()[0]
+    os.kill(victim, signal.SIGKILL)
+    # The other worker keeps answering meanwhile.
+    assert all(server.classify(seed).status_code == 200 for seed in range(10))
+    wait_until(lambda: len(server.workers()) == 2 and victim not in server.workers(), 15, "a new worker")
+    assert server.counted("/classify-image") >= before + 10  # the dead worker's counts are kept
+    log = server.log.read_text()
+    assert f"(pid {victim}) exited with signal SIGKILL; starting it again" in log
+    assert server.process.poll() is None
+
+
+def test_sigterm_drains_every_worker_and_the_supervisor_exits_0(supervised):
+    server = supervised(WORKERS=2, FAKE_DELAY_S=1.5, WAITRESS_THREADS=2, MAX_QUEUE=2, DRAIN_SECONDS=10,
+                        PRELOAD_MODELS="true")
+    wait_until(lambda: len({server.worker_answering() for _ in range(20)}) == 2, 30, "both workers serving")
+    workers = server.workers()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=6) as pool:
+        in_flight = [pool.submit(server.classify, seed) for seed in range(6)]
+        time.sleep(0.5)
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        refused = server.classify(seed=100, timeout=5)
+        assert refused.status_code == 503 and refused.json()["error"]["type"] == "shutting_down"
+        assert [f.result().status_code for f in in_flight] == [200] * 6
+    assert server.process.wait(timeout=20) == 0
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+                   for pid in workers)
+    log = server.log.read_text()
+    assert "Traceback" not in log and log.count("draining for up to 10") == 2
+
+
+def test_workers_stop_by_themselves_when_the_supervisor_is_killed(supervised):
+    server = supervised(WORKERS=2, PRELOAD_MODELS="true")
+    wait_until(lambda: len(server.workers()) == 2, 30, "two workers")
+    workers = server.workers()
+    server.process.kill()
+    server.process.wait()
+    wait_until(lambda: not any(psutil.pid_exists(pid) for pid in workers), 15, "the workers to exit")
+    assert "the supervisor (pid" in server.log.read_text()
+
+
+def test_a_configuration_a_worker_rejects_stops_the_service(supervised, tmp_path):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "model.json").write_text('{"task": "classification", "format": "tflite"}')
+    server = supervised(command=("app.py",), WORKERS=2, IMAGE_CLASSIFICATION_MODEL="broken")
+    assert server.process.wait(timeout=60) == 2
+    log = server.log.read_text()
+    assert "Invalid configuration" in log and "stopped on the configuration" in log
+    assert "Traceback" not in log
