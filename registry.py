@@ -277,10 +277,15 @@ class Registry:
     def status(self) -> dict:
         return {slot.name: slot.status() for slot in self.slots.values()}
 
-    def wait_until_tried(self, poll: float = 0.05) -> None:
-        """Block until every model was tried once: loaded or failed (preloading)."""
+    def wait_until_tried(self, timeout: float, poll: float = 0.05) -> bool:
+        """Block until every model was tried once, loaded or failed (preloading), or `timeout`
+        seconds pass; whether they were."""
+        deadline = time.monotonic() + timeout
         while any(slot.state in (NOT_LOADED, LOADING) for slot in self.slots.values()):
+            if time.monotonic() >= deadline:
+                return False
             time.sleep(poll)
+        return True
 
     def preload_in_background(self) -> threading.Thread:
         def run():

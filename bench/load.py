@@ -182,12 +182,24 @@ def drive(url: str, index: int, clients: int, stop_at: float, next_request, tall
 
 
 def sample_process(pid: int | None, started: float, stop_at: float, every: float, samples: list) -> None:
+    """The server's memory, threads and open files; under WORKERS > 1 the supervisor's and its
+    workers' added up (and how many processes that was)."""
     process = psutil.Process(pid) if pid else None
     while process is not None and time.monotonic() < stop_at:
-        with process.oneshot():
-            samples.append({"t": round(time.monotonic() - started, 1),
-                            "rss_mb": round(process.memory_info().rss / 2**20, 1),
-                            "threads": process.num_threads(), "open_files": process.num_fds()})
+        sample = {"t": round(time.monotonic() - started, 1), "rss_mb": 0.0, "threads": 0, "open_files": 0,
+                  "processes": 0}
+        for each in [process] + process.children(recursive=True):
+            try:
+                with each.oneshot():
+                    rss, threads, files = each.memory_info().rss, each.num_threads(), each.num_fds()
+            except psutil.NoSuchProcess:  # a worker that just exited
+                continue
+            sample["rss_mb"] += round(rss / 2**20, 1)
+            sample["threads"] += threads
+            sample["open_files"] += files
+            sample["processes"] += 1
+        sample["rss_mb"] = round(sample["rss_mb"], 1)
+        samples.append(sample)
         time.sleep(every)
 
 

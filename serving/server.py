@@ -21,14 +21,16 @@ log = logging.getLogger("image_service")
 
 def serve(app, settings) -> int:
     worker = workers.this_worker()
+    serving = threading.Event()  # from here on, SIGTERM and the supervisor's end drain
     if worker is None:
         where = {"host": "0.0.0.0", "port": settings.port}
     else:
         app.extensions["worker"] = worker
         where = {"sockets": [worker.listener()]}
-        if worker.index > 0 and settings.preload_models:
-            # Accept connections only once they can be served (the first worker answers probes).
-            app.extensions["registry"].wait_until_tried()
+        worker.watch_supervisor(lambda: on_signal(signal.SIGTERM, None) if serving.is_set()
+                                else workers.exit_unserved("the supervisor is gone"))
+        if settings.preload_models and not worker.accepts_while_loading:
+            worker.wait_for_models(app.extensions["registry"])
     server = waitress.create_server(
         app,
         **where,
@@ -64,8 +66,7 @@ def serve(app, settings) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    if worker is not None:
-        worker.watch_supervisor(lambda: on_signal(signal.SIGTERM, None))
+    serving.set()
     log.info("serving on port %d: %d inference workers, queue %d, %d server threads",
              settings.port, settings.waitress_threads, settings.max_queue, settings.server_threads)
     server.run()

@@ -7,10 +7,11 @@ a supervisor that
 - binds the port once and hands the listening socket to N workers, each the same program in
   worker mode: a whole service (its own models, admission, cache, drain) accepting connections
   from that one socket; the kernel gives each new connection to a worker that accepts it;
-- lets a worker after the first accept only once its models are loaded (PRELOAD_MODELS), so
-  connections go to workers that can serve them; the first answers /health and /ready from the
-  start, as a single process does;
-- passes SIGTERM/SIGINT on (every worker drains) and exits 0 when they have;
+- lets a worker accept only once its models were tried (PRELOAD_MODELS), so connections go to
+  workers that can serve them; only the first worker's first start answers /health and /ready
+  while loading, as a single process does (someone must answer the probes);
+- passes SIGTERM/SIGINT on (every worker drains) and exits 0 when they have; a second signal
+  kills the workers at once;
 - starts a worker that died again (after 1 s, doubling up to 30 s while it keeps dying young);
   a worker that exits with the configuration error's code stops the service with that code;
 - gives the workers one Prometheus multiprocess directory, so /metrics counts every worker's
@@ -37,6 +38,7 @@ log = logging.getLogger("image_service")
 LISTEN_FD = "IMAGE_SERVICE_LISTEN_FD"
 WORKER = "IMAGE_SERVICE_WORKER"            # "index/count"
 SUPERVISOR = "IMAGE_SERVICE_SUPERVISOR"    # the supervisor's pid
+FIRST = "IMAGE_SERVICE_FIRST_WORKER"       # the first worker's first start: answers while loading
 METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"   # read by prometheus_client when it is imported
 
 EXIT_CONFIG = 2          # app.main's exit code for an invalid configuration
@@ -44,6 +46,7 @@ RESTART_DELAY = 1.0      # seconds before a dead worker starts again; doubles wh
 RESTART_DELAY_MAX = 30.0
 YOUNG = 10.0             # a worker that dies sooner than this after its start "died young"
 BACKLOG = 1024           # waitress' own default
+MODELS_WAIT = 600.0      # a worker waits this long at most for its models before it accepts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,10 +55,23 @@ class Worker:
     index: int
     count: int
     supervisor_pid: int
+    accepts_while_loading: bool = False
 
     @property
     def label(self) -> str:
         return f"worker {self.index + 1}/{self.count}"
+
+    def wait_for_models(self, registry, limit: float = MODELS_WAIT) -> None:
+        """Accept no connection until this worker's models were tried (loaded, or failed: then
+        it answers 503 as one process does), for at most `limit` seconds. A signal meanwhile
+        ends the process at once: it serves nothing yet."""
+        handlers = {number: signal.signal(number, lambda signum, _frame: exit_unserved(
+            f"{signal.Signals(signum).name} received")) for number in (signal.SIGTERM, signal.SIGINT)}
+        log.info("loading the models before accepting connections")
+        if not registry.wait_until_tried(limit):
+            log.warning("models still loading after %.0f s; accepting connections (/ready says so)", limit)
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
 
     def listener(self) -> socket.socket:
         """The supervisor's listening socket (call once)."""
@@ -66,7 +82,7 @@ class Worker:
         def watch():
             while os.getppid() == self.supervisor_pid:
                 time.sleep(interval)
-            log.warning("%s: the supervisor (pid %d) is gone; stopping", self.label, self.supervisor_pid)
+            log.warning("the supervisor (pid %d) is gone; stopping", self.supervisor_pid)
             on_gone()
         thread = threading.Thread(target=watch, name="supervisor-watch", daemon=True)
         thread.start()
@@ -78,7 +94,13 @@ def this_worker() -> Worker | None:
     if LISTEN_FD not in os.environ:
         return None
     index, count = (int(part) for part in os.environ[WORKER].split("/"))
-    return Worker(index, count, int(os.environ[SUPERVISOR]))
+    return Worker(index, count, int(os.environ[SUPERVISOR]), accepts_while_loading=FIRST in os.environ)
+
+
+def exit_unserved(why: str) -> None:
+    """End a worker that serves nothing yet (its models are loading): at once, code 0."""
+    log.info("%s before serving: exiting", why)
+    os._exit(0)
 
 
 def metrics_dir() -> str | None:
@@ -94,13 +116,17 @@ class _Slot:
     def __init__(self, index: int):
         self.index = index
         self.process: subprocess.Popen | None = None
+        self.starts = 0
         self.started = 0.0
         self.delay = RESTART_DELAY
         self.start_at = 0.0
 
     def start(self, command: list[str], env: dict[str, str], count: int, fd: int) -> None:
         env = dict(env, **{WORKER: f"{self.index}/{count}"})
+        if self.index == 0 and self.starts == 0:  # someone must answer probes while all load
+            env[FIRST] = "1"
         self.process = subprocess.Popen(command, env=env, pass_fds=(fd,))
+        self.starts += 1
         self.started = time.monotonic()
 
     def died(self, now: float) -> float:
@@ -164,7 +190,13 @@ class Supervisor:
         return [slot.process for slot in self.slots if slot.process is not None and slot.process.poll() is None]
 
     def on_signal(self, signum, _frame=None) -> None:
-        self.stop(f"{signal.Signals(signum).name} received")
+        name = signal.Signals(signum).name
+        if self.stopping.is_set():  # a second signal: no more waiting for the drain
+            log.warning("%s received again: stopping the workers at once", name)
+            for process in self.running():
+                process.kill()
+            return
+        self.stop(f"{name} received")
 
     def stop(self, why: str) -> None:
         if self.stopping.is_set():

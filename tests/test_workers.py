@@ -8,6 +8,7 @@ import concurrent.futures
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -47,6 +48,23 @@ class Supervised:
     def worker_answering(self) -> int:
         """Which worker a new connection reached (its /status)."""
         return requests.get(self.url + "/status", timeout=5).json()["worker"]["index"]
+
+    def worker_pid(self, index: int) -> int:
+        (pid,) = [child.pid for child in psutil.Process(self.process.pid).children()
+                  if child.environ().get("IMAGE_SERVICE_WORKER", "").startswith(f"{index}/")]
+        return pid
+
+    def sample_status(self, until, seconds: float) -> list[tuple[str, int]]:
+        """(the model's state, the answering worker) from /status on new connections, every
+        0.1 s, until `until(status)` or `seconds` pass."""
+        samples, deadline = [], time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            status = requests.get(self.url + "/status", timeout=5).json()
+            samples.append((status["models"]["slow"]["state"], status["worker"]["index"]))
+            if until(status):
+                break
+            time.sleep(0.1)
+        return samples
 
     def counted(self, route: str, status: int = 200) -> float:
         text = requests.get(self.url + "/metrics", timeout=5).text
@@ -104,17 +122,33 @@ def test_workers_share_the_port_and_metrics_count_every_worker(supervised):
 def test_a_worker_accepts_only_once_its_models_are_loaded(supervised):
     server = supervised(WORKERS=2, FAKE_LOAD_S=3, FAKE_DELAY_S=0.01, PRELOAD_MODELS="true")
     wait_until(lambda: requests.get(server.url + "/health", timeout=1).status_code == 200, 30, "liveness")
-    loading = []
-    while True:
-        ready = requests.get(server.url + "/ready", timeout=5)
-        if ready.status_code == 200:
-            break
-        loading.append((ready.json()["models"]["slow"]["state"], server.worker_answering()))
-        time.sleep(0.1)
-    # While loading, only the first worker took connections (and said so honestly).
-    assert loading and {index for _, index in loading} == {0}
-    assert {state for state, _ in loading} <= {"loading", "not_loaded"}
+    samples = server.sample_status(until=lambda status: status["ready"], seconds=30)
+    # Only the first worker's first start answers while its model loads (someone answers the
+    # probes); no other worker took a connection before its model was loaded.
+    assert any(state != "ready" for state, _ in samples)
+    assert all(state == "ready" or index == 0 for state, index in samples), samples
     wait_until(lambda: len({server.worker_answering() for _ in range(20)}) == 2, 15, "both workers serving")
+
+
+def test_a_restarted_first_worker_takes_no_connection_while_it_loads(supervised):
+    server = supervised(WORKERS=2, FAKE_LOAD_S=3, FAKE_DELAY_S=0.01, PRELOAD_MODELS="true")
+    wait_until(lambda: len({server.worker_answering() for _ in range(20)}) == 2, 30, "both workers serving")
+    os.kill(server.worker_pid(0), signal.SIGKILL)
+    samples = server.sample_status(until=lambda status: False, seconds=4)  # restart after 1 s, loads 3 s
+    assert samples and all(state == "ready" and index == 1 for state, index in samples), samples
+    wait_until(lambda: len({server.worker_answering() for _ in range(20)}) == 2, 15, "the first worker back")
+
+
+def test_a_worker_still_loading_exits_when_the_supervisor_is_killed(supervised):
+    server = supervised(WORKERS=2, FAKE_LOAD_S=30, PRELOAD_MODELS="true")
+    wait_until(lambda: "loading the models before accepting" in server.log.read_text(), 30, "the second worker loading")
+    workers = server.workers()
+    server.process.kill()
+    server.process.wait()
+    wait_until(lambda: not any(psutil.pid_exists(pid) for pid in workers), 10, "the workers to exit")
+    with socket.create_server(("0.0.0.0", server.port)):  # the port is free for the next start
+        pass
+    assert "the supervisor is gone before serving: exiting" in server.log.read_text()
 
 
 def test_a_dead_worker_is_started_again_and_counts_survive(supervised):
@@ -135,7 +169,8 @@ def test_a_dead_worker_is_started_again_and_counts_survive(supervised):
 
 
 def test_sigterm_drains_every_worker_and_the_supervisor_exits_0(supervised):
-    server = supervised(WORKERS=2, FAKE_DELAY_S=1.5, WAITRESS_THREADS=2, MAX_QUEUE=2, DRAIN_SECONDS=10,
+    # Admission is per worker and connections are not spread evenly: room for all 6 in either.
+    server = supervised(WORKERS=2, FAKE_DELAY_S=1.5, WAITRESS_THREADS=2, MAX_QUEUE=6, DRAIN_SECONDS=10,
                         PRELOAD_MODELS="true")
     wait_until(lambda: len({server.worker_answering() for _ in range(20)}) == 2, 30, "both workers serving")
     workers = server.workers()
