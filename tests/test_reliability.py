@@ -4,11 +4,8 @@ fake classifier that takes FAKE_DELAY_S per call. Bounded runs, loopback only.""
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 
 import psutil
@@ -16,46 +13,15 @@ import pytest
 import requests
 
 from tests.support import imaging
-from tests.support.paths import ROOT
-from tests.support.servers import free_port, wait_until
+from tests.support.servers import wait_until
+from tests.support.slow_server import SlowServer, servers_made
 
 pytestmark = pytest.mark.slow
 
 
-class SlowServer:
-    def __init__(self, tmp_path, **env):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = tmp_path / f"server-{self.port}.log"
-        environment = {k: v for k, v in os.environ.items() if not k.startswith(("IMAGE_", "OBJECT_"))}
-        environment.update(IMAGE_CLASSIFICATION_ENABLED="true", PORT=str(self.port), MODELS_DIR=str(tmp_path),
-                           **{k: str(v) for k, v in env.items()})
-        with open(self.log, "w") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "tests.support.slow_app"], cwd=ROOT,
-                                            env=environment, stdout=log, stderr=subprocess.STDOUT)
-        wait_until(lambda: requests.get(self.url + "/health", timeout=1).ok, 30, "liveness")
-
-    def classify(self, seed: int = 0, timeout: float = 60):
-        image = imaging.jpeg(size=(16, 16), color=(seed % 256, (seed // 256) % 256, 7))
-        return requests.post(self.url + "/classify-image", files={"image": ("a.jpg", image)}, timeout=timeout)
-
-    def stop(self):
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-
 @pytest.fixture
 def make_server(tmp_path):
-    servers = []
-
-    def make(**env):
-        server = SlowServer(tmp_path, **env)
-        servers.append(server)
-        return server
-    yield make
-    for server in servers:
-        server.stop()
+    yield from servers_made(lambda **env: SlowServer(tmp_path, **env))
 
 
 def timed_get(url):

@@ -9,41 +9,26 @@ import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 import time
 
 import psutil
 import pytest
 import requests
 
-from tests.support import imaging
-from tests.support.paths import ROOT
-from tests.support.servers import free_port, wait_until
+from tests.support.servers import wait_until
+from tests.support.slow_server import SlowServer, servers_made
 
 pytestmark = pytest.mark.slow
 
 
-class Supervised:
+class Supervised(SlowServer):
     """`python -m tests.support.slow_app` with WORKERS set: the supervisor's process."""
 
-    def __init__(self, tmp_path, command=("-m", "tests.support.slow_app"), **env):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = tmp_path / f"server-{self.port}.log"
-        environment = {k: v for k, v in os.environ.items() if not k.startswith(("IMAGE_", "OBJECT_"))}
-        environment.update(IMAGE_CLASSIFICATION_ENABLED="true", PORT=str(self.port), MODELS_DIR=str(tmp_path),
-                           **{k: str(v) for k, v in env.items()})
-        with open(self.log, "w") as log:
-            self.process = subprocess.Popen([sys.executable, *command], cwd=ROOT, env=environment,
-                                            stdout=log, stderr=subprocess.STDOUT)
+    def __init__(self, tmp_path, **env):
+        super().__init__(tmp_path, wait=False, **env)
 
     def workers(self) -> list[int]:
         return [child.pid for child in psutil.Process(self.process.pid).children()]
-
-    def classify(self, seed: int = 0, timeout: float = 60):
-        image = imaging.jpeg(size=(16, 16), color=(seed % 256, 7, 7))
-        return requests.post(self.url + "/classify-image", files={"image": ("a.jpg", image)}, timeout=timeout)
 
     def worker_answering(self) -> int:
         """Which worker a new connection reached (its /status)."""
@@ -72,9 +57,7 @@ class Supervised:
         return sum(float(m.group(1)) for m in re.finditer(pattern, text, re.M))
 
     def stop(self):
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        super().stop()
         for pid in self._left_over():
             psutil.Process(pid).kill()
 
@@ -85,16 +68,7 @@ class Supervised:
 
 @pytest.fixture
 def supervised(tmp_path):
-    started = []
-
-    def start(**env):
-        server = Supervised(tmp_path, **env)
-        started.append(server)
-        return server
-    yield start
-    for server in started:
-        server.stop()
-        print(server.log.read_text()[-4000:])
+    yield from servers_made(lambda **env: Supervised(tmp_path, **env))
 
 
 def test_workers_share_the_port_and_metrics_count_every_worker(supervised):
