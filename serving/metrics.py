@@ -64,7 +64,7 @@ class Metrics:
             for name, slot in registry.slots.items():
                 for state in STATES:
                     gauge.labels(name, state).set(1.0 if slot.state == state else 0.0)
-        self._refreshed(gauge, fill)
+        self._refreshed(fill)
 
     def watch_shared_store(self, store) -> None:
         """shared_store_available: 1 while Redis is used, 0 while the service runs without it
@@ -74,9 +74,9 @@ class Metrics:
         if not self.shared_dir:
             gauge.set_function(lambda: 1.0 if store.available else 0.0)
             return
-        self._refreshed(gauge, lambda: gauge.set(1.0 if store.available else 0.0))
+        self._refreshed(lambda: gauge.set(1.0 if store.available else 0.0))
 
-    def _refreshed(self, gauge, fill, interval: float = 1.0) -> None:
+    def _refreshed(self, fill, interval: float = 1.0) -> None:
         """A gauge computed from this process' state: written now, every `interval` seconds (for
         the scrapes other workers answer), and before each scrape this worker answers."""
         fill()

@@ -25,7 +25,7 @@ def wait_until(predicate, timeout: float, what: str):
         try:
             if predicate():
                 return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or not accepting yet
             pass
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
