@@ -1,6 +1,9 @@
 """Render a `python -m bench --json` result as Markdown tables, and with --charts DIR also as
-PNG charts (throughput and p95 latency against clients) linked from the Markdown:
-    python -m bench.report out.json [--charts docs/charts]"""
+PNG charts (throughput and p95 latency against clients) linked from the Markdown; given several
+results of the same benchmark (one per WORKERS value, say), one chart per model and image with a
+line per result:
+    python -m bench.report out.json [--charts docs/charts]
+    python -m bench.report workers1.json workers4.json --charts docs/charts"""
 from __future__ import annotations
 
 import json
@@ -48,14 +51,16 @@ def main(argv=None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__.splitlines()[0])
-    parser.add_argument("result", type=Path, help="a `python -m bench --json` file")
+    parser.add_argument("results", type=Path, nargs="+", help="`python -m bench --json` files")
     parser.add_argument("--charts", type=Path, help="folder for the PNG charts (linked relative to the cwd)")
     args = parser.parse_args(argv)
-    report = json.loads(args.result.read_text())
-    print(render(report))
+    reports = [json.loads(path.read_text()) for path in args.results]
+    for report in reports:
+        print(render(report))
     if args.charts:
-        from bench.charts import draw
-        for path in draw(report, args.charts):
+        from bench.charts import draw, draw_runs
+        paths = draw(reports[0], args.charts) if len(reports) == 1 else draw_runs(reports, args.charts)
+        for path in paths:
             print(f"![{path.stem}]({path.as_posix()})")
     return 0
 

@@ -106,6 +106,26 @@ def test_report_draws_one_chart_per_model_and_image(tmp_path):
         assert chart.size == (900, 360)
 
 
+def test_report_draws_several_runs_as_one_chart_labelled_by_their_settings(tmp_path):
+    from PIL import Image
+
+    from bench.charts import differing_settings, draw_runs
+
+    def report(workers, scale):
+        levels = [{"concurrency": c, "throughput_rps": scale * c, "p50_ms": 10.0, "p95_ms": 12.0 * c,
+                   "p99_ms": 15.0, "statuses": {"200": 10}, "ok": 10} for c in (1, 8, 16)]
+        return {"machine": "x86_64, 16 CPUs", "device": "cuda: NVIDIA H200",
+                "settings": {"WORKERS": workers, "MAX_QUEUE": "16"},
+                "models": {"tiny_yolo.tensorflow": {"service": {"images": {"640x480": levels}}}}}
+    runs = [report("1", 10.0), report("4", 20.0)]
+    assert differing_settings(runs) == ["WORKERS"]
+    paths = draw_runs(runs, tmp_path)
+    # MAX_QUEUE is the same in both runs: only WORKERS labels the lines and names the file.
+    assert [p.name for p in paths] == ["tiny_yolo.tensorflow-640x480-cuda-by-WORKERS.png"]
+    with Image.open(paths[0]) as chart:
+        assert chart.size == (900, 360)
+
+
 @pytest.mark.slow
 def test_detector_batches_benchmark_checks_a_batch_against_each_image_alone(tmp_path):
     """`python -m bench.detector_batches` (run on the GPU machine for docs/benchmarks.md), here
