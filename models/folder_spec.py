@@ -15,7 +15,7 @@ from pathlib import Path
 
 from contract import LETTERBOX, STRETCH
 from runtimes import REMOTE_FORMATS
-from runtimes.remote import RemoteTarget
+from runtimes.remote import GRPC_SCHEMES, RemoteTarget
 
 SPEC_FILE = "model.json"
 TASKS = ("classification", "detection")
@@ -114,6 +114,7 @@ def _describe_remote(remote: RemoteTarget) -> dict:
     if remote.signature_name:
         info["signature_name"] = remote.signature_name
     info["encoding"] = remote.encoding
+    info["transport"] = remote.transport
     return info
 
 
@@ -281,7 +282,7 @@ class RemoteSpecReader:
         problems_before = len(self.reader.problems)
         if "file" in self.raw:
             self.reader.problem("file", "is for model files; a model on a remote engine has 'url' and 'model'")
-        url, model, version = self._url(), self._model(), self._version()
+        url, model, version = self._url(fmt), self._model(), self._version()
         timeout = self.raw.get("timeout_s", 10)
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout <= 3600:
             self.reader.problem("timeout_s", "must be a number of seconds above 0 and at most 3600")
@@ -289,32 +290,44 @@ class RemoteSpecReader:
         encoding = self.reader.choice("encoding", ENCODINGS, default="auto")
         if fmt == "tfserving" and "encoding" in self.raw:
             self.reader.problem("encoding", "is for kserve_v2: TF Serving's REST API sends JSON only")
+        grpc = urllib.parse.urlsplit(url).scheme in GRPC_SCHEMES
+        if grpc and encoding == "json":
+            self.reader.problem("encoding", "is 'json', but gRPC carries tensors as raw bytes: use an http(s):// URL "
+                                            "for JSON tensors")
         signature = self.raw.get("signature_name")
         if signature is not None and (fmt != "tfserving" or not isinstance(signature, str) or not signature):
             self.reader.problem("signature_name", "is for tfserving: the name of one of the model's signatures")
         if len(self.reader.problems) > problems_before:
             return None
         return RemoteTarget(url=url, model=model, version=version, timeout_s=float(timeout), headers_env=pairs,
-                            encoding=encoding if fmt == "kserve_v2" else "json", signature_name=signature,
+                            encoding="binary" if grpc else encoding if fmt == "kserve_v2" else "json",
+                            signature_name=signature,
                             headers=values)
 
-    def _url(self) -> str:
+    def _url(self, fmt: str) -> str:
         value = self.raw.get("url")
         if not isinstance(value, str) or not value:
             self.reader.problem("url", "is required: the engine's base URL, e.g. http://triton:8000")
             return ""
         parts = urllib.parse.urlsplit(value)
         try:
-            _ = parts.port
+            port = parts.port
         except ValueError:
             self.reader.problem("url", "has an invalid port")
             return ""
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            self.reader.problem("url", "must be an http:// or https:// URL with a host")
+        schemes = ("http", "https", *GRPC_SCHEMES) if fmt == "kserve_v2" else ("http", "https")
+        if parts.scheme not in schemes or not parts.hostname:
+            grpc = " (grpc:// and grpcs:// are for kserve_v2)" if parts.scheme in GRPC_SCHEMES else ""
+            listed = ", ".join(f"{scheme}://" for scheme in schemes[:-1]) + f" or {schemes[-1]}://"
+            self.reader.problem("url", f"must be an {listed} URL with a host{grpc}")
         elif parts.username is not None or parts.password is not None:
             self.reader.problem("url", "must not hold credentials; name an environment variable in 'headers_env'")
         elif parts.query or parts.fragment:
             self.reader.problem("url", "must be a base URL, without a query or fragment")
+        elif parts.scheme in GRPC_SCHEMES and parts.path not in ("", "/"):
+            self.reader.problem("url", "must be grpc://host:port or grpcs://host[:port], without a path")
+        elif parts.scheme == "grpc" and port is None:
+            self.reader.problem("url", "needs the engine's gRPC port, e.g. grpc://triton:8001 (KServe: 8081)")
         return value.rstrip("/")
 
     def _model(self) -> str:

@@ -1,5 +1,6 @@
 """Runtimes for users' own models: LiteRT (TFLite), ONNX Runtime, Keras files, and remote
-inference engines (the Open Inference Protocol V2, TensorFlow Serving's REST API).
+inference engines (the Open Inference Protocol V2 over REST or gRPC, TensorFlow Serving's REST
+API).
 
 Each runtime reads its model's input and output tensors (shape, dtype, quantization) from the
 file itself, or from the engine's metadata, and takes float32 input in the model's own layout;
@@ -31,6 +32,9 @@ def open_runtime(fmt: str, source, *, threads: int | None = None, size: tuple[in
     if fmt == "keras":
         from runtimes.keras_file import KerasFileRuntime
         return KerasFileRuntime(Path(source))
+    if fmt == "kserve_v2" and source.transport == "grpc":
+        from runtimes.open_inference_grpc import KServeV2GrpcRuntime
+        return KServeV2GrpcRuntime(source, size, layout)
     if fmt == "kserve_v2":
         from runtimes.open_inference import KServeV2Runtime
         return KServeV2Runtime(source, size, layout)

@@ -58,7 +58,7 @@ class KServeV2Runtime(RemoteRuntime):
         if len(inputs) != 1:
             raise ValueError(f"the model has {len(inputs)} inputs; one image input is supported")
         self.binary = self._binary_wanted()
-        return _tensor(inputs[0], what), [_tensor(item, what) for item in outputs]
+        return metadata_tensor(inputs[0], what), [metadata_tensor(item, what) for item in outputs]
 
     def _binary_wanted(self) -> bool:
         if self.target.encoding != "auto":
@@ -71,7 +71,7 @@ class KServeV2Runtime(RemoteRuntime):
         return isinstance(extensions, list) and BINARY_EXTENSION in extensions
 
     def _infer(self, batch: np.ndarray) -> list[np.ndarray]:
-        tensor = {"name": self.input.name, "shape": list(batch.shape), "datatype": _V2_NAMES[batch.dtype]}
+        tensor = {"name": self.input.name, "shape": list(batch.shape), "datatype": v2_name(batch.dtype)}
         if self.binary:
             raw = np.ascontiguousarray(batch, batch.dtype.newbyteorder("<")).tobytes()
             tensor["parameters"] = {"binary_data_size": len(raw)}
@@ -91,7 +91,12 @@ class KServeV2Runtime(RemoteRuntime):
         return [answers[o.name] for o in self.outputs]
 
 
-def _tensor(item, what: str) -> TensorInfo:
+def v2_name(dtype: np.dtype) -> str:
+    """The protocol's name of a numpy data type (UINT8, FP32, ...)."""
+    return _V2_NAMES[np.dtype(dtype)]
+
+
+def metadata_tensor(item, what: str) -> TensorInfo:
     """A metadata tensor: name, datatype, shape (-1 variable)."""
     if not isinstance(item, dict):
         raise malformed(what)

@@ -31,6 +31,7 @@ READY, NOT_READY, UNREACHABLE, TIMEOUT, FAILED = "ready", "not_ready", "unreacha
 RETRY_SECONDS = 5        # an engine that is down is asked again after this long (Retry-After)
 HEALTH_SECONDS = 2.0     # /ready's view of the engine is at most this old, plus one probe
 CONNECT_SECONDS = 3.05   # connecting is quick or the engine is not there
+GRPC_SCHEMES = ("grpc", "grpcs")   # the Open Inference Protocol over gRPC (runtimes/open_inference_grpc.py)
 POOL_SIZE = 32           # kept-alive connections per engine: more than the workers that call it
 
 
@@ -46,6 +47,11 @@ class RemoteTarget:
     encoding: str = "auto"                 # V2 tensors: auto (binary where the engine says so), json, binary
     signature_name: str | None = None      # TF Serving
     headers: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def transport(self) -> str:
+        """grpc for grpc:// and grpcs:// URLs, else http."""
+        return "grpc" if urllib.parse.urlsplit(self.url).scheme in GRPC_SCHEMES else "http"
 
     @property
     def host(self) -> str:
@@ -95,6 +101,9 @@ class Engine:
             raise EngineProblem(TIMEOUT, f"did not answer {what} within {limit[1]:g} s") from None
         except requests.RequestException as exc:
             raise EngineProblem(UNREACHABLE, f"could not be reached for {what} ({type(exc).__name__})") from None
+
+    def close(self) -> None:
+        self._session.close()
 
     def json(self, method: str, path: str, what: str, **kwargs) -> dict:
         """A 200 answer's JSON object; a health-style 4xx/503 is NOT_READY, anything else FAILED."""
@@ -164,10 +173,18 @@ class RemoteRuntime(Runtime):
 
     def __init__(self, target: RemoteTarget, size: tuple[int, int] | None = None, layout: str | None = None):
         self.target = target
-        self.engine = Engine(target)
-        self.probe()
-        self.input, self.outputs = self._describe(size, layout)
+        self.engine = self._connect(target)
+        try:
+            self.probe()
+            self.input, self.outputs = self._describe(size, layout)
+        except BaseException:
+            self.engine.close()   # a failed load is retried with a new client: free this one's connections
+            raise
         self.health = Health(self.probe)
+
+    def _connect(self, target: RemoteTarget):
+        """The client that carries every call to the engine (HTTP here; gRPC overrides it)."""
+        return Engine(target)
 
     def probe(self) -> None:
         """Raise EngineProblem unless the engine says the model is ready."""

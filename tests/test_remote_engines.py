@@ -4,8 +4,8 @@ The fast tests check model.json's remote fields and a service whose engine is no
 slow ones start a REAL engine, KServe's model server (its own virtualenv, .venv-engine) on a
 free loopback port, hosting the small real models from ../shared through LiteRT and ONNX
 Runtime, and prove: the same answers as the local folder of the same model through both
-protocols (V2, JSON and binary tensors; TF Serving's REST shape, which KServe V1 speaks, without
-metadata); concurrent requests batched into one remote call; an engine stopped mid-run gives
+protocols (V2 over REST with JSON and binary tensors, and over gRPC; TF Serving's REST shape, which
+KServe V1 speaks, without metadata); concurrent requests batched into one remote call; an engine stopped mid-run gives
 503s and the service recovers by itself; a lying, failing or slow engine gives 502 or 504.
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 
+import grpc
 import numpy as np
 import pytest
 import yaml
@@ -27,6 +28,8 @@ from app import create_app
 from config import ConfigError, Settings
 from dataplane.images import decode_image
 from models.folder_spec import SpecError, load_spec
+from runtimes import open_inference_pb2 as pb
+from runtimes.open_inference_grpc import address
 from tests.support import imaging
 from tests.support.engines import Engine, remote_folder, require_engine, wait_for
 from tests.support.http import multipart
@@ -80,7 +83,7 @@ def test_a_remote_folder_is_read_with_its_engine(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("fields,expected", [
     ({"url": None}, "'url' is required"),
-    ({"url": "ftp://engine:21"}, "'url' must be an http:// or https:// URL"),
+    ({"url": "ftp://engine:21"}, "'url' must be an http://, https://, grpc:// or grpcs:// URL"),
     ({"url": "http://user:hunter2@engine:8000"}, "'url' must not hold credentials"),
     ({"url": "http://engine:8000/?token=x"}, "'url' must be a base URL"),
     ({"url": "http://engine:99999"}, "'url' has an invalid port"),
@@ -97,6 +100,11 @@ def test_a_remote_folder_is_read_with_its_engine(tmp_path, monkeypatch):
     ({"headers_env": {"Bad Header": "X"}}, "not an HTTP header name"),
     ({"headers_env": ["X"]}, "'headers_env' must be an object"),
     ({"input": {"layout": "HWC"}}, "'input.layout' is 'HWC'"),
+    ({"url": "grpc://engine"}, "'url' needs the engine's gRPC port"),
+    ({"url": "grpc://engine:8001/prefix"}, "without a path"),
+    ({"url": "grpc://engine:8001", "encoding": "json"}, "gRPC carries tensors as raw bytes"),
+    ({"format": "tfserving", "url": "grpc://engine:8500"},
+     "'url' must be an http:// or https:// URL with a host (grpc:// and grpcs:// are for kserve_v2)"),
 ])
 def test_remote_fields_are_checked_one_by_one(tmp_path, fields, expected):
     folder = write_spec(tmp_path, "remote", **fields)
@@ -106,6 +114,18 @@ def test_remote_fields_are_checked_one_by_one(tmp_path, fields, expected):
     text = problems_of(folder)
     assert expected in text
     assert "hunter2" not in text and "token=x" not in text
+
+
+def test_a_grpc_folder_is_read_with_its_engine(tmp_path, monkeypatch):
+    monkeypatch.setenv("ENGINE_TOKEN", "Bearer s3cret-token")
+    spec = load_spec(write_spec(tmp_path, "remote", url="grpcs://triton.internal",
+                                headers_env={"Authorization": "ENGINE_TOKEN"}))
+    assert spec.remote.transport == "grpc" and spec.remote.encoding == "binary"
+    assert address(spec.remote.url) == "triton.internal:443"
+    described = spec.describe()["remote"]
+    assert described["transport"] == "grpc" and described["host"] == "triton.internal"
+    assert load_spec(write_spec(tmp_path, "plain", url="grpc://[::1]:8001")).remote.transport == "grpc"
+    assert address("grpc://[::1]:8001") == "[::1]:8001"
 
 
 def test_remote_fields_in_a_local_folder_are_refused(tmp_path):
@@ -123,14 +143,15 @@ def test_a_header_value_with_a_line_break_is_refused_without_echoing_it(tmp_path
 
 # --- an engine that is not there ---------------------------------------------------------------
 
-def nowhere_app(tmp_path, **settings):
-    write_spec(tmp_path, "remote", url=f"http://127.0.0.1:{free_port()}", model="mobilenet")
+def nowhere_app(tmp_path, scheme: str = "http", **settings):
+    write_spec(tmp_path, "remote", url=f"{scheme}://127.0.0.1:{free_port()}", model="mobilenet")
     return create_app(Settings(classification_enabled=True, classification_models=("remote",),
                                models_dir=tmp_path, **settings))
 
 
-def test_an_engine_that_is_down_at_start_up_stops_nothing(tmp_path, caplog):
-    client = nowhere_app(tmp_path).test_client()   # no ConfigError: the engine may come up later
+@pytest.mark.parametrize("scheme", ["http", "grpc"])
+def test_an_engine_that_is_down_at_start_up_stops_nothing(tmp_path, scheme):
+    client = nowhere_app(tmp_path, scheme).test_client()   # no ConfigError: the engine may come up later
     assert client.get("/health").status_code == 200
     response = upload(client, "/v2/classify", small_jpeg())
     assert response.status_code == 503 and response.get_json()["error"]["type"] == "model_not_ready"
@@ -178,6 +199,41 @@ def test_headers_reach_the_engine_and_never_a_log_line(tmp_path, monkeypatch, ca
     assert "s3cret" not in caplog.text and "ENGINE-INTERNAL-TEXT" not in caplog.text + response.get_data(as_text=True)
 
 
+def test_headers_reach_a_grpc_engine_as_metadata_and_its_message_never_a_log_line(tmp_path, monkeypatch, caplog):
+    """A bare gRPC server stands in for the engine: it records the metadata of the readiness
+    call and fails it with a message of its own, so the model cannot load."""
+    seen = []
+
+    def model_ready(request, context):
+        seen.append((request.name, dict(context.invocation_metadata())))
+        context.abort(grpc.StatusCode.INTERNAL, "ENGINE-INTERNAL-TEXT")
+
+    handler = grpc.method_handlers_generic_handler("inference.GRPCInferenceService", {
+        "ModelReady": grpc.unary_unary_rpc_method_handler(
+            model_ready, request_deserializer=pb.ModelReadyRequest.FromString,
+            response_serializer=pb.ModelReadyResponse.SerializeToString)})
+    server = grpc.server(concurrent.futures.ThreadPoolExecutor(2))
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        monkeypatch.setenv("ENGINE_TOKEN", "Bearer s3cret-token")
+        write_spec(tmp_path, "remote", url=f"grpc://127.0.0.1:{port}", model="mobilenet",
+                   headers_env={"Authorization": "ENGINE_TOKEN"})
+        caplog.set_level(logging.DEBUG)
+        client = create_app(Settings(classification_enabled=True, classification_models=("remote",),
+                                     models_dir=tmp_path)).test_client()
+        response = upload(client, "/v2/classify", small_jpeg())
+        assert response.status_code == 503
+        ready = client.get("/ready").get_json()["models"]["remote"]
+        assert "answered gRPC status INTERNAL to the model readiness check" in ready["reason"]
+    finally:
+        server.stop(None)
+    assert seen and all(name == "mobilenet" and meta.get("authorization") == "Bearer s3cret-token"
+                        for name, meta in seen)
+    assert "s3cret" not in caplog.text and "ENGINE-INTERNAL-TEXT" not in caplog.text + response.get_data(as_text=True)
+
+
 def small_jpeg() -> bytes:
     return imaging.jpeg((64, 48))
 
@@ -209,15 +265,23 @@ def remote_app(engine, tmp_path_factory):
         "mb_error": dict(format="kserve_v2", model="mobilenet_v2_quant_error"),
         "mb_slow": dict(format="kserve_v2", model="mobilenet_v2_quant_slow", timeout_s=1),
     }
+    # The same models and lies over gRPC.
+    for name, fields in list(classifiers.items()):
+        if name.startswith("mb_v2") or fields["format"] == "tfserving":
+            continue
+        classifiers[name.replace("mb_", "mb_grpc_")] = dict(fields, url=engine.grpc_url)
+    classifiers["mb_grpc"] = dict(format="kserve_v2", model="mobilenet_v2_quant", url=engine.grpc_url)
     for name, fields in classifiers.items():
-        remote_folder(models_dir, name, "mobilenet_v2_quant", url=url, **{"input": RAW_PIXELS, **fields})
+        remote_folder(models_dir, name, "mobilenet_v2_quant", **{"url": url, "input": RAW_PIXELS, **fields})
     remote_folder(models_dir, "yolo_v2", "yolov5n_onnx", url=url, format="kserve_v2", model="yolov5n_onnx",
                   encoding="binary")
+    remote_folder(models_dir, "yolo_grpc", "yolov5n_onnx", url=engine.grpc_url, format="kserve_v2",
+                  model="yolov5n_onnx")
     remote_folder(models_dir, "yolo_v1", "yolov5n_onnx", url=url, format="tfserving", model="yolov5n_onnx",
                   timeout_s=120, input={"size": [640, 640], "resize": "letterbox", "mean": [0, 0, 0],
                                         "std": [255, 255, 255], "layout": "NCHW"})
     settings = Settings(classification_enabled=True, classification_models=("mobilenet_v2_quant", *classifiers),
-                        detection_enabled=True, detection_models=("yolov5n_onnx", "yolo_v2", "yolo_v1"),
+                        detection_enabled=True, detection_models=("yolov5n_onnx", "yolo_v2", "yolo_grpc", "yolo_v1"),
                         models_dir=models_dir, cache_maxsize=0, waitress_threads=8, max_batch_size=8,
                         batch_timeout_ms=50, inference_timeout=180)
     return create_app(settings)
@@ -228,7 +292,7 @@ def image(relative: str):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("remote", ["mb_v2_json", "mb_v2_binary", "mb_v1"])
+@pytest.mark.parametrize("remote", ["mb_v2_json", "mb_v2_binary", "mb_grpc", "mb_v1"])
 def test_a_remote_classifier_answers_as_the_local_one(remote_app, remote):
     registry = remote_app.extensions["registry"]
     images = [image(p) for p in PHOTOS]
@@ -246,7 +310,7 @@ def test_a_remote_classifier_answers_as_the_local_one(remote_app, remote):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("remote", ["yolo_v2", "yolo_v1"])
+@pytest.mark.parametrize("remote", ["yolo_v2", "yolo_grpc", "yolo_v1"])
 def test_a_remote_detector_finds_what_the_local_one_finds(remote_app, remote):
     registry = remote_app.extensions["registry"]
     for relative in ("darknet/dog.jpg", "ultralytics/bus.jpg"):
@@ -259,12 +323,13 @@ def test_a_remote_detector_finds_what_the_local_one_finds(remote_app, remote):
 
 
 @pytest.mark.slow
-def test_concurrent_requests_become_one_remote_call(remote_app, engine):
+@pytest.mark.parametrize("model", ["mb_v2_binary", "mb_grpc"])
+def test_concurrent_requests_become_one_remote_call(remote_app, engine, model):
     client_data = photo("coral/parrot.jpg").read_bytes()
     before = engine.calls("mobilenet_v2_quant")
 
     def one(_):
-        return upload(remote_app.test_client(), "/v2/classify", client_data, query="?model=mb_v2_binary").status_code
+        return upload(remote_app.test_client(), "/v2/classify", client_data, query=f"?model={model}").status_code
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         statuses = list(pool.map(one, range(8)))
@@ -273,7 +338,8 @@ def test_concurrent_requests_become_one_remote_call(remote_app, engine):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["mb_wrong_shape", "mb_nan", "mb_error"])
+@pytest.mark.parametrize("model", ["mb_wrong_shape", "mb_nan", "mb_error",
+                                   "mb_grpc_wrong_shape", "mb_grpc_nan", "mb_grpc_error"])
 def test_a_lying_or_failing_engine_is_a_502_that_echoes_nothing(remote_app, model, caplog):
     client = remote_app.test_client()
     response = upload(client, "/v2/classify", photo("coral/cat.bmp").read_bytes(), query=f"?model={model}")
@@ -288,17 +354,20 @@ def test_a_lying_or_failing_engine_is_a_502_that_echoes_nothing(remote_app, mode
 
 
 @pytest.mark.slow
-def test_a_slow_engine_is_a_504(remote_app):
+@pytest.mark.parametrize("model", ["mb_slow", "mb_grpc_slow"])
+def test_a_slow_engine_is_a_504(remote_app, model):
     response = upload(remote_app.test_client(), "/v2/classify", photo("coral/cat.bmp").read_bytes(),
-                      query="?model=mb_slow")
+                      query=f"?model={model}")
     assert response.status_code == 504 and response.get_json()["error"]["type"] == "inference_timeout"
 
 
 @pytest.mark.slow
-def test_an_engine_stopped_mid_run_gives_503s_and_the_service_recovers(tmp_path):
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_an_engine_stopped_mid_run_gives_503s_and_the_service_recovers(tmp_path, transport):
     engine = Engine(["mobilenet_v2_quant"], tmp_path / "engine.log").start()
     try:
-        remote_folder(tmp_path / "models", "remote", "mobilenet_v2_quant", url=engine.url, format="kserve_v2",
+        url = engine.grpc_url if transport == "grpc" else engine.url
+        remote_folder(tmp_path / "models", "remote", "mobilenet_v2_quant", url=url, format="kserve_v2",
                       model="mobilenet_v2_quant", input=RAW_PIXELS)
         client = create_app(Settings(classification_enabled=True, classification_models=("remote",),
                                      models_dir=tmp_path / "models", cache_maxsize=0)).test_client()
@@ -324,14 +393,16 @@ def test_an_engine_stopped_mid_run_gives_503s_and_the_service_recovers(tmp_path)
 
 
 @pytest.mark.slow
-def test_an_engine_that_comes_up_after_the_service_makes_it_ready_by_itself(tmp_path):
-    port = free_port()
-    remote_folder(tmp_path / "models", "remote", "mobilenet_v2_quant", url=f"http://127.0.0.1:{port}",
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_an_engine_that_comes_up_after_the_service_makes_it_ready_by_itself(tmp_path, transport):
+    port, grpc_port = free_port(), free_port()
+    url = f"grpc://127.0.0.1:{grpc_port}" if transport == "grpc" else f"http://127.0.0.1:{port}"
+    remote_folder(tmp_path / "models", "remote", "mobilenet_v2_quant", url=url,
                   format="kserve_v2", model="mobilenet_v2_quant", input=RAW_PIXELS)
     client = create_app(Settings(classification_enabled=True, classification_models=("remote",),
                                  models_dir=tmp_path / "models", preload_models=True)).test_client()
     wait_for(lambda: client.get("/ready").get_json()["models"]["remote"]["state"] == "failed", 10, "a failed load")
-    engine = Engine(["mobilenet_v2_quant"], tmp_path / "engine.log", port=port).start()
+    engine = Engine(["mobilenet_v2_quant"], tmp_path / "engine.log", port=port, grpc_port=grpc_port).start()
     try:
         # No request arrives (the orchestrator sends none to an unready replica): the preload
         # thread retries every 5 s on its own.

@@ -1,5 +1,5 @@
 """A real inference engine for the tests and the benchmark: KServe's model server
-(tests/support/kserve_engine.py) in its own virtualenv, on a free loopback port, hosting the
+(tests/support/kserve_engine.py) in its own virtualenv, on free loopback ports (REST and gRPC), hosting the
 small models from ../shared; and remote model folders that point at it.
 
 Locally a missing .venv-engine skips the tests that need it (./run_tests.sh creates it); in CI
@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -42,17 +43,19 @@ class Engine:
     """One KServe model server process; `stop()` and `start()` again keep its port."""
 
     def __init__(self, models: list[str] | dict[str, str], log_path: Path, variants: bool = False,
-                 port: int | None = None):
+                 port: int | None = None, grpc_port: int | None = None):
         """`models`: names from ENGINE_MODELS, or {name to serve: path under ../shared}."""
         self.models = models if isinstance(models, dict) else {name: ENGINE_MODELS[name] for name in models}
         self.variants, self.log_path = variants, log_path
-        self.port = port or free_port()
+        self.port, self.grpc_port = port or free_port(), grpc_port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.grpc_url = f"grpc://127.0.0.1:{self.grpc_port}"   # the same models over gRPC
         self.process: subprocess.Popen | None = None
 
     def start(self, wait: float = 90.0) -> Engine:
         python, shared = require_engine(), require_shared()
-        args = [str(python), "-P", str(ENGINE_SCRIPT), "--http_port", str(self.port)]
+        args = [str(python), "-P", str(ENGINE_SCRIPT), "--http_port", str(self.port),
+                "--grpc_port", str(self.grpc_port)]
         for name, relative in self.models.items():
             args += ["--model", f"{name}={shared / relative}"]
         if self.variants:
@@ -71,7 +74,13 @@ class Engine:
     def _ready(self) -> bool:
         if self.process.poll() is not None:
             raise AssertionError(f"the engine exited with {self.process.returncode}; log: {self.log_path}")
-        return requests.get(f"{self.url}/v2/health/ready", timeout=2).status_code == 200
+        if requests.get(f"{self.url}/v2/health/ready", timeout=2).status_code != 200:
+            return False
+        try:  # the gRPC server starts next to the REST one
+            socket.create_connection(("127.0.0.1", self.grpc_port), timeout=2).close()
+        except OSError:
+            return False
+        return True
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

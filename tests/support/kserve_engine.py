@@ -4,7 +4,8 @@ models from ../shared through its own runtime (LiteRT for .tflite, ONNX Runtime 
 Runs in its own virtualenv (.venv-engine, requirements-engine.txt): kserve pins versions that
 clash with the service's. It imports nothing from the project. KServe answers both protocols:
 V1 (`POST /v1/models/<m>:predict`, `{"instances"}` → `{"predictions"}`) and the Open Inference
-Protocol V2 (`/v2/models/<m>` metadata, `/infer`, binary tensors after the JSON header), and
+Protocol V2 (`/v2/models/<m>` metadata, `/infer`, binary tensors after the JSON header), the
+same protocol over gRPC (`--grpc_port`: ModelReady, ModelMetadata, ModelInfer with raw tensors), and
 counts its own predict calls in `/metrics` (`request_predict_seconds_count`).
 
 Each `--model NAME=FILE` is served under NAME; `--variants` adds, for every model, versions
@@ -12,7 +13,8 @@ that lie: NAME_wrong_shape (one class short), NAME_nan (NaN scores), NAME_error 
 answers HTTP 500 with a message of its own) and NAME_slow (3 s per call), for the service's
 502 and 504 paths.
 
-    .venv-engine/bin/python -P tests/support/kserve_engine.py --model mobilenet=m.tflite --http_port 8080
+    .venv-engine/bin/python -P tests/support/kserve_engine.py --model mobilenet=m.tflite --http_port 8080 \
+        --grpc_port 8081
 """
 from __future__ import annotations
 
@@ -137,7 +139,10 @@ def main() -> None:
             models += [ImageModel(f"{name}_{suffix}", path, **kwargs) for suffix, kwargs in VARIANTS.items()]
     for model in models:
         model.load()
-    ModelServer(http_port=args.http_port, enable_grpc=False, workers=1,
+    # gRPC on --grpc_port too, with room for YOLOv5n's 8.6 MB output (KServe's default limit is
+    # 8 MiB). Its gRPC server reads the limits from the module's parsed command line.
+    model_server.args.grpc_max_send_message_length = model_server.args.grpc_max_receive_message_length = 64 << 20
+    ModelServer(http_port=args.http_port, grpc_port=args.grpc_port, enable_grpc=True, workers=1,
                 enable_latency_logging=False).start(models)
 
 
