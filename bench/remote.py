@@ -5,15 +5,15 @@ A real engine, KServe's model server (.venv-engine, tests/support/kserve_engine.
 ./run_tests.sh), hosts the uint8 MobileNetV2 from ../shared on loopback, once per protocol so
 its own counters tell them apart. The service (`python app.py`, models preloaded, cache off)
 serves the local folder and its remote twins: kserve_v2 with binary tensors, kserve_v2 with
-JSON tensors, and tfserving (KServe V1: JSON, no metadata). Measured:
+JSON tensors, kserve_v2 over gRPC (raw tensors), and tfserving (KServe V1: JSON, no metadata). Measured:
 - the model call alone, in-process: the local LiteRT runtime against each remote runtime, on
   the tensor the service builds from a 640x480 JPEG (median; calls interleaved);
 - the service at one client: p50/p95 of /v2/classify for each model, requests interleaved
   round-robin so that drift in the machine's load hits every model alike;
 - the engine's own time in predict (its request_predict_seconds metric), so the rest of a
   remote call is transport, encoding and the engine's request handling;
-- micro-batching: bursts of 8 simultaneous requests to the binary V2 model; the engine's
-  predict counter says how many remote calls each burst became;
+- micro-batching: bursts of 8 simultaneous requests to the binary V2 model and to the gRPC
+  one; the engine's predict counter says how many remote calls each burst became;
 - the same model calls for the YOLOv5n ONNX detector (a 4.9 MB float32 input, an 8.6 MB
   output), where JSON and binary tensors differ most (--detector-repeat 0 skips it).
 """
@@ -41,24 +41,30 @@ RAW_PIXELS = {"resize": "stretch", "mean": [0, 0, 0], "std": [1, 1, 1]}  # the e
 REMOTES = {
     "remote_v2_binary": ("mb_binary", {"format": "kserve_v2", "encoding": "binary", "input": RAW_PIXELS}),
     "remote_v2_json": ("mb_json", {"format": "kserve_v2", "encoding": "json", "input": RAW_PIXELS}),
+    "remote_v2_grpc": ("mb_grpc", {"format": "kserve_v2", "transport": "grpc", "input": RAW_PIXELS}),
     "remote_v1": ("mb_v1", {"format": "tfserving", "input": {**RAW_PIXELS, "size": [224, 224], "layout": "NHWC"}}),
 }
 DETECTORS = {
     "yolo_v2_binary": ("yolo_binary", {"format": "kserve_v2", "encoding": "binary"}),
     "yolo_v2_json": ("yolo_json", {"format": "kserve_v2", "encoding": "json"}),
+    "yolo_v2_grpc": ("yolo_grpc", {"format": "kserve_v2", "transport": "grpc"}),
     "yolo_v1": ("yolo_v1", {"format": "tfserving", "timeout_s": 300,
                             "input": {"size": [640, 640], "resize": "letterbox", "mean": [0, 0, 0],
                                       "std": [255, 255, 255], "layout": "NCHW"}}),
 }
 
 
-def build_folders(models_dir: Path, url: str) -> None:
+def build_folders(models_dir: Path, engine) -> None:
+    """The local folders and their remote twins; `"transport": "grpc"` marks those that reach
+    the engine over gRPC."""
     from tests.support.engines import remote_folder
     from tests.support.shared_models import build_folder
 
     for local, remotes in ((LOCAL, REMOTES), (LOCAL_DETECTOR, DETECTORS)):
         build_folder(models_dir, local)
         for name, (served, fields) in remotes.items():
+            fields = dict(fields)
+            url = engine.grpc_url if fields.pop("transport", "http") == "grpc" else engine.url
             remote_folder(models_dir, name, local, url=url, model=served, **fields)
 
 
@@ -157,7 +163,7 @@ def run(args) -> dict:
         engine = Engine(served, tmp_dir / "engine.log").start()
         try:
             models_dir = tmp_dir / "models"
-            build_folders(models_dir, engine.url)
+            build_folders(models_dir, engine)
             calls, cpu = model_calls(models_dir, jpeg, args.repeat)
             report = {"calls_ms": calls, "calls_thread_cpu_ms": cpu}
             if args.detector_repeat:
@@ -177,6 +183,7 @@ def run(args) -> dict:
                     calls0, seconds0 = engine_before[served]
                     report["engine_predict_ms"][name] = (seconds - seconds0) / max(1.0, calls - calls0) * 1e3
                 report["bursts_of_8"] = bursts(server.port, jpeg, engine, args.bursts)
+                report["bursts_of_8_grpc"] = bursts(server.port, jpeg, engine, args.bursts, "remote_v2_grpc")
             finally:
                 server.stop()
         finally:
@@ -200,9 +207,10 @@ def print_report(report: dict) -> None:
         print(f"{'detector':<18} {'call ms':>8} {'cpu ms':>7}")
         for name in calls:
             print(f"{name:<18} {calls[name]:8.1f} {cpu[name]:7.1f}")
-    b = report["bursts_of_8"]
-    print(f"bursts of 8 ({b['bursts']}): remote calls per burst max {b['max_calls_per_burst']}, "
-          f"mean {b['mean_calls_per_burst']:.2f}; {b['requests_ok']}/{b['requests']} ok; p50 {b['p50_ms']:.1f} ms")
+    for key, label in (("bursts_of_8", "binary V2"), ("bursts_of_8_grpc", "gRPC")):
+        b = report[key]
+        print(f"bursts of 8 ({b['bursts']}, {label}): remote calls per burst max {b['max_calls_per_burst']}, "
+              f"mean {b['mean_calls_per_burst']:.2f}; {b['requests_ok']}/{b['requests']} ok; p50 {b['p50_ms']:.1f} ms")
 
 
 def main(argv: list[str] | None = None) -> int:

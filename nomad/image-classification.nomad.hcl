@@ -108,8 +108,8 @@ job "image-classification" {
         INFERENCE_PRECISION          = "f32"
         # Remote inference engines (README, "Remote inference engines"): a model folder under
         # MODELS_DIR whose model.json says "format": "kserve_v2" (Triton, KServe, OVMS, MLServer)
-        # or "tfserving", with the engine's "url" (e.g. http://triton.service.consul:8000) and
-        # "model". Name such folders in IMAGE_CLASSIFICATION_MODEL / OBJECT_DETECTION_MODEL like
+        # or "tfserving", with the engine's "url" (e.g. http://triton.service.consul:8000, or
+        # grpc://triton.service.consul:8001 for the faster gRPC transport) and "model". Name such folders in IMAGE_CLASSIFICATION_MODEL / OBJECT_DETECTION_MODEL like
         # any other. Headers for the engine (API keys, tokens) are never written in model.json:
         # "headers_env": {"Authorization": "ENGINE_TOKEN"} names a variable of this task, set
         # from Vault or Nomad variables in a template block (env = true), not in this env block.

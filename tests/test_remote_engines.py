@@ -470,7 +470,8 @@ def test_the_compose_example_runs_the_service_with_valid_remote_folders(tmp_path
         (folder / "model.json").write_text(text)
         (folder / "labels.txt").write_text("\n".join(f"class{i}" for i in range(80)) + "\n")
         spec = load_spec(folder)
-        assert spec.remote.host in ("triton:8000", "tfserving:8501")
+        assert spec.remote.host in ("triton:8001", "tfserving:8501")
+        assert spec.remote.transport == ("grpc" if spec.remote.host.startswith("triton") else "http")
         assert name in env["IMAGE_CLASSIFICATION_MODEL"].split(",") + env["OBJECT_DETECTION_MODEL"].split(",")
     settings = Settings.from_env({**env, "MODELS_DIR": str(tmp_path)})
     assert settings.preload_models and settings.max_batch_size == 8
@@ -485,6 +486,8 @@ def test_the_remote_benchmark_runs(tmp_path):
                             cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert set(report["one_client"]) == {"mobilenet_v2_quant", "remote_v2_binary", "remote_v2_json", "remote_v1"}
+    assert set(report["one_client"]) == {"mobilenet_v2_quant", "remote_v2_binary", "remote_v2_json", "remote_v2_grpc",
+                                         "remote_v1"}
     assert all(entry["p50_ms"] > 0 for entry in report["one_client"].values())
-    assert report["bursts_of_8"]["requests_ok"] == 8 and 1 <= report["bursts_of_8"]["max_calls_per_burst"] <= 8
+    for key in ("bursts_of_8", "bursts_of_8_grpc"):
+        assert report[key]["requests_ok"] == 8 and 1 <= report[key]["max_calls_per_burst"] <= 8
