@@ -36,6 +36,8 @@ FILE_RUNTIMES = {"tflite": ("litert", "openvino"), "onnx": ("onnxruntime", "open
 _INPUT_KEYS = {"size", "resize", "mean", "std", "layout"}
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_GRPC_KEY = re.compile(r"[0-9a-z_.-]{1,64}")
+_GRPC_RESERVED = frozenset({"te", "content-type", "user-agent", "host", "connection"})
 
 
 def default_file_runtime(fmt: str) -> str:
@@ -294,6 +296,8 @@ class RemoteSpecReader:
         if grpc and encoding == "json":
             self.reader.problem("encoding", "is 'json', but gRPC carries tensors as raw bytes: use an http(s):// URL "
                                             "for JSON tensors")
+        if grpc:
+            self._grpc_metadata(pairs, values)
         signature = self.raw.get("signature_name")
         if signature is not None and (fmt != "tfserving" or not isinstance(signature, str) or not signature):
             self.reader.problem("signature_name", "is for tfserving: the name of one of the model's signatures")
@@ -329,6 +333,20 @@ class RemoteSpecReader:
         elif parts.scheme == "grpc" and port is None:
             self.reader.problem("url", "needs the engine's gRPC port, e.g. grpc://triton:8001 (KServe: 8081)")
         return value.rstrip("/")
+
+    def _grpc_metadata(self, pairs: tuple[tuple[str, str], ...], values: dict) -> None:
+        """Over gRPC the headers travel as metadata: lower-case names without gRPC's own
+        (grpc-*, binary *-bin, and the ones HTTP/2 or gRPC set), printable ASCII values."""
+        for header, variable in pairs:
+            key = header.lower()
+            if (not _GRPC_KEY.fullmatch(key) or key.startswith("grpc-") or key.endswith("-bin")
+                    or key in _GRPC_RESERVED):
+                self.reader.problem(f"headers_env.{header}", "cannot travel as gRPC metadata (letters, digits, '-', "
+                                                             "'_' and '.'; not grpc-*, *-bin or "
+                                                             f"{', '.join(sorted(_GRPC_RESERVED))})")
+            elif not all(" " <= c <= "~" for c in values[header]):
+                self.reader.problem(f"headers_env.{header}", f"names {variable}, whose value is not printable ASCII, "
+                                                             "which gRPC metadata needs")
 
     def _model(self) -> str:
         value = self.raw.get("model")

@@ -14,6 +14,7 @@ own error message (`details()`) is never read into a log line or a response.
 """
 from __future__ import annotations
 
+import math
 import threading
 import urllib.parse
 
@@ -38,13 +39,15 @@ _CONTENTS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_cont
              "UINT32": "uint_contents", "UINT64": "uint64_contents", "FP32": "fp32_contents",
              "FP64": "fp64_contents"}
 _INFER = "the inference request"
+MAX_DIMENSIONS = 32   # numpy's limit is 64; no image model's output has more than a few
 
 
 def address(url: str) -> str:
-    """host:port of a grpc(s):// URL; grpcs:// defaults to port 443."""
+    """gRPC's target for a grpc(s):// URL: always a DNS name or address (a host called `unix`
+    or `ipv4` must not become another kind of target); grpcs:// defaults to port 443."""
     parts = urllib.parse.urlsplit(url)
     host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
-    return f"{host}:{parts.port or 443}"
+    return f"dns:///{host}:{443 if parts.port is None else parts.port}"
 
 
 class GrpcEngine:
@@ -59,13 +62,26 @@ class GrpcEngine:
                    # After a lost connection gRPC waits before dialling again, doubling up to
                    # 2 minutes by default; an engine that is back is found within RETRY_SECONDS.
                    ("grpc.initial_reconnect_backoff_ms", 500),
-                   ("grpc.max_reconnect_backoff_ms", remote.RETRY_SECONDS * 1000)]
+                   ("grpc.max_reconnect_backoff_ms", remote.RETRY_SECONDS * 1000),
+                   # ...and gives up one connection attempt after this long (gRPC's default is
+                   # 20 s): a host that does not answer is unreachable as quickly as over REST.
+                   ("grpc.min_reconnect_backoff_ms", int(remote.CONNECT_SECONDS * 1000)),
+                   # While calls are in flight, a ping every 5 s that must be answered within 3 s:
+                   # a connection whose engine went silent (a lost host, a partition: no FIN, no
+                   # RST) is dropped and dialled again, instead of timing out every call for as
+                   # long as TCP takes to notice. No pings while idle (the engines' default
+                   # policy allows an idle client one ping per 5 minutes).
+                   ("grpc.keepalive_time_ms", 5000),
+                   ("grpc.keepalive_timeout_ms", 3000),
+                   ("grpc.http2.ping_timeout_ms", 3000),
+                   ("grpc.keepalive_permit_without_calls", 0)]
         where = address(target.url)
         if target.url.startswith("grpcs://"):
             self._channel = grpc.secure_channel(where, grpc.ssl_channel_credentials(), options)
         else:
             self._channel = grpc.insecure_channel(where, options)
-        # gRPC metadata keys are lower case; the values come from headers_env, never logged.
+        # gRPC metadata keys are lower case (models.folder_spec checked names and values for
+        # gRPC); the values come from headers_env and are never logged.
         self._metadata = tuple((name.lower(), value) for name, value in target.headers.items())
         self._connected = threading.Event()
         self._channel.subscribe(self._watch, try_to_connect=False)
@@ -76,17 +92,23 @@ class GrpcEngine:
         }
 
     def close(self) -> None:
+        """Stop watching, then close once gRPC's watcher thread has seen that (it looks every
+        0.2 s; closing under it prints an exception from that thread)."""
         self._channel.unsubscribe(self._watch)
-        self._channel.close()
+        closing = threading.Timer(1.0, self._channel.close)
+        closing.daemon = True
+        closing.start()
 
     def _method(self, name: str, answer):
         return self._channel.unary_unary(_SERVICE + name, request_serializer=lambda m: m.SerializeToString(),
                                          response_deserializer=answer.FromString)
 
     def _watch(self, state: grpc.ChannelConnectivity) -> None:
+        """Connected only while READY: a call that times out while the channel is (re)connecting
+        met an unreachable engine (503), not a slow one (504)."""
         if state == grpc.ChannelConnectivity.READY:
             self._connected.set()
-        elif state in (grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.IDLE):
+        else:
             self._connected.clear()
 
     def call(self, method: str, request, what: str, not_there: tuple = ()):
@@ -147,16 +169,23 @@ class KServeV2GrpcRuntime(RemoteRuntime):
 def _read_outputs(answer: pb.ModelInferResponse) -> dict[str, np.ndarray]:
     """The answer's output tensors by name, from raw bytes or typed lists, each checked against
     its stated shape and data type."""
+    try:
+        return _outputs(answer)
+    except (ValueError, TypeError, OverflowError, MemoryError):   # e.g. a shape numpy cannot make
+        raise remote.malformed(_INFER) from None
+
+
+def _outputs(answer: pb.ModelInferResponse) -> dict[str, np.ndarray]:
     raw = list(answer.raw_output_contents)
     if raw and len(raw) != len(answer.outputs):
         raise EngineProblem(remote.FAILED, f"answered {_INFER} with {len(raw)} raw outputs for "
-                                    f"{len(answer.outputs)} tensors")
+                                           f"{len(answer.outputs)} tensors")
     arrays = {}
     for i, item in enumerate(answer.outputs):
-        if item.datatype not in V2_TYPES or any(d < 0 for d in item.shape):
-            raise EngineProblem(remote.FAILED, f"answered {_INFER} with a malformed body")
+        if item.datatype not in V2_TYPES or any(d < 0 for d in item.shape) or len(item.shape) > MAX_DIMENSIONS:
+            raise remote.malformed(_INFER)
         dtype, shape = np.dtype(V2_TYPES[item.datatype]), tuple(int(d) for d in item.shape)
-        count = int(np.prod(shape, dtype=np.int64))
+        count = math.prod(shape)   # Python integers: no overflow to a small number
         if raw:
             if len(raw[i]) != count * dtype.itemsize:
                 raise EngineProblem(remote.FAILED, f"answered output {i} with {len(raw[i])} bytes for shape {list(shape)}")
@@ -166,6 +195,11 @@ def _read_outputs(answer: pb.ModelInferResponse) -> dict[str, np.ndarray]:
             values = getattr(item.contents, field) if field else ()
             if len(values) != count:
                 raise EngineProblem(remote.FAILED, f"answered output {i} with {len(values)} values for shape {list(shape)}")
-            array = np.asarray(values, dtype=dtype)
+            wide = np.asarray(values)
+            if dtype.kind in "iu" and wide.size:
+                limits = np.iinfo(dtype)   # UINT8 arrives as uint32: 300 must not become 44
+                if wide.min() < limits.min or wide.max() > limits.max:
+                    raise EngineProblem(remote.FAILED, f"answered output {i} with values outside {item.datatype}")
+            array = wide.astype(dtype)
         arrays[item.name] = array.reshape(shape)
     return arrays

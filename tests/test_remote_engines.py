@@ -18,6 +18,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 
 import grpc
 import numpy as np
@@ -31,7 +32,7 @@ from models.folder_spec import SpecError, load_spec
 from runtimes import open_inference_pb2 as pb
 from runtimes.open_inference_grpc import address
 from tests.support import imaging
-from tests.support.engines import Engine, remote_folder, require_engine, wait_for
+from tests.support.engines import Engine, FreezingProxy, remote_folder, require_engine, wait_for
 from tests.support.http import multipart
 from tests.support.paths import ROOT
 from tests.support.servers import free_port
@@ -103,6 +104,10 @@ def test_a_remote_folder_is_read_with_its_engine(tmp_path, monkeypatch):
     ({"url": "grpc://engine"}, "'url' needs the engine's gRPC port"),
     ({"url": "grpc://engine:8001/prefix"}, "without a path"),
     ({"url": "grpc://engine:8001", "encoding": "json"}, "gRPC carries tensors as raw bytes"),
+    ({"url": "grpc://engine:8001", "headers_env": {"Grpc-Timeout": "HOME"}}, "cannot travel as gRPC metadata"),
+    ({"url": "grpc://engine:8001", "headers_env": {"X-Key-Bin": "HOME"}}, "cannot travel as gRPC metadata"),
+    ({"url": "grpc://engine:8001", "headers_env": {"X#Key": "HOME"}}, "cannot travel as gRPC metadata"),
+    ({"url": "grpc://engine:8001", "headers_env": {"User-Agent": "HOME"}}, "cannot travel as gRPC metadata"),
     ({"format": "tfserving", "url": "grpc://engine:8500"},
      "'url' must be an http:// or https:// URL with a host (grpc:// and grpcs:// are for kserve_v2)"),
 ])
@@ -116,16 +121,24 @@ def test_remote_fields_are_checked_one_by_one(tmp_path, fields, expected):
     assert "hunter2" not in text and "token=x" not in text
 
 
+def test_a_grpc_header_value_must_be_printable_ascii(tmp_path, monkeypatch):
+    monkeypatch.setenv("ENGINE_TOKEN", "clé\tsecrète")
+    text = problems_of(write_spec(tmp_path, "remote", url="grpc://engine:8001",
+                                  headers_env={"Authorization": "ENGINE_TOKEN"}))
+    assert "names ENGINE_TOKEN, whose value is not printable ASCII" in text and "secr" not in text
+
+
 def test_a_grpc_folder_is_read_with_its_engine(tmp_path, monkeypatch):
     monkeypatch.setenv("ENGINE_TOKEN", "Bearer s3cret-token")
     spec = load_spec(write_spec(tmp_path, "remote", url="grpcs://triton.internal",
                                 headers_env={"Authorization": "ENGINE_TOKEN"}))
     assert spec.remote.transport == "grpc" and spec.remote.encoding == "binary"
-    assert address(spec.remote.url) == "triton.internal:443"
+    assert address(spec.remote.url) == "dns:///triton.internal:443"
     described = spec.describe()["remote"]
     assert described["transport"] == "grpc" and described["host"] == "triton.internal"
     assert load_spec(write_spec(tmp_path, "plain", url="grpc://[::1]:8001")).remote.transport == "grpc"
-    assert address("grpc://[::1]:8001") == "[::1]:8001"
+    assert address("grpc://[::1]:8001") == "dns:///[::1]:8001"
+    assert address("grpc://unix:8081") == "dns:///unix:8081"   # a host named unix, not a socket file
 
 
 def test_remote_fields_in_a_local_folder_are_refused(tmp_path):
@@ -199,6 +212,76 @@ def test_headers_reach_the_engine_and_never_a_log_line(tmp_path, monkeypatch, ca
     assert "s3cret" not in caplog.text and "ENGINE-INTERNAL-TEXT" not in caplog.text + response.get_data(as_text=True)
 
 
+def grpc_engine(**handlers):
+    """A bare gRPC server on a free loopback port answering the protocol's methods with the
+    given functions (request, context) -> answer: an engine that lies in ways a real one can
+    be made to only with effort. Returns (server, port)."""
+    answers = {"ModelReady": (pb.ModelReadyRequest, pb.ModelReadyResponse),
+               "ModelMetadata": (pb.ModelMetadataRequest, pb.ModelMetadataResponse),
+               "ModelInfer": (pb.ModelInferRequest, pb.ModelInferResponse)}
+    methods = {name: grpc.unary_unary_rpc_method_handler(function, request_deserializer=answers[name][0].FromString,
+                                                         response_serializer=answers[name][1].SerializeToString)
+               for name, function in handlers.items()}
+    server = grpc.server(concurrent.futures.ThreadPoolExecutor(2))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("inference.GRPCInferenceService", methods),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, port
+
+
+def _metadata(request, context):
+    tensor = pb.ModelMetadataResponse.TensorMetadata
+    return pb.ModelMetadataResponse(name=request.name, inputs=[tensor(name="x", datatype="UINT8", shape=[-1, 8, 8, 3])],
+                                    outputs=[tensor(name="y", datatype="UINT8", shape=[-1, 3])])
+
+
+def _answer(**output):
+    def infer(request, context):
+        return pb.ModelInferResponse(outputs=[pb.ModelInferResponse.InferOutputTensor(name="y", **output)])
+    return infer
+
+
+@pytest.mark.parametrize("output", [
+    {"datatype": "UINT8", "shape": [2**32, 2**32]},                     # numpy's int64 product wraps to 0
+    {"datatype": "UINT8", "shape": [1] * 65},                           # more dimensions than numpy has
+    {"datatype": "UINT8", "shape": [1, 3], "contents": pb.InferTensorContents(uint_contents=[300, 1, 2])},
+    {"datatype": "UINT8", "shape": [1, 3], "contents": pb.InferTensorContents(uint_contents=[1, 2])},
+    {"datatype": "BYTES", "shape": [1, 3]},
+])
+def test_a_grpc_engine_that_lies_about_its_output_is_a_502(tmp_path, output):
+    server, port = grpc_engine(ModelReady=lambda request, context: pb.ModelReadyResponse(ready=True),
+                               ModelMetadata=_metadata, ModelInfer=_answer(**output))
+    try:
+        write_spec(tmp_path, "remote", url=f"grpc://127.0.0.1:{port}", model="m",
+                   input={"resize": "stretch", "mean": [0, 0, 0], "std": [1, 1, 1]})
+        client = create_app(Settings(classification_enabled=True, classification_models=("remote",),
+                                     models_dir=tmp_path, cache_maxsize=0)).test_client()
+        response = upload(client, "/v2/classify", small_jpeg())
+        assert response.status_code == 502 and response.get_json()["error"]["type"] == "upstream_error"
+        assert client.get("/health").status_code == 200
+    finally:
+        server.stop(None)
+
+
+def test_typed_grpc_outputs_are_read_like_raw_ones(tmp_path):
+    """An engine may answer with typed lists instead of raw bytes (the protocol allows both)."""
+    server, port = grpc_engine(ModelReady=lambda request, context: pb.ModelReadyResponse(ready=True),
+                               ModelMetadata=_metadata,
+                               ModelInfer=_answer(datatype="UINT8", shape=[1, 3],
+                                                  contents=pb.InferTensorContents(uint_contents=[5, 250, 1])))
+    try:
+        write_spec(tmp_path, "remote", url=f"grpc://127.0.0.1:{port}", model="m",
+                   input={"resize": "stretch", "mean": [0, 0, 0], "std": [1, 1, 1]})
+        client = create_app(Settings(classification_enabled=True, classification_models=("remote",),
+                                     models_dir=tmp_path, cache_maxsize=0)).test_client()
+        response = upload(client, "/v2/classify", small_jpeg(), query="?top_k=3")
+        assert response.status_code == 200
+        predictions = response.get_json()["results"][0]["predictions"]
+        assert [p["label"] for p in predictions] == ["b", "a", "c"]
+    finally:
+        server.stop(None)
+
+
 def test_headers_reach_a_grpc_engine_as_metadata_and_its_message_never_a_log_line(tmp_path, monkeypatch, caplog):
     """A bare gRPC server stands in for the engine: it records the metadata of the readiness
     call and fails it with a message of its own, so the model cannot load."""
@@ -208,14 +291,7 @@ def test_headers_reach_a_grpc_engine_as_metadata_and_its_message_never_a_log_lin
         seen.append((request.name, dict(context.invocation_metadata())))
         context.abort(grpc.StatusCode.INTERNAL, "ENGINE-INTERNAL-TEXT")
 
-    handler = grpc.method_handlers_generic_handler("inference.GRPCInferenceService", {
-        "ModelReady": grpc.unary_unary_rpc_method_handler(
-            model_ready, request_deserializer=pb.ModelReadyRequest.FromString,
-            response_serializer=pb.ModelReadyResponse.SerializeToString)})
-    server = grpc.server(concurrent.futures.ThreadPoolExecutor(2))
-    server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
+    server, port = grpc_engine(ModelReady=model_ready)
     try:
         monkeypatch.setenv("ENGINE_TOKEN", "Bearer s3cret-token")
         write_spec(tmp_path, "remote", url=f"grpc://127.0.0.1:{port}", model="mobilenet",
@@ -390,6 +466,29 @@ def test_an_engine_stopped_mid_run_gives_503s_and_the_service_recovers(tmp_path,
         assert upload(client, "/v2/classify", data).status_code == 200
     finally:
         engine.stop()
+
+
+@pytest.mark.slow
+def test_a_grpc_engine_that_goes_silent_on_a_live_connection_is_dialled_again(engine, tmp_path):
+    """A lost host or a partition: the open connection hears nothing, not even a reset. gRPC's
+    keepalive ping finds that out while calls wait, and the next connection works."""
+    proxy = FreezingProxy(engine.grpc_port)
+    try:
+        remote_folder(tmp_path / "models", "remote", "mobilenet_v2_quant", url=f"grpc://127.0.0.1:{proxy.port}",
+                      format="kserve_v2", model="mobilenet_v2_quant", input=RAW_PIXELS, timeout_s=2)
+        client = create_app(Settings(classification_enabled=True, classification_models=("remote",),
+                                     models_dir=tmp_path / "models", cache_maxsize=0)).test_client()
+        data = photo("coral/cat.bmp").read_bytes()
+        assert upload(client, "/v2/classify", data).status_code == 200
+        proxy.freeze()
+        statuses, deadline = [], time.monotonic() + 40
+        while time.monotonic() < deadline and statuses[-1:] != [200]:
+            statuses.append(upload(client, "/v2/classify", data).status_code)
+        assert statuses[-1] == 200, statuses          # without keepalive: 504 for as long as TCP waits
+        assert set(statuses[:-1]) <= {503, 504}
+        assert client.get("/health").status_code == 200
+    finally:
+        proxy.close()
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ import re
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -127,3 +128,48 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.25):
             return
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+class FreezingProxy:
+    """A TCP forwarder on a free loopback port in front of `upstream_port`. `freeze()` makes the
+    connections open at that moment go silent both ways, without FIN or RST (what a lost host or
+    a network partition looks like to the other end); connections made afterwards work."""
+
+    def __init__(self, upstream_port: int):
+        self.upstream_port = upstream_port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._open: list[dict] = []
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, name="proxy-accept", daemon=True).start()
+
+    def freeze(self) -> None:
+        for connection in self._open:
+            connection["frozen"] = True
+
+    def close(self) -> None:
+        for sock in (self._listener, *self._sockets):
+            sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                downstream, _ = self._listener.accept()
+                upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            except OSError:
+                return
+            connection = {"frozen": False}
+            self._open.append(connection)
+            self._sockets += [downstream, upstream]
+            for source, sink in ((downstream, upstream), (upstream, downstream)):
+                threading.Thread(target=self._pump, args=(source, sink, connection), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket, connection: dict) -> None:
+        try:
+            while data := source.recv(65536):
+                if connection["frozen"]:
+                    return   # drop it and read no more: the peer hears nothing, and no FIN is sent
+                sink.sendall(data)
+        except OSError:
+            pass
