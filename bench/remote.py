@@ -117,16 +117,18 @@ def bursts(port: int, jpeg: bytes, engine, count: int, model: str = "remote_v2_b
     """Bursts of 8 simultaneous requests; remote calls per burst by the engine's own counter."""
     content_type, body = multipart(jpeg)
     served = REMOTES[model][0]
-    calls, latencies, statuses = [], [], []
+    calls, latencies, statuses, spreads = [], [], [], []
     connections = [http.client.HTTPConnection("127.0.0.1", port, timeout=60) for _ in range(8)]
     for _ in range(count):
         barrier = threading.Barrier(8)
         before = engine.calls(served)
+        sent: list[float] = []
 
-        def client(conn, barrier=barrier):
+        def client(conn, barrier=barrier, sent=sent):
             barrier.wait()
             started = time.perf_counter()
             conn.request("POST", f"/v2/classify?model={model}", body=body, headers={"Content-Type": content_type})
+            sent.append(time.perf_counter())   # the whole request is written
             response = conn.getresponse()
             response.read()
             latencies.append(time.perf_counter() - started)
@@ -138,10 +140,14 @@ def bursts(port: int, jpeg: bytes, engine, count: int, model: str = "remote_v2_b
         for t in threads:
             t.join()
         calls.append(engine.calls(served) - before)
+        spreads.append((max(sent) - min(sent)) * 1e3)
     for conn in connections:
         conn.close()
     return {"bursts": count, "requests_ok": statuses.count(200), "requests": len(statuses),
             "calls_per_burst": calls, "max_calls_per_burst": max(calls), "mean_calls_per_burst": statistics.mean(calls),
+            # ms between the first and the last of a burst's 8 requests being fully sent: how
+            # simultaneous the load generator managed to make them
+            "send_spread_ms": spreads,
             "p50_ms": _pct(latencies, 50), "p95_ms": _pct(latencies, 95)}
 
 
@@ -172,7 +178,8 @@ def run(args) -> dict:
                 report["detector_calls_ms"], report["detector_calls_thread_cpu_ms"] = calls, cpu
             env = {"IMAGE_CLASSIFICATION_ENABLED": "true", "IMAGE_CLASSIFICATION_MODEL": ",".join((LOCAL, *REMOTES)),
                    "MODELS_DIR": str(models_dir), "PRELOAD_MODELS": "true", "CACHE_MAXSIZE": "0",
-                   "WAITRESS_THREADS": "8", "MAX_QUEUE": "16", "MAX_BATCH_SIZE": "8", "OBJECT_DETECTION_ENABLED": "false"}
+                   "WAITRESS_THREADS": "8", "MAX_QUEUE": "16", "MAX_BATCH_SIZE": "8", "OBJECT_DETECTION_ENABLED": "false",
+                   "BATCH_TIMEOUT_MS": str(args.batch_timeout_ms)}
             server = Server([sys.executable, "app.py"], env, "/ready")
             try:
                 engine_before = {served: engine.predict_seconds(served) for served, _ in REMOTES.values()}
@@ -190,6 +197,7 @@ def run(args) -> dict:
             engine.stop()
     report["machine"] = {"platform": platform.platform(), "cpus": len(os.sched_getaffinity(0)),
                          "python": platform.python_version(), "date": date.today().isoformat()}
+    report["settings"] = {"BATCH_TIMEOUT_MS": args.batch_timeout_ms, "MAX_BATCH_SIZE": 8, "WAITRESS_THREADS": 8}
     report["command"] = "python -m bench.remote " + " ".join(sys.argv[1:])
     return report
 
@@ -219,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=100, help="in-process calls per model")
     parser.add_argument("--bursts", type=int, default=20, help="bursts of 8 simultaneous requests")
     parser.add_argument("--detector-repeat", type=int, default=10, help="in-process calls per detector (0: none)")
+    parser.add_argument("--batch-timeout-ms", type=int, default=5,
+                        help="the service's BATCH_TIMEOUT_MS (default: the service's own default)")
     parser.add_argument("--json", type=Path, help="write the report here")
     args = parser.parse_args(argv)
     report = run(args)
