@@ -37,7 +37,7 @@ def test_the_design_map_names_every_module_and_only_those():
             package = entry.group(1).rstrip("/") if entry.group(1).endswith("/") else None
             if not package:
                 mapped.add(entry.group(1))
-        for name in re.findall(r"\b([a-z_]+\.py)\b", line):
+        for name in re.findall(r"\b([a-z_][a-z0-9_]*\.py)\b", line):
             if package and not line.startswith(name):
                 mapped.add(f"{package}/{name}")
     existing = set(python_modules())
