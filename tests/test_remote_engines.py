@@ -176,6 +176,18 @@ def test_an_engine_that_is_down_at_start_up_stops_nothing(tmp_path, scheme):
     assert "could not be reached" in model["reason"]
 
 
+def secret_header_upload(tmp_path, monkeypatch, caplog, url: str):
+    """A service whose one remote folder names the engine at `url`, with a secret header from
+    the environment, answers one upload: (the response, /ready's reason for the model)."""
+    monkeypatch.setenv("ENGINE_TOKEN", "Bearer s3cret-token")
+    write_spec(tmp_path, "remote", url=url, model="mobilenet", headers_env={"Authorization": "ENGINE_TOKEN"})
+    caplog.set_level(logging.DEBUG)
+    client = create_app(Settings(classification_enabled=True, classification_models=("remote",),
+                                 models_dir=tmp_path)).test_client()
+    response = upload(client, "/v2/classify", small_jpeg())
+    return response, client.get("/ready").get_json()["models"]["remote"]["reason"]
+
+
 def test_headers_reach_the_engine_and_never_a_log_line(tmp_path, monkeypatch, caplog):
     """A bare HTTP listener stands in for the engine's front door: it records the headers of the
     readiness request and answers 503, so the model stays not ready."""
@@ -195,16 +207,9 @@ def test_headers_reach_the_engine_and_never_a_log_line(tmp_path, monkeypatch, ca
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Door)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        monkeypatch.setenv("ENGINE_TOKEN", "Bearer s3cret-token")
-        write_spec(tmp_path, "remote", url=f"http://127.0.0.1:{server.server_port}", model="mobilenet",
-                   headers_env={"Authorization": "ENGINE_TOKEN"})
-        caplog.set_level(logging.DEBUG)
-        client = create_app(Settings(classification_enabled=True, classification_models=("remote",),
-                                     models_dir=tmp_path)).test_client()
-        response = upload(client, "/v2/classify", small_jpeg())
+        response, reason = secret_header_upload(tmp_path, monkeypatch, caplog, f"http://127.0.0.1:{server.server_port}")
         assert response.status_code == 503
-        ready = client.get("/ready").get_json()["models"]["remote"]
-        assert "says the model is not ready (HTTP 503)" in ready["reason"]
+        assert "says the model is not ready (HTTP 503)" in reason
     finally:
         server.shutdown()
         server.server_close()
@@ -293,16 +298,9 @@ def test_headers_reach_a_grpc_engine_as_metadata_and_its_message_never_a_log_lin
 
     server, port = grpc_engine(ModelReady=model_ready)
     try:
-        monkeypatch.setenv("ENGINE_TOKEN", "Bearer s3cret-token")
-        write_spec(tmp_path, "remote", url=f"grpc://127.0.0.1:{port}", model="mobilenet",
-                   headers_env={"Authorization": "ENGINE_TOKEN"})
-        caplog.set_level(logging.DEBUG)
-        client = create_app(Settings(classification_enabled=True, classification_models=("remote",),
-                                     models_dir=tmp_path)).test_client()
-        response = upload(client, "/v2/classify", small_jpeg())
+        response, reason = secret_header_upload(tmp_path, monkeypatch, caplog, f"grpc://127.0.0.1:{port}")
         assert response.status_code == 503
-        ready = client.get("/ready").get_json()["models"]["remote"]
-        assert "answered gRPC status INTERNAL to the model readiness check" in ready["reason"]
+        assert "answered gRPC status INTERNAL to the model readiness check" in reason
     finally:
         server.stop(None)
     assert seen and all(name == "mobilenet" and meta.get("authorization") == "Bearer s3cret-token"
