@@ -3,9 +3,10 @@ for TLS) in a kserve_v2 model folder. Triton (port 8001), KServe (8081), OpenVIN
 and MLServer serve it next to their REST API.
 
 The service uses three calls of `inference.GRPCInferenceService` (runtimes/open_inference.proto):
-ModelReady, ModelMetadata (tensor names, data types and shapes, as in REST) and ModelInfer. The input always travels as raw bytes (`raw_input_contents`, which
-every engine takes; no JSON); outputs are read from `raw_output_contents` or, from an engine that
-answers with typed lists, from `contents`. One HTTP/2 channel per model carries every call.
+ModelReady, ModelMetadata (tensor names, data types and shapes, as in REST) and ModelInfer. The
+input always travels as raw bytes (`raw_input_contents`, which every engine takes; no JSON);
+outputs are read from `raw_output_contents` or, from an engine that answers with typed lists,
+from `contents`. One HTTP/2 channel per model carries every call.
 
 gRPC status codes map to the same answers as REST: UNAVAILABLE (or no connection before the
 deadline) is an unreachable engine (503 model_not_ready with Retry-After), DEADLINE_EXCEEDED on
@@ -31,8 +32,9 @@ _SERVICE = "/inference.GRPCInferenceService/"
 # The largest answer the service takes from an engine (gRPC's own default is 4 MiB: too small
 # for a detector's raw output, e.g. YOLOv5n's 8.6 MB at batch 1).
 MAX_RECEIVE_BYTES = 512 * 1024 * 1024
-# Codes that mean "this model is not (yet) there", when the readiness check gets them.
-_NOT_THERE = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNAVAILABLE)
+# Codes that mean "this model is not (yet) there", when the readiness check gets them
+# (UNAVAILABLE is an unreachable engine, whatever the call).
+_NOT_THERE = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION)
 # Where a typed answer keeps each data type's values.
 _CONTENTS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
              "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents",
