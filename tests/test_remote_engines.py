@@ -571,7 +571,7 @@ def test_the_compose_example_runs_the_service_with_valid_remote_folders(tmp_path
         assert spec.remote.transport == ("grpc" if spec.remote.host.startswith("triton") else "http")
         assert name in env["IMAGE_CLASSIFICATION_MODEL"].split(",") + env["OBJECT_DETECTION_MODEL"].split(",")
     settings = Settings.from_env({**env, "MODELS_DIR": str(tmp_path)})
-    assert settings.preload_models and settings.max_batch_size == 8
+    assert settings.preload_models and settings.max_batch_size == 8 and settings.batch_timeout_ms == 20
 
 
 @pytest.mark.slow
