@@ -162,7 +162,8 @@ class KerasApplicationClassifier(Classifier):
                                    convert=lambda: openvino.convert(keras_model))
 
         conversion = openvino.Conversion(
-            key=openvino.cache_key(self.name, weights, f"keras{keras.__version__}", code=(__file__,)),
+            key=openvino.cache_key(self.name, weights, f"keras{keras.__version__}", code=(__file__,),
+                                   models_dir=self.models_dir),
             probe=lambda network: network.per_image(probe), source=source,
             input_shapes=[[1, size, size, 3]])
         network = openvino.compile_network(conversion, self.models_dir, self.precision)

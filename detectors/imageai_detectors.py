@@ -165,7 +165,7 @@ class ImageAIDetector(Detector):
 
         source = f"torch{torch.__version__}-imageai{importlib.metadata.version('imageai')}"
         code = (__file__, (imageai_retinanet if self.spec.model_type == "RetinaNet" else imageai_yolo).__file__)
-        key = openvino.cache_key(self.name, weights, source, code)
+        key = openvino.cache_key(self.name, weights, source, code, self.models_dir)
         if self.spec.model_type == "RetinaNet":
             compiled = imageai_retinanet.compile_dense(self._detector._ObjectDetection__model, key,
                                                        self.models_dir, self.precision)

@@ -34,7 +34,7 @@ from typing import Callable, TypeVar
 
 import numpy as np
 
-from runtimes import frameworks
+from runtimes import file_digests, frameworks
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -90,11 +90,6 @@ def convert(framework_model, **options):
 def version() -> str:
     """The installed OpenVINO release (2026.4.1), without its build suffix."""
     return load_module().get_version().split("-")[0]
-
-
-def file_sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def probe_batch(height: int, width: int, count: int = 2, seed: int = 20261122) -> np.ndarray:
@@ -236,16 +231,20 @@ class Expected:
                     self.values / self.scale)
 
 
-def cache_key(model: str, weights: Path, source: str, code: tuple[str, ...] = ()) -> str:
+def cache_key(model: str, weights: Path, source: str, code: tuple[str, ...] = (),
+              models_dir: Path | None = None) -> str:
     """<model>-<weights sha256 prefix>-openvino<version>-<source>-code<digest>: another weights
     file, OpenVINO release, framework version or conversion code is another entry, never a stale
     one. `code`: the source files that shape the converted network and read its outputs (this
     module's is always included): a start from the cache checks against the answer recorded by
-    the code that converted, so another version of that code must not find the entry."""
+    the code that converted, so another version of that code must not find the entry. With
+    `models_dir`, the weights' digest is remembered in its cache folder (runtimes.file_digests)."""
     digest = hashlib.sha256()
     for path in sorted({__file__, *code}):
         digest.update(Path(path).read_bytes())
-    return f"{model}-{file_sha256(weights)[:16]}-openvino{version()}-{source}-code{digest.hexdigest()[:8]}"
+    weights_sha256 = (file_digests.file_sha256(weights) if models_dir is None
+                      else file_digests.memo(Path(models_dir) / CACHE_FOLDER).sha256(weights))
+    return f"{model}-{weights_sha256[:16]}-openvino{version()}-{source}-code{digest.hexdigest()[:8]}"
 
 
 def compile_network(conversion: Conversion, models_dir: Path, precision: str = F32) -> CompiledNetwork:
@@ -397,7 +396,7 @@ class ConvertedCache:
         try:
             manifest = json.loads(paths["json"].read_text("utf-8"))
             for suffix in ("xml", "bin"):
-                if _describe_file(paths[suffix]) != manifest[suffix]:
+                if self._describe(paths[suffix]) != manifest[suffix]:
                     raise ValueError(f"the .{suffix} file does not match the manifest")
             if "expected" not in manifest:
                 raise ValueError("it records no reference answers")
@@ -424,7 +423,7 @@ class ConvertedCache:
             return False
         try:
             ov.save_model(model, str(staging / "model.xml"), compress_to_fp16=False)
-            manifest = {s: _describe_file(staging / f"model.{s}") for s in ("xml", "bin")}
+            manifest = {s: self._describe(staging / f"model.{s}") for s in ("xml", "bin")}
             recorded = [item.to_json() for item in expected]
             manifest.update(expected=recorded, details=details, answers_sha256=_answers_sha256(recorded, details))
             (staging / "model.json").write_text(json.dumps(manifest), "utf-8")
@@ -439,6 +438,9 @@ class ConvertedCache:
             shutil.rmtree(staging, ignore_errors=True)
         log.info("OpenVINO model %s saved to MODELS_DIR/%s", key, CACHE_FOLDER)
         return True
+
+    def _describe(self, path: Path) -> dict:
+        return {"size": path.stat().st_size, "sha256": file_digests.memo(self.folder).sha256(path)}
 
     def remove(self, key: str) -> None:
         for path in self.paths(key).values():
@@ -457,6 +459,3 @@ class ConvertedCache:
 def _answers_sha256(expected: list, details: dict) -> str:
     return hashlib.sha256(json.dumps([expected, details], sort_keys=True).encode("utf-8")).hexdigest()
 
-
-def _describe_file(path: Path) -> dict:
-    return {"size": path.stat().st_size, "sha256": file_sha256(path)}

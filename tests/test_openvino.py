@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ import pytest
 from bench.random_weights import sample_image
 from config import ConfigError, Settings
 from models.weights import CATALOG
-from runtimes import frameworks
+from runtimes import file_digests, frameworks
 from runtimes import openvino as ov_runtime
 from tests.support import imaging
 from tests.support.detections import assert_same_detections, load_detector, ours
@@ -122,7 +123,9 @@ def reference(random_models_dir):
 
 
 def entry_files(models_dir):
-    return sorted(p.name for p in (models_dir / ov_runtime.CACHE_FOLDER).iterdir())
+    """The cache entries' files (not the digest memo beside them)."""
+    return sorted(p.name for p in (models_dir / ov_runtime.CACHE_FOLDER).iterdir()
+                  if p.name != file_digests.MEMO_NAME)
 
 
 @pytest.mark.slow
@@ -165,7 +168,8 @@ def test_an_entry_that_records_no_answers_is_converted_again(models_dir, referen
     """Entries written before answers were recorded cannot be checked without Keras: they are
     converted again, once."""
     load(models_dir)
-    manifest_path = next((models_dir / ov_runtime.CACHE_FOLDER).glob("*.json"))
+    manifest_path = next(models_dir / ov_runtime.CACHE_FOLDER / name
+                         for name in entry_files(models_dir) if name.endswith(".json"))
     manifest = json.loads(manifest_path.read_text())
     manifest_path.write_text(json.dumps({"xml": manifest["xml"], "bin": manifest["bin"]}))
     caplog.set_level(logging.INFO, logger="runtimes.openvino")
@@ -222,7 +226,7 @@ def test_other_weights_are_another_entry_never_the_stale_one(models_dir, referen
                                     "consistent but wrong", "altered answers"])
 def test_a_damaged_entry_is_rebuilt_never_served(damage, models_dir, reference, caplog):
     load(models_dir)
-    paths = {p.suffix: p for p in (models_dir / ov_runtime.CACHE_FOLDER).iterdir()}
+    paths = {p.suffix: p for p in (models_dir / ov_runtime.CACHE_FOLDER / name for name in entry_files(models_dir))}
     if damage.startswith("truncate"):
         path = paths["." + damage.split()[1]]
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
@@ -238,7 +242,7 @@ def test_a_damaged_entry_is_rebuilt_never_served(damage, models_dir, reference, 
         paths[".bin"].write_bytes(bytes(data))
         if damage == "consistent but wrong":  # the manifest matches: only the probe check sees it
             manifest = json.loads(paths[".json"].read_text())
-            manifest["bin"] = {"size": len(data), "sha256": ov_runtime.file_sha256(paths[".bin"])}
+            manifest["bin"] = {"size": len(data), "sha256": file_digests.file_sha256(paths[".bin"])}
             paths[".json"].write_text(json.dumps(manifest))
     caplog.set_level(logging.INFO, logger="runtimes.openvino")
     model = load(models_dir)
@@ -251,12 +255,40 @@ def test_a_damaged_entry_is_rebuilt_never_served(damage, models_dir, reference, 
 
 
 @pytest.mark.slow
+def test_starts_from_the_cache_remember_digests_and_still_see_a_damaged_network(models_dir, reference,
+                                                                               monkeypatch, caplog):
+    """The digests of the weights and of the cached network are remembered by file identity
+    (runtimes.file_digests): once remembered, a start from the cache reads neither file to hash
+    it. A network damaged after that has another identity: it is hashed, found not to match its
+    manifest and converted again."""
+    monkeypatch.setattr(file_digests, "RACY_SECONDS", 0.0)   # the test's files are all seconds old
+    hashed = []
+    real = file_digests.file_sha256
+    monkeypatch.setattr(file_digests, "file_sha256", lambda path: hashed.append(Path(path).suffix) or real(path))
+    load(models_dir)   # converts, hashing the weights and the new entry's files
+    load(models_dir)   # the entry's files, renamed into place, are hashed once more where they lie
+    hashed.clear()
+    load(models_dir)
+    assert hashed == []
+    bin_path = next(models_dir / ov_runtime.CACHE_FOLDER / n for n in entry_files(models_dir) if n.endswith(".bin"))
+    data = bytearray(bin_path.read_bytes())
+    data[len(data) // 2: len(data) // 2 + 4096] = bytes(4096)   # same size, other weights
+    bin_path.write_bytes(bytes(data))
+    caplog.set_level(logging.INFO, logger="runtimes.openvino")
+    model = load(models_dir)
+    assert ".bin" in hashed and ".h5" not in hashed
+    assert "does not match the manifest" in caplog.text and "saved to MODELS_DIR/.openvino" in caplog.text
+    np.testing.assert_allclose(model.predict(images()), reference, atol=1e-4)
+
+
+@pytest.mark.slow
 def test_a_read_only_models_dir_converts_in_memory_and_says_so_once(models_dir, reference, monkeypatch, caplog):
     def read_only(*args, **kwargs):
         raise PermissionError(13, "Read-only file system")
 
     # The tests may run as root, whom file modes do not stop: the folder refuses writes instead.
     monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)   # the digest memo's
     monkeypatch.setattr(ov_runtime.ConvertedCache, "_warned", set())
     caplog.set_level(logging.INFO, logger="runtimes.openvino")
     answers = [load(models_dir).predict(images()) for _ in range(2)]
