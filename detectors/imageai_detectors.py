@@ -18,8 +18,9 @@ YOLO's up to its detection layers (imageai_yolo.py), RetinaNet's backbone and he
 (imageai_retinanet.py); ImageAI's and torchvision's own decoding, thresholds and NMS stay in
 Python. ImageAI loads the weights for a conversion, and the compiled networks are checked
 against torch's answer on a probe at every load (a start from the converted-model cache checks
-against the answer the entry recorded: YOLO then loads no ImageAI network at all); a model
-OpenVINO cannot run stays on torch.
+against the answer the entry recorded and loads no ImageAI network at all: YOLO's detection
+layers are made from the recorded anchors, RetinaNet's steps run on a weightless skeleton of
+torchvision's network); a model OpenVINO cannot run stays on torch.
 """
 from __future__ import annotations
 
@@ -79,6 +80,7 @@ class ImageAIDetector(Detector):
         self._precision_in_use: str | None = None
         self._forward = None   # YOLO: letterboxed input batch -> the network's output, on its device
         self._detector = None
+        self._retinanet_steps = None   # RetinaNet: the network whose transform, anchors and NMS run
         self._lock = threading.Lock()
         # YOLO stacks a micro-batch into one network call. RetinaNet runs one image per call:
         # measured on an H200 (f32), 8 images of one size in one call took 428 ms, one alone
@@ -132,8 +134,6 @@ class ImageAIDetector(Detector):
         path = ensure_weights(self.spec.weights, self.models_dir, download=self.download,
                               check=self.build)
         detector = openvino.FrameworkModel(lambda: self.build(path))
-        if self.spec.model_type == "RetinaNet":
-            self._detector = detector()   # its transform, anchors and NMS run in torch on any runtime
         if self.wanted_runtime == openvino.OPENVINO:
             reason = self._gpu_in_use()
             if reason is None:
@@ -144,7 +144,9 @@ class ImageAIDetector(Detector):
                     return
             self._runtime_reason = reason
         self._detector = detector()
-        if self.spec.model_type != "RetinaNet":
+        if self.spec.model_type == "RetinaNet":
+            self._retinanet_steps = self._detector._ObjectDetection__model
+        else:
             self._forward = self._torch_forward()
         self._runtime = TORCH
 
@@ -167,8 +169,11 @@ class ImageAIDetector(Detector):
         code = (__file__, (imageai_retinanet if self.spec.model_type == "RetinaNet" else imageai_yolo).__file__)
         key = openvino.cache_key(self.name, weights, source, code, self.models_dir)
         if self.spec.model_type == "RetinaNet":
-            compiled = imageai_retinanet.compile_dense(self._detector._ObjectDetection__model, key,
-                                                       self.models_dir, self.precision)
+            # The transform, anchors and NMS around the converted part need no weights.
+            self._retinanet_steps = imageai_retinanet.skeleton()
+            compiled = imageai_retinanet.compile_dense(lambda: detector()._ObjectDetection__model,
+                                                       self._retinanet_steps, key, self.models_dir,
+                                                       self.precision)
             self._precision_in_use = compiled.precision
             return compiled
         compiled, layers = imageai_yolo.compile_heads(lambda: detector()._ObjectDetection__model, key,
@@ -207,9 +212,8 @@ class ImageAIDetector(Detector):
         """Per image, (label, score, box), one network call each."""
         import torch
 
-        network = self._detector._ObjectDetection__model
-        classes = self._detector._ObjectDetection__classes
-        device = self._network_device()
+        network, classes = self._retinanet_steps, self.labels
+        device = torch.device("cpu") if self._runtime == openvino.OPENVINO else self._network_device()
         found: list[list[tuple]] = []
         for rgb in rgbs:
             if _resized_away(network.transform, *rgb.shape[:2]):
