@@ -28,6 +28,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Callable, TypeVar
@@ -377,9 +378,15 @@ class ConvertedCache:
     on the probe that the conversion matched and the model's details, with their sha256),
     written last. Each file is
     written under a temporary name and renamed into place, so a reader sees whole files; an
-    entry whose manifest is missing or does not match its files is never read."""
+    entry whose manifest is missing or does not match its files is never read.
+
+    Every release, weights file or OpenVINO version makes new entries (YOLOv3's is 248 MB). A
+    read marks its entry used (the manifest's modification time); writing an entry removes the
+    same model's other entries unused for UNUSED_DAYS, and staging folders a crashed write left.
+    Replicas of an older release sharing MODELS_DIR keep theirs while they start now and then."""
 
     _warned: set[Path] = set()
+    UNUSED_DAYS = 7
 
     def __init__(self, models_dir: Path):
         self.folder = Path(models_dir) / CACHE_FOLDER
@@ -410,6 +417,10 @@ class ConvertedCache:
                         key, exc if isinstance(exc, ValueError) else type(exc).__name__)
             return None
         log.info("OpenVINO model %s read from the cache", key)
+        try:
+            os.utime(paths["json"])   # used now (a read-only MODELS_DIR keeps its entries anyway)
+        except OSError:
+            pass
         return model, expected, details
 
     def write(self, key: str, model, expected: list[Expected], details: dict) -> bool:
@@ -437,7 +448,25 @@ class ConvertedCache:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         log.info("OpenVINO model %s saved to MODELS_DIR/%s", key, CACHE_FOLDER)
+        self._remove_unused(key)
         return True
+
+    def _remove_unused(self, key: str) -> None:
+        """Remove the entries of `key`'s model other than `key` that were not used (read or
+        written) for UNUSED_DAYS, and staging folders older than a day."""
+        now = time.time()
+        last_used: dict[str, float] = {}
+        for path in self.folder.glob(f"{key.split('-')[0]}-*"):
+            other = path.name.rsplit(".", 1)[0]
+            if other != key and path.suffix in (".xml", ".bin", ".json"):
+                last_used[other] = max(last_used.get(other, 0.0), _modified(path))
+        for other, used in last_used.items():
+            if now - used > self.UNUSED_DAYS * 86400:
+                self.remove(other)
+                log.info("OpenVINO model %s removed from the cache (unused for %d days)", other, self.UNUSED_DAYS)
+        for staging in self.folder.glob(".tmp-*"):
+            if now - _modified(staging) > 86400:
+                shutil.rmtree(staging, ignore_errors=True)
 
     def _describe(self, path: Path) -> dict:
         return {"size": path.stat().st_size, "sha256": file_digests.memo(self.folder).sha256(path)}
@@ -454,6 +483,13 @@ class ConvertedCache:
             self._warned.add(self.folder)
             log.warning("MODELS_DIR/%s cannot be written (%s): converted models are not cached, "
                         "each start converts them again", CACHE_FOLDER, type(exc).__name__)
+
+
+def _modified(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def _answers_sha256(expected: list, details: dict) -> str:

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -279,6 +280,36 @@ def test_starts_from_the_cache_remember_digests_and_still_see_a_damaged_network(
     assert ".bin" in hashed and ".h5" not in hashed
     assert "does not match the manifest" in caplog.text and "saved to MODELS_DIR/.openvino" in caplog.text
     np.testing.assert_allclose(model.predict(images()), reference, atol=1e-4)
+
+
+def test_writing_an_entry_removes_the_model_s_entries_unused_for_a_week(tmp_path, caplog):
+    """Each release or weights file makes new entries: writing one removes the same model's
+    others not used (read or written) for UNUSED_DAYS, and staging folders a crash left; a read
+    marks an entry used. Other models' entries and recent ones stay."""
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    x = ops.parameter([1, 4], np.float32)
+    network = ov.Model([ops.relu(x)], [x])
+    cache = ov_runtime.ConvertedCache(tmp_path)
+    expected = [ov_runtime.Expected.of(np.zeros((1, 4)))]
+    week_and_a_day_ago = time.time() - (ov_runtime.ConvertedCache.UNUSED_DAYS + 1) * 86400
+    for key in ("yolo-old-release", "yolo-read-lately", "yolo-other-replica", "tiny_yolo-old-release"):
+        assert cache.write(key, network, expected, {})
+    for key in ("yolo-old-release", "yolo-read-lately", "tiny_yolo-old-release"):
+        for path in cache.paths(key).values():
+            os.utime(path, (week_and_a_day_ago, week_and_a_day_ago))
+    assert cache.read("yolo-read-lately") is not None
+    crashed = cache.folder / ".tmp-crashed"
+    crashed.mkdir()
+    (crashed / "model.bin").write_bytes(b"half")
+    os.utime(crashed, (week_and_a_day_ago, week_and_a_day_ago))
+    caplog.set_level(logging.INFO, logger="runtimes.openvino")
+    assert cache.write("yolo-new-release", network, expected, {})
+    left = sorted({p.name.rsplit(".", 1)[0] for p in cache.folder.iterdir() if p.name != file_digests.MEMO_NAME})
+    assert left == ["tiny_yolo-old-release", "yolo-new-release", "yolo-other-replica", "yolo-read-lately"]
+    assert "yolo-old-release removed from the cache (unused for 7 days)" in caplog.text
+    assert cache.read("yolo-new-release") is not None
 
 
 @pytest.mark.slow
