@@ -24,6 +24,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 MEMO_NAME = "digests.json"
+STAGING_PREFIX = ".digests-"   # the memo being written (a killed writer's is swept with the cache's)
 RACY_SECONDS = 2.0
 
 
@@ -34,6 +35,13 @@ def file_sha256(path: Path) -> str:
 
 def _identity(stat: os.stat_result) -> list[int]:
     return [stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
+
+
+def _well_formed(entry) -> bool:
+    """An entry as `_remember` writes it: anything else in the file is ignored."""
+    return (isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and len(entry["sha256"]) == 64
+            and isinstance(entry.get("identity"), list) and len(entry["identity"]) == 5
+            and all(type(v) is int for v in entry["identity"]))
 
 
 class DigestMemo:
@@ -51,14 +59,15 @@ class DigestMemo:
         (and remembered where it has not changed lately)."""
         path = Path(path)
         name = str(path.resolve())
+        started = time.time_ns()   # "lately" is before the first look at the file, however long hashing takes
         before = _identity(path.stat())
         with self._lock:
             known = self._read().get(name)
-        if known is not None and known.get("identity") == before:
+        if known is not None and known["identity"] == before:
             return known["sha256"]
         digest = file_sha256(path)
         after = path.stat()
-        settled = time.time_ns() - max(after.st_mtime_ns, after.st_ctime_ns) > RACY_SECONDS * 1e9
+        settled = started - max(after.st_mtime_ns, after.st_ctime_ns) > RACY_SECONDS * 1e9
         if _identity(after) == before and settled:
             self._remember(name, {"identity": before, "sha256": digest})
         return digest
@@ -78,7 +87,7 @@ class DigestMemo:
             return {}
         if not isinstance(entries, dict):
             return {}
-        return {name: entry for name, entry in entries.items() if isinstance(entry, dict)}
+        return {name: entry for name, entry in entries.items() if _well_formed(entry)}
 
     def _remember(self, name: str, entry: dict) -> None:
         with self._lock:
@@ -87,7 +96,7 @@ class DigestMemo:
             self._entries = entries
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                fd, staging = tempfile.mkstemp(prefix=".digests-", dir=self.path.parent)
+                fd, staging = tempfile.mkstemp(prefix=STAGING_PREFIX, dir=self.path.parent)
             except OSError as exc:   # a read-only MODELS_DIR: hash at every start
                 log.debug("digest memo not written (%s)", type(exc).__name__)
                 return

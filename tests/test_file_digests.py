@@ -56,6 +56,23 @@ def test_a_rewritten_or_replaced_file_is_hashed_again(tmp_path, hashed, monkeypa
     assert hashed == ["weights.pt"] * 3
 
 
+def test_lately_means_before_the_hashing_began(tmp_path, hashed, monkeypatch):
+    """A file changed just before a slow hashing began is not remembered, however long the
+    hashing took: it could still be written again within the same file-time tick."""
+    memo, weights = DigestMemo(tmp_path / ".openvino"), tmp_path / "weights.pt"
+    weights.write_bytes(b"w" * 100)
+    real = file_digests.file_sha256
+
+    def slow(path):
+        time.sleep(0.3)   # hashing that outlasts RACY_SECONDS
+        return real(path)
+
+    monkeypatch.setattr(file_digests, "RACY_SECONDS", 0.2)
+    monkeypatch.setattr(file_digests, "file_sha256", slow)
+    memo.sha256(weights)
+    assert not (tmp_path / ".openvino" / file_digests.MEMO_NAME).exists()
+
+
 def test_a_file_changed_moments_ago_is_not_remembered(tmp_path, hashed):
     """File times are coarser than writes: a file written within RACY_SECONDS could be written
     again with the same times, so its digest is not kept."""
@@ -67,13 +84,18 @@ def test_a_file_changed_moments_ago_is_not_remembered(tmp_path, hashed):
     assert not (tmp_path / ".openvino" / file_digests.MEMO_NAME).exists()
 
 
-@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"x": 3}'])
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"x": 3}', "ENTRY_WITHOUT_DIGEST", "ENTRY_WITH_A_NUMBER"])
 def test_a_damaged_memo_is_ignored(tmp_path, hashed, monkeypatch, content):
     monkeypatch.setattr(file_digests, "RACY_SECONDS", 0.0)
     (tmp_path / ".openvino").mkdir()
-    (tmp_path / ".openvino" / file_digests.MEMO_NAME).write_text(content)
     weights = tmp_path / "weights.pt"
     weights.write_bytes(b"w" * 100)
+    st = weights.stat()
+    identity = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]   # the file's own
+    content = {"ENTRY_WITHOUT_DIGEST": json.dumps({str(weights.resolve()): {"identity": identity}}),
+               "ENTRY_WITH_A_NUMBER": json.dumps({str(weights.resolve()): {"identity": identity, "sha256": 7}}),
+               }.get(content, content)
+    (tmp_path / ".openvino" / file_digests.MEMO_NAME).write_text(content)
     assert DigestMemo(tmp_path / ".openvino").sha256(weights) == sha256(b"w" * 100)
     assert DigestMemo(tmp_path / ".openvino").sha256(weights) == sha256(b"w" * 100)
     assert hashed == ["weights.pt"]
