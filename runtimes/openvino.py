@@ -18,7 +18,9 @@ openvino is first imported.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -245,7 +247,32 @@ def cache_key(model: str, weights: Path, source: str, code: tuple[str, ...] = ()
         digest.update(Path(path).read_bytes())
     weights_sha256 = (file_digests.file_sha256(weights) if models_dir is None
                       else file_digests.memo(Path(models_dir) / CACHE_FOLDER).sha256(weights))
-    return f"{model}-{weights_sha256[:16]}-openvino{version()}-{source}-code{digest.hexdigest()[:8]}"
+    return (f"{model}-{weights_sha256[:16]}-openvino{version()}-{source}-code{digest.hexdigest()[:8]}"
+            f"-cpu{cpu_fingerprint()}")
+
+
+# The instruction sets OpenVINO's CPU plugin chooses its kernels by.
+_KERNEL_ISA = ("avx2", "fma", "avx_vnni", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+               "amx_tile", "amx_bf16", "amx_int8")
+
+
+@functools.cache
+def cpu_fingerprint() -> str:
+    """8 hex digits naming this CPU as OpenVINO's kernels see it (its name, capabilities and the
+    instruction sets it picks kernels by). Part of the cache key: a start from the cache checks
+    the compiled network on a small probe only, and the conversion's check at serving size ran
+    on the CPU that converted; replicas on another kind of CPU sharing MODELS_DIR convert (and
+    check) for themselves."""
+    ov_core = core()
+    described = [str(ov_core.get_property("CPU", "FULL_DEVICE_NAME")),
+                 " ".join(sorted(ov_core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")))]
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+        described.append(" ".join(flag for flag in _KERNEL_ISA if flag in flags))
+    except OSError:
+        pass
+    return hashlib.sha256("|".join(described).encode()).hexdigest()[:8]
 
 
 def compile_network(conversion: Conversion, models_dir: Path, precision: str = F32) -> CompiledNetwork:
@@ -259,7 +286,9 @@ def compile_network(conversion: Conversion, models_dir: Path, precision: str = F
     if entry is not None:
         model, expected, details = entry
         try:
-            return _checked(ov, model, conversion, expected, details, precision)
+            network = _checked(ov, model, conversion, expected, details, precision)
+            cache.mark_used(conversion.key)
+            return network
         except Exception as exc:
             log.warning("cached OpenVINO model %s failed its check (%s); converting again",
                         conversion.key, _reason(exc))
@@ -282,8 +311,9 @@ def compile_network(conversion: Conversion, models_dir: Path, precision: str = F
     except Exception as exc:
         raise Unusable(f"OpenVINO could not compile the converted model ({type(exc).__name__})") from None
     # Only a conversion that passed the check is cached, with a sample of the answer it matched.
-    cache.write(conversion.key, converted,
-                [Expected.of(o, RECORDED_VALUES) for o in source.expected], source.details)
+    if cache.write(conversion.key, converted,
+                   [Expected.of(o, RECORDED_VALUES) for o in source.expected], source.details):
+        cache.mark_used(conversion.key)
     return network
 
 
@@ -380,13 +410,18 @@ class ConvertedCache:
     written under a temporary name and renamed into place, so a reader sees whole files; an
     entry whose manifest is missing or does not match its files is never read.
 
-    Every release, weights file or OpenVINO version makes new entries (YOLOv3's is 248 MB). A
-    read marks its entry used (the manifest's modification time); writing an entry removes the
-    same model's other entries unused for UNUSED_DAYS, and staging folders a crashed write left.
-    Replicas of an older release sharing MODELS_DIR keep theirs while they start now and then."""
+    Every release, weights file or OpenVINO version makes new entries (YOLOv3's is 248 MB).
+    Writing an entry removes the same model's other entries unused for UNUSED_DAYS, and staging
+    files a killed write left. An entry is used (its manifest's modification time) when a start
+    serves from it, and again every MARK_EVERY_S while the process serves it, so a replica of an
+    older release sharing MODELS_DIR keeps its entry for as long as it runs. A replica that
+    cannot write MODELS_DIR (a read-only mount) cannot mark: where another replica writes the
+    same folder, such a replica's entry goes after a week unused, and its next start converts
+    in memory."""
 
     _warned: set[Path] = set()
     UNUSED_DAYS = 7
+    MARK_EVERY_S = 6 * 3600
 
     def __init__(self, models_dir: Path):
         self.folder = Path(models_dir) / CACHE_FOLDER
@@ -417,11 +452,17 @@ class ConvertedCache:
                         key, exc if isinstance(exc, ValueError) else type(exc).__name__)
             return None
         log.info("OpenVINO model %s read from the cache", key)
-        try:
-            os.utime(paths["json"])   # used now (a read-only MODELS_DIR keeps its entries anyway)
-        except OSError:
-            pass
         return model, expected, details
+
+    def mark_used(self, key: str) -> None:
+        """The entry serves this process: used now, and again every MARK_EVERY_S."""
+        manifest = self.paths(key)["json"]
+        with _serving_lock:
+            if not _serving:
+                threading.Thread(target=_keep_marking, args=(self.MARK_EVERY_S,), name="openvino-cache-marks",
+                                 daemon=True).start()
+            _serving.add(manifest)
+        _touch(manifest)
 
     def write(self, key: str, model, expected: list[Expected], details: dict) -> bool:
         """Save the entry; False (and one log line per folder) when MODELS_DIR is read-only."""
@@ -464,9 +505,13 @@ class ConvertedCache:
             if now - used > self.UNUSED_DAYS * 86400:
                 self.remove(other)
                 log.info("OpenVINO model %s removed from the cache (unused for %d days)", other, self.UNUSED_DAYS)
-        for staging in self.folder.glob(".tmp-*"):
+        for staging in [*self.folder.glob(".tmp-*"), *self.folder.glob(file_digests.STAGING_PREFIX + "*")]:
             if now - _modified(staging) > 86400:
-                shutil.rmtree(staging, ignore_errors=True)
+                if staging.is_dir():
+                    shutil.rmtree(staging, ignore_errors=True)
+                else:
+                    with contextlib.suppress(OSError):
+                        staging.unlink()
 
     def _describe(self, path: Path) -> dict:
         return {"size": path.stat().st_size, "sha256": file_digests.memo(self.folder).sha256(path)}
@@ -483,6 +528,31 @@ class ConvertedCache:
             self._warned.add(self.folder)
             log.warning("MODELS_DIR/%s cannot be written (%s): converted models are not cached, "
                         "each start converts them again", CACHE_FOLDER, type(exc).__name__)
+
+
+_serving: set[Path] = set()   # manifests of the entries this process serves from
+_serving_lock = threading.Lock()
+
+
+def _keep_marking(every_s: float) -> None:
+    while True:
+        time.sleep(every_s)
+        mark_serving()
+
+
+def mark_serving() -> None:
+    """Mark every entry this process serves from as used now."""
+    with _serving_lock:
+        manifests = list(_serving)
+    for manifest in manifests:
+        _touch(manifest)
+
+
+def _touch(path: Path) -> None:
+    try:
+        os.utime(path)
+    except OSError:   # a read-only MODELS_DIR, or the entry was converted again meanwhile
+        pass
 
 
 def _modified(path: Path) -> float:

@@ -45,6 +45,7 @@ def test_the_cache_key_names_model_weights_and_versions(tmp_path):
     b.write_bytes(b"weights two")
     key_a = ov_runtime.cache_key("mobilenet", a, "keras3")
     assert key_a.startswith("mobilenet-") and f"openvino{ov_runtime.version()}" in key_a
+    assert key_a.endswith(f"-cpu{ov_runtime.cpu_fingerprint()}")   # replicas on other CPUs convert for themselves
     assert key_a != ov_runtime.cache_key("mobilenet", b, "keras3")
     assert key_a != ov_runtime.cache_key("mobilenet", a, "keras4")
     assert key_a == ov_runtime.cache_key("mobilenet", a, "keras3")
@@ -284,8 +285,8 @@ def test_starts_from_the_cache_remember_digests_and_still_see_a_damaged_network(
 
 def test_writing_an_entry_removes_the_model_s_entries_unused_for_a_week(tmp_path, caplog):
     """Each release or weights file makes new entries: writing one removes the same model's
-    others not used (read or written) for UNUSED_DAYS, and staging folders a crash left; a read
-    marks an entry used. Other models' entries and recent ones stay."""
+    others not used (served from or written) for UNUSED_DAYS, and staging files a killed write
+    left. Other models' entries and recent ones stay."""
     import openvino as ov
     from openvino import opset13 as ops
 
@@ -299,17 +300,25 @@ def test_writing_an_entry_removes_the_model_s_entries_unused_for_a_week(tmp_path
     for key in ("yolo-old-release", "yolo-read-lately", "tiny_yolo-old-release"):
         for path in cache.paths(key).values():
             os.utime(path, (week_and_a_day_ago, week_and_a_day_ago))
-    assert cache.read("yolo-read-lately") is not None
+    cache.mark_used("yolo-read-lately")   # a start served from it
     crashed = cache.folder / ".tmp-crashed"
     crashed.mkdir()
     (crashed / "model.bin").write_bytes(b"half")
-    os.utime(crashed, (week_and_a_day_ago, week_and_a_day_ago))
+    killed_memo = cache.folder / (file_digests.STAGING_PREFIX + "killed")
+    killed_memo.write_text("{")
+    for path in (crashed, killed_memo):
+        os.utime(path, (week_and_a_day_ago, week_and_a_day_ago))
     caplog.set_level(logging.INFO, logger="runtimes.openvino")
     assert cache.write("yolo-new-release", network, expected, {})
     left = sorted({p.name.rsplit(".", 1)[0] for p in cache.folder.iterdir() if p.name != file_digests.MEMO_NAME})
     assert left == ["tiny_yolo-old-release", "yolo-new-release", "yolo-other-replica", "yolo-read-lately"]
     assert "yolo-old-release removed from the cache (unused for 7 days)" in caplog.text
     assert cache.read("yolo-new-release") is not None
+    # A process serving from an entry marks it again and again while it runs.
+    manifest = cache.paths("yolo-read-lately")["json"]
+    os.utime(manifest, (week_and_a_day_ago, week_and_a_day_ago))
+    ov_runtime.mark_serving()
+    assert time.time() - manifest.stat().st_mtime < 60
 
 
 @pytest.mark.slow

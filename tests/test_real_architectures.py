@@ -14,7 +14,8 @@ from classifiers.keras_applications import SPECS as CLASSIFIER_SPECS
 from config import Settings
 from detectors.imageai_yolo import letterboxed
 from models.weights import CATALOG
-from runtimes import file_digests
+from runtimes import file_digests, frameworks
+from runtimes import openvino as ov_runtime
 from tests.support import imaging
 from tests.support.detections import (
     assert_same_detections,
@@ -250,6 +251,33 @@ def test_a_detector_started_from_the_cache_answers_as_when_converted(name, calib
     for image in [sample_image(640, 480, 6)] + photos():
         compared += assert_same_detections(ours(cached, image, min_score), ours(converted, image, min_score))
     assert compared > 100
+
+
+@pytest.mark.parametrize("name", ["tiny_yolo", "retina"])
+def test_a_conversion_wrong_only_at_the_serving_size_is_neither_used_nor_cached(name, calibrated_dir, tmp_path,
+                                                                                   monkeypatch):
+    """A start from the cache checks a 128x128 probe only; every conversion is also checked at
+    the size requests are served at (YOLO's 416, RetinaNet's ~800x1088 for a 640x480 photo)
+    before it is cached. A network right on the probe and wrong at that size (a kernel fault at
+    one shape) falls back to torch and leaves no entry."""
+    from registry import create_model
+
+    weights = CATALOG[name].path(tmp_path)
+    weights.parent.mkdir(parents=True)
+    weights.symlink_to(CATALOG[name].path(calibrated_dir))
+    real = ov_runtime.CompiledNetwork.__call__
+
+    def wrong_above_the_probe(self, *inputs):
+        outputs = real(self, *inputs)
+        return outputs if inputs[0].shape[-1] <= 128 else [o * np.float32(1.01) + 1 for o in outputs]
+
+    monkeypatch.setattr(ov_runtime.CompiledNetwork, "__call__", wrong_above_the_probe)
+    frameworks.set_inference("openvino", "f32")
+    detector = create_model("detection", name, tmp_path, download=False)
+    detector.load()
+    assert detector.runtime == "torch"
+    assert "differs from the framework's" in detector.describe()["runtime_reason"]
+    assert not [p for p in (tmp_path / ".openvino").glob("*") if p.name != file_digests.MEMO_NAME]
 
 
 @pytest.mark.parametrize("name, runtime", [("tiny_yolo", "openvino"), ("tiny_yolo", "tensorflow"),
