@@ -1,13 +1,14 @@
 """sha256 of the large files a start from the converted-model cache reads (the weights, for the
 cache key; the cached network, against its manifest), remembered between starts.
 
-Hashing YOLOv3's weights and its converted network took 0.31 s of a 1.15 s start from the cache
-on the development machine, longer than the rest of the cache's work. A digest is remembered in
+Hashing YOLOv3's weights and its converted network took 0.31 s of a 1.15 s load from the cache
+on the development machine (torch's whole load: 0.71 s). A digest is remembered in
 MODELS_DIR/.openvino/digests.json with the identity of the file it was computed from (device,
 inode, size, and the modification and change times in nanoseconds) and reused only while that
 identity is unchanged: any write or replacement of the file changes its change time, which no
-user call can set back. As git does with its index, a file changed within RACY_SECONDS of its
-hashing is not remembered (file times are coarser than writes), so it is hashed again next time.
+user call can set back. As git does with its index, a file changed within RACY_SECONDS before
+its hashing began is not remembered (file times are coarser than writes), so it is hashed again
+next time.
 Where MODELS_DIR is read-only, nothing is remembered and every start hashes.
 """
 from __future__ import annotations

@@ -493,8 +493,8 @@ class ConvertedCache:
         return True
 
     def _remove_unused(self, key: str) -> None:
-        """Remove the entries of `key`'s model other than `key` that were not used (read or
-        written) for UNUSED_DAYS, and staging folders older than a day."""
+        """Remove the entries of `key`'s model other than `key` that were not used (served from
+        or written) for UNUSED_DAYS, and staging files (a killed write's) older than a day."""
         now = time.time()
         last_used: dict[str, float] = {}
         for path in self.folder.glob(f"{key.split('-')[0]}-*"):
