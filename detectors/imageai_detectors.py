@@ -167,7 +167,7 @@ class ImageAIDetector(Detector):
 
         source = f"torch{torch.__version__}-imageai{importlib.metadata.version('imageai')}"
         code = (__file__, (imageai_retinanet if self.spec.model_type == "RetinaNet" else imageai_yolo).__file__)
-        key = openvino.cache_key(self.name, weights, source, code, self.models_dir)
+        key = openvino.cache_key(self.name, weights, source, code, models_dir=self.models_dir)
         if self.spec.model_type == "RetinaNet":
             # The transform, anchors and NMS around the converted part need no weights.
             self._retinanet_steps = imageai_retinanet.skeleton()

@@ -234,19 +234,17 @@ class Expected:
                     self.values / self.scale)
 
 
-def cache_key(model: str, weights: Path, source: str, code: tuple[str, ...] = (),
-              models_dir: Path | None = None) -> str:
+def cache_key(model: str, weights: Path, source: str, code: tuple[str, ...] = (), *, models_dir: Path) -> str:
     """<model>-<weights sha256 prefix>-openvino<version>-<source>-code<digest>: another weights
     file, OpenVINO release, framework version or conversion code is another entry, never a stale
     one. `code`: the source files that shape the converted network and read its outputs (this
     module's is always included): a start from the cache checks against the answer recorded by
-    the code that converted, so another version of that code must not find the entry. With
-    `models_dir`, the weights' digest is remembered in its cache folder (runtimes.file_digests)."""
+    the code that converted, so another version of that code must not find the entry. The
+    weights' digest is remembered in `models_dir`'s cache folder (runtimes.file_digests)."""
     digest = hashlib.sha256()
     for path in sorted({__file__, *code}):
         digest.update(Path(path).read_bytes())
-    weights_sha256 = (file_digests.file_sha256(weights) if models_dir is None
-                      else file_digests.memo(Path(models_dir) / CACHE_FOLDER).sha256(weights))
+    weights_sha256 = file_digests.memo(Path(models_dir) / CACHE_FOLDER).sha256(weights)
     return (f"{model}-{weights_sha256[:16]}-openvino{version()}-{source}-code{digest.hexdigest()[:8]}"
             f"-cpu{cpu_fingerprint()}")
 

@@ -43,18 +43,18 @@ def test_the_cache_key_names_model_weights_and_versions(tmp_path):
     a, b = tmp_path / "a.h5", tmp_path / "b.h5"
     a.write_bytes(b"weights one")
     b.write_bytes(b"weights two")
-    key_a = ov_runtime.cache_key("mobilenet", a, "keras3")
+    key_a = ov_runtime.cache_key("mobilenet", a, "keras3", models_dir=tmp_path)
     assert key_a.startswith("mobilenet-") and f"openvino{ov_runtime.version()}" in key_a
     assert key_a.endswith(f"-cpu{ov_runtime.cpu_fingerprint()}")   # replicas on other CPUs convert for themselves
-    assert key_a != ov_runtime.cache_key("mobilenet", b, "keras3")
-    assert key_a != ov_runtime.cache_key("mobilenet", a, "keras4")
-    assert key_a == ov_runtime.cache_key("mobilenet", a, "keras3")
+    assert key_a != ov_runtime.cache_key("mobilenet", b, "keras3", models_dir=tmp_path)
+    assert key_a != ov_runtime.cache_key("mobilenet", a, "keras4", models_dir=tmp_path)
+    assert key_a == ov_runtime.cache_key("mobilenet", a, "keras3", models_dir=tmp_path)
     code = tmp_path / "conversion.py"   # the code that shapes the converted network is part of the key
     code.write_text("VERSION = 1\n")
-    key_code = ov_runtime.cache_key("mobilenet", a, "keras3", code=(str(code),))
-    assert key_code != key_a and key_code == ov_runtime.cache_key("mobilenet", a, "keras3", code=(str(code),))
+    key_code = ov_runtime.cache_key("mobilenet", a, "keras3", code=(str(code),), models_dir=tmp_path)
+    assert key_code != key_a and key_code == ov_runtime.cache_key("mobilenet", a, "keras3", code=(str(code),), models_dir=tmp_path)
     code.write_text("VERSION = 2\n")
-    assert ov_runtime.cache_key("mobilenet", a, "keras3", code=(str(code),)) != key_code
+    assert ov_runtime.cache_key("mobilenet", a, "keras3", code=(str(code),), models_dir=tmp_path) != key_code
 
 
 def test_recorded_answers_are_a_fixed_sample_that_round_trips_and_catches_a_difference():
