@@ -312,8 +312,14 @@ def fmt(value, digits=1):
 def print_report(report: dict) -> None:
     print(f"\nmachine: {report['machine']}, device: {report.get('device', 'cpu')}; started {report.get('started')}; load average "
           f"{report.get('load_average_at_start')} at start, {report.get('load_average_at_end')} at end")
+    compute = report.get("compute")
+    if compute:
+        print("measured convolution rate, " + ", ".join(f"{p} {fmt(r)} GFLOP/s" for p, r in compute["conv_gflops_per_s"].items())
+              + f" ({compute['threads']} threads)")
     for name, entry in report["models"].items():
         print(f"\n== {name} (on {entry.get('device', 'cpu')}) ==")
+        if entry.get("network"):
+            print(f"network: {fmt(entry['network']['gflop'], 2)} GFLOP per image at {entry['network']['input_shape']}")
         for label, raw in entry["raw"].items():
             print(f"raw {label}: " + ", ".join(f"{k} {fmt(v)}" for k, v in raw.items()))
         for system in ("service", "naive"):
@@ -384,6 +390,46 @@ def measure_model(name: str, runtime: str, args, images: dict[str, bytes], level
     return entry
 
 
+def network_input_shape(name: str, models_dir: Path) -> tuple[int, ...] | None:
+    """The one-image input shape raw_cost times the network at (none for RetinaNet, whose
+    network is not timed alone)."""
+    from detectors.imageai_yolo import YOLO_INPUT
+    from registry import TASKS, create_model
+
+    if name in TASKS["classification"].builtins:
+        size = create_model("classification", name, models_dir, download=False).spec.size
+        return (1, size, size, 3)
+    if create_model("detection", name, models_dir, download=False).spec.model_type == "RetinaNet":
+        return None
+    return (1, 3, YOLO_INPUT, YOLO_INPUT)
+
+
+NETWORK_TIME = ("compiled_batch1_ms", "forward_ms")   # raw_cost's network-alone timings
+
+
+def add_compute(report: dict, names: list[str], models_dir: Path) -> None:
+    """The machine's measured convolution rate (bench/compute.py) and, per model, its network's
+    GFLOP and the GFLOP/s each runtime's network timing achieved."""
+    from bench.compute import conv_rate, network_gflop, served_entry
+    from runtimes import frameworks
+
+    threads = frameworks.intra_op_threads()
+    report["compute"] = {"threads": threads, "conv_gflops_per_s": conv_rate(threads)}
+    for name in names:
+        shape, xml = network_input_shape(name, models_dir), served_entry(models_dir, name)
+        if shape is None or xml is None:
+            continue
+        gflop = network_gflop(xml, shape)
+        for key, entry in report["models"].items():
+            if key.rpartition(".")[0] != name:
+                continue
+            entry["network"] = {"gflop": gflop, "input_shape": list(shape), "counted_on": xml.name}
+            for raw in entry["raw"].values():
+                timing = next((raw[k] for k in NETWORK_TIME if raw.get(k)), None)
+                if timing:
+                    raw["network_gflops_per_s"] = gflop / timing * 1e3
+
+
 def add_weight_arguments(parser: argparse.ArgumentParser) -> None:
     """--models-dir and --random-weights, as every benchmark that loads built-in models takes them."""
     parser.add_argument("--models-dir", type=Path, default=Path(os.environ.get("MODELS_DIR", "models")))
@@ -441,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
         for runtime in args.runtimes.split(","):
             print(f"measuring {name} on {runtime} ...", flush=True)
             report["models"][f"{name}.{runtime}"] = measure_model(name, runtime, args, images, levels)
+    add_compute(report, names, args.models_dir)
     report["comparison"] = compare(report)
     report["load_average_at_end"] = os.getloadavg()
     return publish(report, args.json, print_report)

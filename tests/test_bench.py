@@ -35,6 +35,13 @@ def test_benchmark_smoke(random_models_dir, tmp_path):
     assert report["device"] == "cpu" and {e["device"] for e in report["models"].values()} == {"cpu"}  # named
     assert "service on openvino:" in result.stdout and "naive:" in result.stdout
     assert "OpenVINO vs TensorFlow/torch" in result.stdout
+    # How close the network runs to the machine: MobileNetV2 at 224 is 300 M multiply-adds.
+    assert report["compute"]["conv_gflops_per_s"]["f32"] > 0
+    for entry in report["models"].values():
+        assert 0.55 < entry["network"]["gflop"] < 0.65 and entry["network"]["input_shape"] == [1, 224, 224, 3]
+        assert entry["raw"]["640x480"]["network_gflops_per_s"] > 0
+    assert 0 < comparison["service_p50_vs_framework_raw"]["network_alone_at_f32_rate"]
+    assert "measured convolution rate, f32" in result.stdout
 
 
 @pytest.mark.slow
