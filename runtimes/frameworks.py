@@ -10,6 +10,15 @@ process. Once they are imported they are frozen out of the garbage collector's r
 (`gc.freeze`), so a full collection no longer walks them all: on the development machine one
 such walk cost 0.15 s of every OpenVINO start (it fell inside `import openvino`), and it also
 paused whatever request was running when it came.
+
+torch's CPU threads are OpenMP's (libgomp). Unless told otherwise, an OpenMP worker that
+finishes a parallel operation spins before it sleeps: ~8 ms of a core after every operation on
+the development machine. Where torch only decodes and filters around another runtime's network
+(YOLO's detection layers and NMS around OpenVINO), those spinning threads took the cores from
+the next network call: TinyYOLOv3's predict() took 34.9 ms with them, 31.0 ms without. So
+OMP_WAIT_POLICY is PASSIVE (workers sleep at once) unless the deployment set it; torch's own
+networks ran as fast either way (TinyYOLOv3 60.3 / 59.9 ms, RetinaNet 2.90 / 2.91 s). It has
+to be in the environment before torch loads libgomp, so it is set just before the import.
 """
 from __future__ import annotations
 
@@ -25,6 +34,8 @@ _ORDER = {
     TORCH: ("torch", "torchvision", "imageai.Detection"),
     TENSORFLOW: ("tensorflow", "keras"),
 }
+# libgomp's wait policy for torch's threads, unless the environment names one (see above).
+OPENMP_WAIT_POLICY = "PASSIVE"
 _lock = threading.Lock()
 _done: set[str] = set()
 _threads = {"intra": 0, "inter": 1}
@@ -87,6 +98,8 @@ def require(needed: set[str]) -> None:
         imported = False
         for framework in (TORCH, TENSORFLOW):  # torch stack first, always
             if framework in needed and framework not in _done:
+                if framework == TORCH:
+                    os.environ.setdefault("OMP_WAIT_POLICY", OPENMP_WAIT_POLICY)
                 for module in _ORDER[framework]:
                     importlib.import_module(module)
                 _configure(framework)
