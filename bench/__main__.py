@@ -111,6 +111,18 @@ def model_task(name: str) -> str:
     return "classification" if name in TASKS["classification"].builtins else "detection"
 
 
+def use_service_threads() -> None:
+    """In-process measurements at the thread count the service's processes get (INTRA_OP_THREADS,
+    or the CPUs divided among WORKERS, as serving/workers.py divides them), so the raw costs,
+    the convolution rate and the service are timed alike."""
+    from config import Settings
+    from runtimes import frameworks
+
+    settings = Settings.from_env()
+    frameworks.set_threads(settings.intra_op_threads or max(1, len(os.sched_getaffinity(0)) // settings.workers),
+                           settings.inter_op_threads)
+
+
 def require_frameworks(names: list[str], models_dir: Path) -> None:
     """Import every framework the named models need, in the one order that works in a process
     (torch before TensorFlow), and no other: a GPU host may have no TensorFlow."""
@@ -313,7 +325,9 @@ def print_report(report: dict) -> None:
     print(f"\nmachine: {report['machine']}, device: {report.get('device', 'cpu')}; started {report.get('started')}; load average "
           f"{report.get('load_average_at_start')} at start, {report.get('load_average_at_end')} at end")
     compute = report.get("compute")
-    if compute:
+    if compute and compute.get("error"):
+        print(f"convolution rate not measured: {compute['error']}")
+    elif compute:
         print("measured convolution rate, " + ", ".join(f"{p} {fmt(r)} GFLOP/s" for p, r in compute["conv_gflops_per_s"].items())
               + f" ({compute['threads']} threads)")
     for name, entry in report["models"].items():
@@ -414,12 +428,20 @@ def add_compute(report: dict, names: list[str], models_dir: Path) -> None:
     from runtimes import frameworks
 
     threads = frameworks.intra_op_threads()
-    report["compute"] = {"threads": threads, "conv_gflops_per_s": conv_rate(threads)}
+    try:
+        report["compute"] = {"threads": threads, "conv_gflops_per_s": conv_rate(threads)}
+    except Exception as exc:   # a side measurement: the run's results are kept without it
+        report["compute"] = {"threads": threads, "error": f"{type(exc).__name__}: {exc}"}
+        return
     for name in names:
-        shape, xml = network_input_shape(name, models_dir), served_entry(models_dir, name)
-        if shape is None or xml is None:
+        try:
+            shape, xml = network_input_shape(name, models_dir), served_entry(models_dir, name)
+            gflop = None if shape is None or xml is None else network_gflop(xml, shape)
+        except Exception as exc:
+            report["compute"].setdefault("errors", {})[name] = f"{type(exc).__name__}: {exc}"
             continue
-        gflop = network_gflop(xml, shape)
+        if gflop is None:
+            continue
         for key, entry in report["models"].items():
             if key.rpartition(".")[0] != name:
                 continue
@@ -468,6 +490,7 @@ def main(argv: list[str] | None = None) -> int:
         candidates = None if args.worst_case else CALIBRATED_CANDIDATES
         written = {name: kind for name in write_missing(names, args.models_dir, candidates)}
 
+    use_service_threads()
     require_frameworks(names, args.models_dir)
     images = bench_images()
     sizes = ["640x480"] if args.smoke else [size.strip() for size in args.sizes.split(",") if size.strip()]

@@ -3,7 +3,6 @@ machine's measured convolution rate, and the limits the comparison derives from 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -86,15 +85,34 @@ def test_the_comparison_states_the_best_ratio_the_measured_rate_allows():
     assert floor_ms(None, 220.0) is None and floor_ms(5.5, None) is None
 
 
-def test_conv_rate_measures_float32_and_names_bf16_only_where_the_cpu_computes_it():
+def test_conv_rate_measures_float32_and_bf16_only_where_the_cpu_has_bf16_arithmetic():
     rates = conv_rate(threads=1, repeat=1)
     assert set(rates) == {"f32", "bf16"}
     assert rates["f32"] > 1.0          # GFLOP/s: any CPU this runs on does more than one
-    flags = set()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("flags"):
-            flags.update(line.split(":", 1)[1].split())
-    if flags & {"avx512_bf16", "amx_bf16"}:   # what OpenVINO's CPU plugin computes bf16 with
+    from runtimes import openvino
+
+    if "BF16" in openvino.core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):   # native bf16
         assert rates["bf16"] > 1.0
     else:
         assert rates["bf16"] is None
+
+
+def test_the_benchmark_times_in_process_at_the_service_s_thread_count(monkeypatch):
+    """INTRA_OP_THREADS when set, else the CPUs divided among WORKERS (as the supervisor divides
+    them), so the raw costs and the rate are measured at what each serving process runs with."""
+    from bench.__main__ import use_service_threads
+    from runtimes import frameworks
+
+    saved = dict(frameworks._threads)
+    try:
+        monkeypatch.setenv("INTRA_OP_THREADS", "3")
+        monkeypatch.setenv("INTER_OP_THREADS", "2")
+        use_service_threads()
+        assert (frameworks.intra_op_threads(), frameworks._threads["inter"]) == (3, 2)
+        monkeypatch.delenv("INTRA_OP_THREADS")
+        monkeypatch.delenv("INTER_OP_THREADS")
+        monkeypatch.setenv("WORKERS", "2")
+        use_service_threads()
+        assert frameworks.intra_op_threads() == max(1, len(os.sched_getaffinity(0)) // 2)
+    finally:
+        frameworks._threads.update(saved)
