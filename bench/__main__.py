@@ -2,7 +2,8 @@
 
 For each model and each runtime of --runtimes (default `tensorflow,openvino`: each model's
 framework, TensorFlow or torch, beside OpenVINO), in one run:
-- raw cost in-process: decode (+ reduced-scale decode for classifiers) + resize + the
+- raw cost in-process (in a process per model and runtime, set up as that runtime's service
+  process is): decode (+ reduced-scale decode for classifiers) + resize + the
   compiled model call, on a 640x480 and a 12 MP JPEG;
 - the service as deployed (`python app.py` under waitress, configured by the environment):
   time from start to ready, latency p50/p95/p99 at concurrency 1, throughput at concurrency
@@ -200,6 +201,30 @@ def raw_cost(name: str, models_dir: Path, images: dict[str, bytes], repeat: int,
     return result, model.device
 
 
+def raw_cost_alone(name: str, models_dir: Path, sizes: list[str], repeat: int, runtime: str) -> tuple[dict, str]:
+    """raw_cost in a process of its own, set up as the service's process for `runtime` is (thread
+    pools, and torch's OpenMP spin, which depends on the runtime: runtimes/frameworks.py), so
+    each runtime's in-process cost is measured as its service runs."""
+    done = subprocess.run([sys.executable, "-m", "bench", "--raw-cost", name, runtime, str(repeat), str(models_dir),
+                           ",".join(sizes)], cwd=ROOT, capture_output=True, text=True, timeout=3600)
+    if done.returncode != 0:
+        raise RuntimeError(f"raw cost of {name} on {runtime} failed: {done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return result["raw"], result["device"]
+
+
+def _raw_cost_child(name: str, runtime: str, repeat: str, models_dir: str, sizes: str) -> int:
+    from runtimes import frameworks
+
+    use_service_threads()
+    frameworks.set_inference(runtime, frameworks.inference_precision())
+    require_frameworks([name], Path(models_dir))
+    images = {size: data for size, data in bench_images().items() if size in sizes.split(",")}
+    raw, device = raw_cost(name, Path(models_dir), images, int(repeat), runtime)
+    print(json.dumps({"raw": raw, "device": device}))
+    return 0
+
+
 # --- servers and load ------------------------------------------------------------------------
 
 def free_port() -> int:
@@ -384,7 +409,7 @@ def measure_model(name: str, runtime: str, args, images: dict[str, bytes], level
     """On one runtime: raw in-process cost, then the service as deployed; on TensorFlow/torch
     also the naive app (unless --no-naive); on OpenVINO also a cold start with no cache (the
     service's own start follows the raw run, which filled the cache)."""
-    raw, device = raw_cost(name, args.models_dir, images, args.repeat, runtime)
+    raw, device = raw_cost_alone(name, args.models_dir, list(images), args.repeat, runtime)
     entry = {"runtime": runtime, "raw": raw, "device": device}
     env, path = service_env(name, args.models_dir, runtime)
     server = Server([sys.executable, "app.py"], env, "/ready")
@@ -461,6 +486,9 @@ def add_weight_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--raw-cost"]:   # one model's raw cost, in a process of its own (raw_cost_alone)
+        return _raw_cost_child(*argv[1:6])
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="mobilenet,tiny_yolo")
     add_weight_arguments(parser)
@@ -490,8 +518,7 @@ def main(argv: list[str] | None = None) -> int:
         candidates = None if args.worst_case else CALIBRATED_CANDIDATES
         written = {name: kind for name in write_missing(names, args.models_dir, candidates)}
 
-    use_service_threads()
-    require_frameworks(names, args.models_dir)
+    use_service_threads()   # the convolution rate's threads; each raw cost runs in a process of its own
     images = bench_images()
     sizes = ["640x480"] if args.smoke else [size.strip() for size in args.sizes.split(",") if size.strip()]
     if set(sizes) - set(images):

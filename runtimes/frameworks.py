@@ -11,14 +11,18 @@ process. Once they are imported they are frozen out of the garbage collector's r
 such walk cost 0.15 s of every OpenVINO start (it fell inside `import openvino`), and it also
 paused whatever request was running when it came.
 
-torch's CPU threads are OpenMP's (libgomp). Unless told otherwise, an OpenMP worker that
-finishes a parallel operation spins before it sleeps: ~8 ms of a core after every operation on
-the development machine. Where torch only decodes and filters around another runtime's network
-(YOLO's detection layers and NMS around OpenVINO), those spinning threads took the cores from
-the next network call: TinyYOLOv3's predict() took 34.9 ms with them, 31.0 ms without. So
-OMP_WAIT_POLICY is PASSIVE (workers sleep at once) unless the deployment set it; torch's own
-networks ran as fast either way (TinyYOLOv3 60.3 / 59.9 ms, RetinaNet 2.90 / 2.91 s). It has
-to be in the environment before torch loads libgomp, so it is set just before the import.
+torch's CPU threads are OpenMP's (libgomp). An OpenMP worker that finishes a parallel operation
+spins before it sleeps, by default 300,000 rounds: ~8 ms of a core after every operation on the
+development machine. Where OpenVINO runs the network and torch only decodes and filters around
+it (YOLO's detection layers and NMS), those spinning workers took the cores from the next
+network call. So with INFERENCE_RUNTIME=openvino they spin 3,000 rounds (GOMP_SPINCOUNT),
+~0.1 ms: TinyYOLOv3's predict() on OpenVINO took 47.9 ms with libgomp's default and 34.0 ms
+with the short spin (`python -m bench.openmp`, docs/benchmarks.md). Sleeping at once
+(OMP_WAIT_POLICY=PASSIVE) did as well there, but made torch's own networks slower. Inside a
+forward pass the next operation comes within microseconds, and a short spin still cost torch's
+YOLOv3 forward 3-5 %. So where torch runs the networks (INFERENCE_RUNTIME=tensorflow) libgomp
+keeps its default. It is set just before torch loads libgomp, and never where the deployment set
+OMP_WAIT_POLICY or GOMP_SPINCOUNT itself.
 """
 from __future__ import annotations
 
@@ -34,8 +38,8 @@ _ORDER = {
     TORCH: ("torch", "torchvision", "imageai.Detection"),
     TENSORFLOW: ("tensorflow", "keras"),
 }
-# libgomp's wait policy for torch's threads, unless the environment names one (see above).
-OPENMP_WAIT_POLICY = "PASSIVE"
+# How long torch's idle OpenMP workers spin before they sleep, unless the environment says (above).
+OPENMP_SPIN_COUNT = "3000"
 _lock = threading.Lock()
 _done: set[str] = set()
 _threads = {"intra": 0, "inter": 1}
@@ -90,6 +94,15 @@ def import_failure(exc: Exception) -> str:
             f"importing {module}); the installation is incomplete, the weights are not at fault")
 
 
+def _short_openmp_spin() -> None:
+    """GOMP_SPINCOUNT for torch's libgomp where OpenVINO runs the networks, read when torch loads
+    it; a deployment's own OMP_WAIT_POLICY or GOMP_SPINCOUNT is left as it is."""
+    if _inference["runtime"] != "openvino":
+        return
+    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+        os.environ["GOMP_SPINCOUNT"] = OPENMP_SPIN_COUNT
+
+
 def require(needed: set[str]) -> None:
     unknown = set(needed) - set(_ORDER)
     if unknown:
@@ -99,7 +112,7 @@ def require(needed: set[str]) -> None:
         for framework in (TORCH, TENSORFLOW):  # torch stack first, always
             if framework in needed and framework not in _done:
                 if framework == TORCH:
-                    os.environ.setdefault("OMP_WAIT_POLICY", OPENMP_WAIT_POLICY)
+                    _short_openmp_spin()
                 for module in _ORDER[framework]:
                     importlib.import_module(module)
                 _configure(framework)

@@ -62,6 +62,21 @@ def test_deepstack_benchmark_smoke(tmp_path):
 
 
 @pytest.mark.slow
+def test_openmp_benchmark_times_each_setting_in_a_process_of_its_own(random_models_dir, tmp_path):
+    """`python -m bench.openmp`: libgomp's default, the service's and PASSIVE, each in a fresh
+    process (libgomp reads them when torch loads it); predict() and YOLO's forward step."""
+    out = tmp_path / "openmp.json"
+    result = subprocess.run([sys.executable, "-m", "bench.openmp", "--models", "tiny_yolo", "--runtimes", "openvino",
+                             "--repeat", "2", "--models-dir", str(random_models_dir), "--json", str(out)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = json.loads(out.read_text())["models"]["tiny_yolo.openvino"]
+    assert set(runs) == {"libgomp default", "service default", "PASSIVE"}
+    assert all(run["predict_ms"] > 0 and run["forward_ms"] > 0 for run in runs.values())
+    assert "tiny_yolo.openvino: libgomp default: predict_ms" in result.stdout
+
+
+@pytest.mark.slow
 def test_precision_benchmark_compares_bf16_with_f32(random_models_dir, tmp_path):
     """`python -m bench.precision` loads the classifier on OpenVINO at both precisions and
     reports agreement on the sample photos and the compiled call's time."""
