@@ -205,20 +205,23 @@ def raw_cost_alone(name: str, models_dir: Path, sizes: list[str], repeat: int, r
     """raw_cost in a process of its own, set up as the service's process for `runtime` is (thread
     pools, and torch's OpenMP spin, which depends on the runtime: runtimes/frameworks.py), so
     each runtime's in-process cost is measured as its service runs."""
-    done = subprocess.run([sys.executable, "-m", "bench", "--raw-cost", name, runtime, str(repeat), str(models_dir),
-                           ",".join(sizes)], cwd=ROOT, capture_output=True, text=True, timeout=3600)
-    if done.returncode != 0:
-        raise RuntimeError(f"raw cost of {name} on {runtime} failed: {done.stderr[-3000:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = in_own_process(["bench", "--raw-cost", name, runtime, str(repeat), str(models_dir), ",".join(sizes)],
+                            f"raw cost of {name} on {runtime}")
     return result["raw"], result["device"]
 
 
-def _raw_cost_child(name: str, runtime: str, repeat: str, models_dir: str, sizes: str) -> int:
-    from runtimes import frameworks
+def in_own_process(module_and_args: list[str], what: str, env: dict | None = None, timeout: float = 3600) -> dict:
+    """Run `python -m <module> <args>` in a fresh process and return the JSON its last stdout
+    line prints: a measurement whose process set-up (thread pools, OpenMP) must be its own."""
+    done = subprocess.run([sys.executable, "-m", *module_and_args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"{what} failed: {done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
-    use_service_threads()
-    frameworks.set_inference(runtime, frameworks.inference_precision())
-    require_frameworks([name], Path(models_dir))
+
+def _raw_cost_child(name: str, runtime: str, repeat: str, models_dir: str, sizes: str) -> int:
+    use_service_threads()   # load_model (in raw_cost) selects the runtime before the frameworks load
     images = {size: data for size, data in bench_images().items() if size in sizes.split(",")}
     raw, device = raw_cost(name, Path(models_dir), images, int(repeat), runtime)
     print(json.dumps({"raw": raw, "device": device}))

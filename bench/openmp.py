@@ -14,23 +14,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = {"libgomp default": {"OMP_WAIT_POLICY": ""}, "service default": {},
             "PASSIVE": {"OMP_WAIT_POLICY": "PASSIVE"}}
 
 
 def child(name: str, runtime: str, repeat: int, models_dir: Path) -> dict:
-    from bench.__main__ import bench_images, load_model, require_frameworks, timed, use_service_threads
-    from runtimes import frameworks
+    from bench.__main__ import bench_images, load_model, timed, use_service_threads
 
-    use_service_threads()
-    frameworks.set_inference(runtime, frameworks.inference_precision())   # as the service for `runtime`
-    require_frameworks([name], models_dir)
+    use_service_threads()   # as the service for `runtime`; load_model selects the runtime before torch loads
     import numpy as np
 
     from dataplane.images import decode_image
@@ -48,11 +43,10 @@ def child(name: str, runtime: str, repeat: int, models_dir: Path) -> dict:
 
 def measure(name: str, runtime: str, setting: dict, repeat: int, models_dir: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")} | setting
-    done = subprocess.run([sys.executable, "-m", "bench.openmp", "--child", name, runtime, str(repeat), str(models_dir)],
-                          env=env, capture_output=True, text=True, timeout=1800, cwd=ROOT)
-    if done.returncode != 0:
-        raise RuntimeError(f"{name} on {runtime}: {done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    from bench.__main__ import in_own_process
+
+    return in_own_process(["bench.openmp", "--child", name, runtime, str(repeat), str(models_dir)],
+                          f"{name} on {runtime}", env, timeout=1800)
 
 
 def main(argv: list[str] | None = None) -> int:

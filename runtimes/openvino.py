@@ -185,7 +185,12 @@ class Conversion:
 
     @property
     def model(self) -> str:
-        return self.key.split("-")[0]
+        return model_of(self.key)
+
+
+def model_of(key: str) -> str:
+    """The model a cache key names (built-in names hold no '-')."""
+    return key.split("-")[0]
 
 
 # At most this many values of each probe output are recorded in a cache entry (evenly spaced):
@@ -495,7 +500,7 @@ class ConvertedCache:
         or written) for UNUSED_DAYS, and staging files (a killed write's) older than a day."""
         now = time.time()
         last_used: dict[str, float] = {}
-        for path in self.folder.glob(f"{key.split('-')[0]}-*"):
+        for path in self.folder.glob(f"{model_of(key)}-*"):
             other = path.name.rsplit(".", 1)[0]
             if other != key and path.suffix in (".xml", ".bin", ".json"):
                 last_used[other] = max(last_used.get(other, 0.0), _modified(path))
