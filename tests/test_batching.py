@@ -236,7 +236,9 @@ def test_draft_keeps_the_top_label_of_the_real_classifier(tmp_path):
     build_folder(tmp_path, "mobilenet_v2_quant")
     classifier = create_model("classification", "mobilenet_v2_quant", tmp_path)
     classifier.load()
-    photos = sorted(p for p in (shared / "images").rglob("*.jpg") if "coco8" not in str(p))
+    # The object photos whose labels shared/README.md states; the face photos are portraits that
+    # ImageNet has no class for (the model's top two are a coin toss there, at any decoding scale).
+    photos = sorted(p for folder in ("coral", "darknet", "ultralytics") for p in (shared / "images" / folder).glob("*.jpg"))
     assert len(photos) >= 8
     for path in photos:
         data = path.read_bytes()
