@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.__main__ import SHARED, add_weight_arguments, publish, timed
+from bench.__main__ import add_weight_arguments, publish, timed
+from bench.random_weights import object_photos
 
 
 def measure(name: str, models_dir: Path, photos: list[Path]) -> dict:
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.random_weights:
         from bench.random_weights import write_missing
         write_missing(names, args.models_dir)
-    photos = sorted((SHARED / "images").glob("*/*.jpg"))
+    photos = object_photos()
     report = {"started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "weights": str(args.models_dir),
               "models": {name: measure(name, args.models_dir, photos) for name in names}}
     return publish(report, args.json)

@@ -38,9 +38,17 @@ def calibration_images(size: int, count: int = 8) -> np.ndarray:
                      for i in range(count)])
 
 
+def object_photos() -> list[Path]:
+    """The sample photos of everyday objects beside the checkout (shared/README.md states what
+    they show), in a fixed order; not every folder there (the face portraits would change what
+    a calibration sees)."""
+    images = Path(__file__).resolve().parents[2] / "shared" / "images"
+    return sorted(path for folder in ("coral", "darknet", "ultralytics") for path in (images / folder).glob("*.jpg"))
+
+
 def calibration_photos(size: int, count: int = 8) -> np.ndarray:
     """The sample photos beside the checkout (what the benchmark sends), else generated images."""
-    photos = sorted((Path(__file__).resolve().parents[2] / "shared" / "images").glob("*/*.jpg"))[:count]
+    photos = object_photos()[:count]
     if len(photos) < count:
         return calibration_images(size, count)
     return np.stack([np.asarray(Image.open(p).convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.float32)
