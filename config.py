@@ -94,8 +94,13 @@ class Settings:
     max_queue: int = _var("MAX_QUEUE", 8, minimum=0, maximum=4096)
     inference_timeout: float = _var("INFERENCE_TIMEOUT_S", 30, minimum=1, maximum=3600)
     drain_seconds: float = _var("DRAIN_SECONDS", 25, minimum=0, maximum=3600)
+    # The drain lasts at least this long, so health checks see /ready turn 503 before the port closes.
+    drain_grace: float = _var("DRAIN_GRACE_S", 5, minimum=0, maximum=3600)
     channel_timeout: int = _var("CHANNEL_TIMEOUT_S", 30, minimum=1, maximum=3600)
-    connection_limit: int = _var("CONNECTION_LIMIT", 500, minimum=10, maximum=100_000)
+    connection_limit: int = _var("CONNECTION_LIMIT", 10_000, minimum=10, maximum=1_000_000)
+    # A request gets REQUEST_GRACE_S, plus a second per REQUEST_MIN_RATE bytes, to arrive whole.
+    request_grace: float = _var("REQUEST_GRACE_S", 10, minimum=1, maximum=3600)
+    request_min_rate: int = _var("REQUEST_MIN_RATE", 500, minimum=1, maximum=100_000_000)
     max_batch_size: int = _var("MAX_BATCH_SIZE", 8, minimum=1, maximum=256)        # images per batched model call
     batch_timeout_ms: int = _var("BATCH_TIMEOUT_MS", 5, minimum=0, maximum=1000)   # a forming batch waits this long
     intra_op_threads: int = _var("INTRA_OP_THREADS", 0, minimum=0, maximum=256)    # 0: the CPU count

@@ -66,9 +66,12 @@ job "image-classification" {
         ports = ["http"]
       }
 
-      # Nomad sends SIGTERM, waits kill_timeout, then SIGKILL: longer than DRAIN_SECONDS.
-      kill_signal  = "SIGTERM"
-      kill_timeout = "30s"
+      # Before the signal, Nomad takes the service out of Consul and waits shutdown_delay, so
+      # no new request is routed here while it drains. Then SIGTERM, kill_timeout, SIGKILL:
+      # kill_timeout is longer than DRAIN_SECONDS.
+      shutdown_delay = "5s"
+      kill_signal    = "SIGTERM"
+      kill_timeout   = "30s"
 
       env {
         IMAGE_CLASSIFICATION_ENABLED = "true"
@@ -97,8 +100,11 @@ job "image-classification" {
         MAX_QUEUE                    = "8"
         INFERENCE_TIMEOUT_S          = "30"
         DRAIN_SECONDS                = "25"
+        DRAIN_GRACE_S                = "5"
         CHANNEL_TIMEOUT_S            = "30"
-        CONNECTION_LIMIT             = "500"
+        CONNECTION_LIMIT             = "10000"
+        REQUEST_GRACE_S              = "10"
+        REQUEST_MIN_RATE             = "500"
         MAX_BATCH_SIZE               = "8"
         BATCH_TIMEOUT_MS             = "5"
         # The CPUs this task gets (resources.cpu below); the host's count would oversubscribe.

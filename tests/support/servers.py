@@ -36,7 +36,9 @@ def start_server(env_overrides: dict[str, str], log_path: Path) -> tuple[subproc
     port = free_port()
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("IMAGE_CLASSIFICATION", "OBJECT_DETECTION", "MODEL", "PRELOAD"))}
-    env.update(PORT=str(port), **env_overrides)
+    # Tests stop servers with SIGTERM: no grace for health checks that are not there.
+    env.update(PORT=str(port), DRAIN_GRACE_S="0")
+    env.update(env_overrides)
     with open(log_path, "w") as log:
         process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env,
                                    stdout=log, stderr=subprocess.STDOUT)

@@ -20,8 +20,10 @@ class SlowServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tmp_path / f"server-{self.port}.log"
         environment = {k: v for k, v in os.environ.items() if not k.startswith(("IMAGE_", "OBJECT_"))}
+        # DRAIN_GRACE_S: no health checks to wait for unless a test says so.
         environment.update(IMAGE_CLASSIFICATION_ENABLED="true", PORT=str(self.port), MODELS_DIR=str(tmp_path),
-                           **{k: str(v) for k, v in env.items()})
+                           DRAIN_GRACE_S="0")
+        environment.update({k: str(v) for k, v in env.items()})
         with open(self.log, "w") as log:
             self.process = subprocess.Popen([sys.executable, *command], cwd=ROOT, env=environment,
                                             stdout=log, stderr=subprocess.STDOUT)
