@@ -97,6 +97,13 @@ class ShuttingDown(ApiError):
     message = "The service is shutting down; retry on another instance."
 
 
+class ClientGone(ApiError):
+    """The client closed its connection before its answer was ready: nobody reads this answer,
+    so its work is dropped (nginx's 499 in the access log and metrics)."""
+    code, type = 499, "client_closed_request"
+    message = "The client closed the connection before the answer was ready."
+
+
 class InferenceTimeout(ApiError):
     code, type = 504, "inference_timeout"
     message = "The model did not answer within the time limit."

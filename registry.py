@@ -20,7 +20,7 @@ from typing import Callable, Iterable
 import psutil
 
 from contract import CLASSIFICATION, DETECTION, Model
-from errors import ApiError, FeatureDisabled, InferenceFailed, ModelNotFound, ModelNotReady
+from errors import ApiError, ClientGone, FeatureDisabled, InferenceFailed, ModelNotFound, ModelNotReady
 from models.folder_spec import SpecError, load_spec
 from models.weights import WeightsUnavailable
 from runtimes import frameworks
@@ -220,16 +220,17 @@ class ModelSlot:
         batcher = self._batcher
         return batcher.expecting() if batcher else contextlib.nullcontext()
 
-    def predict(self, images: list, *options, token=None):
+    def predict(self, images: list, *options, token=None, gone: Callable[[], bool] = lambda: False):
         """The model's predict(images, *options), loaded first if needed, batched with
-        concurrent calls where the model batches, under the time limit, timed."""
+        concurrent calls where the model batches, under the time limit, timed. Never computed
+        once `gone()` says the client has left (ClientGone)."""
         model = self.ensure_loaded()
         batcher = self._batcher
         if batcher is not None:
             self._policy.on_batch_wait()
-            call = lambda: batcher.submit(images, token, options)
+            call = lambda: batcher.submit(images, token, options, gone)
         else:
-            call = lambda: model.predict(images, *options)
+            call = lambda: _unless_gone(gone, model.predict, images, *options)
         started = time.perf_counter()
         try:
             return self._policy.limit(call)
@@ -240,6 +241,13 @@ class ModelSlot:
             raise InferenceFailed() from None
         finally:
             self._policy.observe(self.name, time.perf_counter() - started)
+
+
+def _unless_gone(gone: Callable[[], bool], function, *args):
+    """`function(*args)`, unless the client has gone while the call waited for a thread."""
+    if gone():
+        raise ClientGone()
+    return function(*args)
 
 
 class Registry:

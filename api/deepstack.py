@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException
 
 from api import answers
 from api.errors import http_error_message
-from api.inference import admitted
+from api.inference import admitted, client_gone
 from api.parsing import float_arg, read_sources
 from contract import DETECTION, Detection
 from dataplane.pipeline import ImageResult, Pipeline
@@ -67,7 +67,7 @@ def custom(model: str):
 def scene():
     started = time.perf_counter()
     slot, results = _pipeline().classify(read_sources(request, max_images=1), model=None, top_k=1,
-                                         route=_route())
+                                         route=_route(), gone=client_gone())
     result = answers.single(results, slot.name)
     label, _, confidence = result.value[0]
     return _success(started, result, label=label, confidence=confidence)
@@ -79,7 +79,7 @@ def _detect(model: str | None):
                                source=request.form)
     slot, results = _pipeline().detect(read_sources(request, max_images=1), model=model,
                                        min_score=min_confidence, max_detections=None, classes=None,
-                                       route=_route())
+                                       route=_route(), gone=client_gone())
     result = answers.single(results, slot.name)
     predictions = [prediction(d) for d in result.value]  # highest confidence first (the pipeline sorts)
     return _success(started, result, message=summary(predictions), count=len(predictions),

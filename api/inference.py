@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
 from flask import Blueprint, Response, current_app, request
 
@@ -23,12 +24,19 @@ def _max_images() -> int:
     return current_app.extensions["settings"].max_request_images
 
 
+def client_gone() -> Callable[[], bool]:
+    """Whether this request's client has closed its connection (waitress tells; the test
+    client never closes)."""
+    return request.environ.get("waitress.client_disconnected") or (lambda: False)
+
+
 def admitted(route):
-    """Inference routes take an admission place first: 503 at once past the bounded queue."""
+    """Inference routes take an admission place first: 503 at once past the bounded queue, and
+    the place given up as soon as the client has gone."""
     @functools.wraps(route)
     def wrapper(*args, **kwargs):
         settings = current_app.extensions["settings"]
-        with current_app.extensions["admission"].admit(wait=settings.inference_timeout):
+        with current_app.extensions["admission"].admit(wait=settings.inference_timeout, gone=client_gone()):
             return route(*args, **kwargs)
     return wrapper
 
@@ -40,7 +48,7 @@ def admitted(route):
 def classify_image():
     top_k = int_arg("top_k", default=10, minimum=1, maximum=1000)
     slot, results = _pipeline().classify(read_sources(request, max_images=1), model=request.args.get("model"),
-                                         top_k=top_k, route="/classify-image")
+                                         top_k=top_k, route="/classify-image", gone=client_gone())
     return answers.v1_classification(answers.single(results, slot.name))
 
 
@@ -50,7 +58,7 @@ def detect_objects():
     min_probability = float_arg("min_probability", default=30.0, minimum=0.0, maximum=100.0)
     slot, results = _pipeline().detect(read_sources(request, max_images=1), model=request.args.get("model"),
                                        min_score=min_probability / 100, max_detections=None, classes=None,
-                                       route="/detect-objects")
+                                       route="/detect-objects", gone=client_gone())
     return answers.v1_detection(answers.single(results, slot.name))
 
 
@@ -63,7 +71,7 @@ def classify_v2():
     min_score = float_arg("min_score", default=0.0, minimum=0.0, maximum=1.0)
     sources = read_sources(request, max_images=_max_images())
     slot, results = _pipeline().classify(sources, model=request.args.get("model"), top_k=top_k,
-                                         route="/v2/classify")
+                                         route="/v2/classify", gone=client_gone())
     return answers.v2(slot.name, results, "predictions", lambda value: answers.v2_predictions(value, min_score))
 
 
@@ -79,7 +87,7 @@ def detect_v2():
         raise InvalidParameter("'annotate=true' takes exactly one image.")
     slot, results = _pipeline().detect(sources, model=request.args.get("model"), min_score=min_score,
                                        max_detections=max_detections, classes=classes,
-                                       route="/v2/detect", keep_images=wants_image)
+                                       route="/v2/detect", keep_images=wants_image, gone=client_gone())
     if not wants_image:
         return answers.v2(slot.name, results, "detections", answers.v2_detections)
     result = answers.single(results, slot.name)

@@ -6,17 +6,37 @@ answers one threshold; requests with another start the next batch). It waits up 
 BATCH_TIMEOUT_MS for more only while other requests for the same model have announced
 themselves (admitted, still decoding): a request that is alone is dispatched at once, so
 latency at concurrency 1 does not change.
+
+A request whose client has gone (its `gone()` says so) is never computed nor waited for: it is
+dropped from the queue with ClientGone whenever a batch is taken.
 """
 from __future__ import annotations
 
 import collections
 import concurrent.futures
 import contextlib
+import dataclasses
 import threading
 import time
 from typing import Callable
 
 import numpy as np
+
+from errors import ClientGone
+
+# How often a request waiting for its batch looks whether its client is still there.
+GONE_POLL_SECONDS = 0.05
+
+def never() -> bool:
+    return False
+
+
+@dataclasses.dataclass(eq=False)  # compared by identity: never by their images
+class _Waiting:
+    images: list
+    options: tuple
+    future: concurrent.futures.Future
+    gone: Callable[[], bool]
 
 
 class MicroBatcher:
@@ -50,7 +70,7 @@ class MicroBatcher:
             token["open"] = False
             self._cv.notify_all()
 
-    def submit(self, images: list, token=None, options: tuple = ()):
+    def submit(self, images: list, token=None, options: tuple = (), gone: Callable[[], bool] = never):
         """`predict(images, *options)` for these images, computed with other waiting requests'
         that have the same options; their part of the answer (rows, or one list per image)."""
         future: concurrent.futures.Future = concurrent.futures.Future()
@@ -58,45 +78,73 @@ class MicroBatcher:
             if token is not None and token["open"]:
                 self._expected -= 1
                 token["open"] = False
-            self._queue.append((images, options, future))
+            item = _Waiting(images, options, future, gone)
+            self._queue.append(item)
             self._cv.notify_all()
-        return future.result()
+        while True:
+            try:
+                return future.result(timeout=GONE_POLL_SECONDS)
+            except concurrent.futures.TimeoutError:
+                if gone():
+                    self._withdraw_item(item)  # raises ClientGone unless the batch already runs
+
+    def _withdraw_item(self, item) -> None:
+        with self._cv:
+            if item in self._queue:
+                self._queue.remove(item)
+                raise ClientGone()
+
+    def _drop_gone(self) -> None:
+        """Fail, and forget, the waiting requests whose clients have gone (under the lock)."""
+        for item in [item for item in self._queue if item.gone()]:
+            self._queue.remove(item)
+            item.future.set_exception(ClientGone())
 
     def _take_batch(self) -> list:
         with self._cv:
+            self._drop_gone()
             while not self._queue:
                 self._cv.wait()
+                self._drop_gone()
             batch = [self._queue.popleft()]
-            count, options = len(batch[0][0]), batch[0][1]
+            count, options = len(batch[0].images), batch[0].options
             deadline = time.monotonic() + self.timeout
             while count < self.max_images:
                 # The oldest waiting request with the same options that fits; the others keep
                 # their places and start the next batch.
-                joining = next((i for i, (images, other, _) in enumerate(self._queue)
-                                if other == options and count + len(images) <= self.max_images), None)
+                joining = next((i for i, waiting in enumerate(self._queue) if waiting.options == options
+                                and count + len(waiting.images) <= self.max_images), None)
                 if joining is not None:
                     item = self._queue[joining]
                     del self._queue[joining]
                     batch.append(item)
-                    count += len(item[0])
+                    count += len(item.images)
                     continue
                 remaining = deadline - time.monotonic()
                 if self._queue or self._expected <= 0 or remaining <= 0:
                     break
                 self._cv.wait(remaining)
-            return batch
+        kept = []
+        for item in batch:  # a client may have left while the batch formed
+            if item.gone():
+                item.future.set_exception(ClientGone())
+            else:
+                kept.append(item)
+        return kept
 
     def _run(self) -> None:
         while True:
             batch = self._take_batch()
-            images = [img for item_images, _, _ in batch for img in item_images]
+            if not batch:
+                continue
+            images = [image for item in batch for image in item.images]
             try:
-                rows = self._predict(images, *batch[0][1])
+                rows = self._predict(images, *batch[0].options)
             except BaseException as exc:  # every caller in the batch gets the failure
-                for _, _, future in batch:
-                    future.set_exception(exc)
+                for item in batch:
+                    item.future.set_exception(exc)
                 continue
             start = 0
-            for item_images, _, future in batch:
-                future.set_result(rows[start:start + len(item_images)])
-                start += len(item_images)
+            for item in batch:
+                item.future.set_result(rows[start:start + len(item.images)])
+                start += len(item.images)

@@ -48,6 +48,7 @@ class Job:
     finish: Callable[[ModelSlot, Any], Any]   # one image's raw model output -> its value
     route: str
     keep_images: bool = False
+    gone: Callable[[], bool] = lambda: False   # has the client left? (its work is then dropped)
 
 
 class Pipeline:
@@ -57,17 +58,18 @@ class Pipeline:
         self.fetcher, self.limits, self.metrics = fetcher, limits, metrics
 
     def classify(self, sources: list[ImageSource], *, model: str | None, top_k: int,
-                 route: str) -> tuple[ModelSlot, list[ImageResult]]:
+                 route: str, gone: Callable[[], bool] = lambda: False) -> tuple[ModelSlot, list[ImageResult]]:
         return self.run(Job(CLASSIFICATION, model, (top_k,), (), lambda slot, row: ranked(slot, row, top_k),
-                            route), sources)
+                            route, gone=gone), sources)
 
     def detect(self, sources: list[ImageSource], *, model: str | None, min_score: float,
                max_detections: int | None, classes: frozenset[str] | None, route: str,
-               keep_images: bool = False) -> tuple[ModelSlot, list[ImageResult]]:
+               keep_images: bool = False, gone: Callable[[], bool] = lambda: False
+               ) -> tuple[ModelSlot, list[ImageResult]]:
         classes = frozenset(c.lower() for c in classes) if classes else None
         return self.run(Job(DETECTION, model, (min_score, max_detections, classes), (min_score,),
-                            lambda slot, found: kept(found, classes, max_detections), route, keep_images),
-                        sources)
+                            lambda slot, found: kept(found, classes, max_detections), route, keep_images,
+                            gone), sources)
 
     def run(self, job: Job, sources: list[ImageSource]) -> tuple[ModelSlot, list[ImageResult]]:
         slot = self.registry.for_task(job.task, job.model)
@@ -78,7 +80,7 @@ class Pipeline:
             if pending:
                 started = time.perf_counter()
                 # The images are listed inside the call, so nothing here holds them afterwards.
-                outputs = slot.predict([r.image for r in pending], *job.options, token=token)
+                outputs = slot.predict([r.image for r in pending], *job.options, token=token, gone=job.gone)
                 share = (time.perf_counter() - started) / len(pending)
                 for result, output in zip(pending, outputs):
                     result.value = job.finish(slot, output)

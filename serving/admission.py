@@ -16,8 +16,17 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import threading
+import time
+from typing import Callable
 
-from errors import InferenceTimeout, Overloaded, ShuttingDown
+from errors import ClientGone, InferenceTimeout, Overloaded, ShuttingDown
+
+# How often a request waiting for a place looks whether its client is still there.
+GONE_POLL_SECONDS = 0.05
+
+
+def never() -> bool:
+    return False
 
 
 class Admission:
@@ -39,9 +48,10 @@ class Admission:
         return self.workers + self.max_queue
 
     @contextlib.contextmanager
-    def admit(self, wait: float):
+    def admit(self, wait: float, gone: Callable[[], bool] = never):
         """Hold one inference place for the duration of a request, or refuse at once. A
-        request admitted to the queue waits at most `wait` seconds for a running place."""
+        request admitted to the queue waits at most `wait` seconds for a running place, and
+        gives its place in the queue up as soon as its client has gone (`gone()`)."""
         with self._lock:
             if self.draining.is_set():
                 raise ShuttingDown(headers={"Retry-After": "1"})
@@ -49,7 +59,7 @@ class Admission:
                 raise Overloaded(headers={"Retry-After": "1"})
             self._admitted += 1
         try:
-            if not self._running.acquire(timeout=wait):
+            if not self._acquire(wait, gone):
                 raise Overloaded(headers={"Retry-After": "1"})
             self._held.place = True
             try:
@@ -59,6 +69,17 @@ class Admission:
         finally:
             with self._lock:
                 self._admitted -= 1
+
+    def _acquire(self, wait: float, gone: Callable[[], bool]) -> bool:
+        deadline = time.monotonic() + wait
+        while True:
+            if gone():
+                raise ClientGone()
+            remaining = deadline - time.monotonic()
+            if self._running.acquire(timeout=max(0.0, min(remaining, GONE_POLL_SECONDS))):
+                return True
+            if remaining <= GONE_POLL_SECONDS:
+                return False
 
     def hand_back(self) -> None:
         """Give this request's running place back early (it now only waits for the model);

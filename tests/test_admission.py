@@ -105,6 +105,30 @@ def test_queued_request_without_a_place_within_wait_is_overloaded():
         pass
 
 
+def test_a_queued_request_whose_client_left_gives_its_place_up_at_once():
+    admission = Admission(workers=1, max_queue=2)
+    holder = Holder(admission)
+    assert holder.entered.wait(2)
+    left = threading.Event()
+    caught = []
+
+    def queued():
+        try:
+            with admission.admit(wait=10, gone=left.is_set):
+                pytest.fail("admitted after the client left")
+        except errors.ClientGone as exc:
+            caught.append(exc)
+    thread = threading.Thread(target=queued)
+    thread.start()
+    assert wait_until(lambda: admission.admitted == 2)
+    left.set()
+    started = time.monotonic()
+    thread.join(2)
+    assert caught and caught[0].code == 499
+    assert time.monotonic() - started < 0.5 and admission.admitted == 1
+    holder.finish()
+
+
 def test_draining_refuses_new_requests():
     admission = Admission(workers=2, max_queue=2)
     admission.draining.set()

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import errors
 from app import create_app
 from config import Settings
 from dataplane.batching import MicroBatcher
@@ -107,7 +108,7 @@ def test_requests_with_other_options_never_share_a_call():
     threads = [threading.Thread(target=call, args=(i, 0.5 if i % 2 else 0.2)) for i in range(1, 7)]
     for t in threads:
         t.start()
-    while sum(len(item[0]) for item in batcher._queue) < 6:
+    while sum(len(item.images) for item in batcher._queue) < 6:
         time.sleep(0.01)
     release.set()
     for t in [first, *threads]:
@@ -117,6 +118,47 @@ def test_requests_with_other_options_never_share_a_call():
     assert sum(n for _, n in calls) == 7
     assert len(calls) < 7, calls   # the queued requests were batched...
     assert all(n > 1 for _, n in calls[1:]), calls
+
+
+def test_requests_whose_clients_left_are_never_computed_nor_waited_for():
+    """Clients that gave up while the model was busy (a camera at its timeout): their images are
+    not in the next call, and each such request ends at once with ClientGone."""
+    release, calls = threading.Event(), []
+
+    def predict(images):
+        calls.append(list(images))
+        release.wait(5)
+        return np.array([[float(i)] for i in images])
+    batcher = MicroBatcher(predict, max_images=8, timeout_ms=5)
+    gone = {i: threading.Event() for i in range(1, 5)}
+    outcome = {}
+
+    def call(i):
+        try:
+            outcome[i] = batcher.submit([i], gone=gone[i].is_set if i in gone else lambda: False)
+        except errors.ClientGone:
+            outcome[i] = "gone"
+    busy = threading.Thread(target=call, args=(0,))
+    busy.start()
+    while not calls:
+        time.sleep(0.01)
+    waiting = [threading.Thread(target=call, args=(i,)) for i in range(1, 6)]
+    for t in waiting:
+        t.start()
+    while len(batcher._queue) < 5:
+        time.sleep(0.01)
+    for i in (1, 2, 3):
+        gone[i].set()
+    started = time.monotonic()
+    for i in (1, 2, 3):
+        waiting[i - 1].join(2)
+        assert outcome[i] == "gone"
+    assert time.monotonic() - started < 1.0   # not after the running call
+    release.set()
+    for t in [busy, *waiting]:
+        t.join(5)
+    assert calls == [[0], [4, 5]]
+    assert outcome[4].ravel().tolist() == [4.0] and outcome[5].ravel().tolist() == [5.0]
 
 
 class BatchRecorder(FakeClassifier):

@@ -1,6 +1,7 @@
 """`python -m tests.support.slow_app`: the real server path (`server.serve` under waitress, or the
 supervisor with WORKERS > 1) with a fake classifier whose every call takes FAKE_DELAY_S seconds
-and whose load takes FAKE_LOAD_S, for overload, hang, drain and worker tests."""
+and whose load takes FAKE_LOAD_S (and, with OBJECT_DETECTION_ENABLED, a micro-batched fake
+detector as slow), for overload, hang, drain, departed-client and worker tests."""
 from __future__ import annotations
 
 import os
@@ -11,7 +12,7 @@ from app import create_app, prepare_process
 from config import Settings
 from serving import workers
 from serving.server import serve
-from tests.support.fakes import FakeClassifier
+from tests.support.fakes import FakeClassifier, FakeDetector
 
 
 class SlowClassifier(FakeClassifier):
@@ -22,13 +23,24 @@ class SlowClassifier(FakeClassifier):
         return super().predict(images)
 
 
+class SlowDetector(FakeDetector):
+    """Micro-batched, as the YOLO detectors are, and as costly per image as a model on a CPU:
+    FAKE_DELAY_S for each image of a call."""
+    name = "slow_detector"
+    batchable = True
+
+    def predict(self, images, min_score):
+        time.sleep(float(os.environ.get("FAKE_DELAY_S", "1")) * len(images))
+        return super().predict(images, min_score)
+
+
 def main() -> int:
     prepare_process()
     settings = Settings.from_env()
     if workers.should_supervise(settings):
         return workers.supervise(settings, [sys.executable, "-m", "tests.support.slow_app"])
     classifier = SlowClassifier(load_delay=float(os.environ.get("FAKE_LOAD_S", "0")))
-    return serve(create_app(settings, classifier=classifier), settings)
+    return serve(create_app(settings, classifier=classifier, detector=SlowDetector()), settings)
 
 
 if __name__ == "__main__":
