@@ -100,12 +100,13 @@ def usage_stores(settings: Settings, metrics: Metrics):
     every replica; otherwise in this process' memory, and no store (None)."""
     if not settings.redis_url:
         return (ResultCache(settings.cache_maxsize, settings.cache_ttl),
-                UsageReport(settings.monitor_window, settings.report_top_n), None)
+                UsageReport(settings.monitor_window, settings.report_top_n, settings.report_max_images), None)
     store = SharedStore(settings.redis_url, settings.redis_password, settings.cache_prefix,
                         on_error=metrics.shared_store_error)
     metrics.watch_shared_store(store)
     return (SharedResultCache(store, settings.cache_ttl, enabled=settings.cache_maxsize > 0),
-            SharedUsageReport(store, settings.monitor_window, settings.report_top_n), store)
+            SharedUsageReport(store, settings.monitor_window, settings.report_top_n,
+                              max_keys=settings.report_max_images), store)
 
 
 def configured_models(settings: Settings, replacements: dict[str, Model | None]) -> list[Model]:

@@ -3,7 +3,9 @@
 Requests are counted in per-minute buckets, so memory grows with distinct keys per minute,
 not with requests, and pruning is exact to the minute. Pruning runs on every record (not only
 when the report is read). Cache hits count as requests and hits, never as 0-second processing.
-At most `max_keys` image keys are tracked; the least recently seen is dropped past that.
+At most `max_keys` image keys are tracked; the least recently seen is dropped past that. Image
+keys are short by construction (dataplane.sources: a hash of the bytes or of the URL), so the
+report's memory is bounded by the key cap, whoever the clients are.
 """
 from __future__ import annotations
 
@@ -13,6 +15,9 @@ import threading
 import time
 
 BUCKET_SECONDS = 60
+# Distinct image keys over the window, at most (in memory and in Redis): the bound on the
+# report's size that the README states.
+MAX_IMAGES = 100_000
 
 
 @dataclasses.dataclass(slots=True)
@@ -59,7 +64,7 @@ class Stats:
 
 
 class UsageReport:
-    def __init__(self, window: float, top_n: int, max_keys: int = 100_000, clock=time.time):
+    def __init__(self, window: float, top_n: int, max_keys: int = MAX_IMAGES, clock=time.time):
         self.window, self.top_n, self.max_keys, self.clock = window, top_n, max_keys, clock
         self._lock = threading.Lock()
         # group ("image" | "model" | "route") -> name -> {bucket: Stats}; images least recently seen first

@@ -4,8 +4,9 @@ the whole deployment. Same interface and numbers as `dataplane.report.UsageRepor
 Layout, per one-minute bucket b (every key expires MONITOR_WINDOW + 2 minutes after its last
 write): `<prefix>:report:<b>:requests` a sorted set of image key → requests, and
 `<prefix>:report:<b>:<image|model|route>` hashes of name → "requests hits errors processed
-time_sum time_min time_max"; `<prefix>:report:buckets` lists the buckets that exist. A record is
-one Lua script call (atomic, one round trip). The top N images are computed in Redis
+time_sum time_min time_max"; `<prefix>:report:buckets` lists the buckets that exist, and
+`<prefix>:report:images` the image keys with entries (at most `max_keys`, see MERGE). A record
+is one Lua script call (atomic, one round trip). The top N images are computed in Redis
 (ZUNIONSTORE over the window's buckets, then ZRANGE); only those N images' statistics, and the
 few models and routes, are read back.
 
@@ -21,7 +22,7 @@ import threading
 import time
 import uuid
 
-from dataplane.report import BUCKET_SECONDS, Stats, UsageReport
+from dataplane.report import BUCKET_SECONDS, MAX_IMAGES, Stats, UsageReport
 from dataplane.shared_store import SharedStore
 
 GROUPS = ("image", "model", "route")
@@ -29,31 +30,52 @@ GROUPS = ("image", "model", "route")
 # merge at once (a full default window, 4,320 minutes, took 78 ms in one transaction).
 UNION_CHUNK = 200
 
-# KEYS: 1 the bucket index, 2 this bucket's image requests, 3-5 its image, model, route hashes.
-# ARGV: ttl, bucket, then per entry 9 values: hash (3-5), name, requests, hits, errors,
-# processed, time_sum, time_min, time_max (min and max are -1 when nothing was processed).
-# A stored value that does not parse (not ours) is replaced, never trusted.
+# KEYS: 1 the bucket index, 2 this bucket's image requests, 3-5 its image, model, route hashes,
+# 6 the image index (image key -> the last bucket it was seen in).
+# ARGV: ttl, bucket, oldest and newest bucket of the window, the image cap, then per entry 9
+# values: hash (3-5), name, requests, hits, errors, processed, time_sum, time_min, time_max (min
+# and max are -1 when nothing was processed).
+# An image gets entries only while it is in the index, and a new image enters the index only
+# while it holds fewer than the cap (after pruning it to the window): Redis cannot cheaply delete
+# one image's entries from every minute, so past the cap a new image is counted for its model
+# and route only. A stored value that does not parse, or holds numbers we never write, is
+# replaced, never trusted.
 MERGE = """
 local ttl, bucket = tonumber(ARGV[1]), ARGV[2]
+local oldest, newest, cap = ARGV[3], ARGV[4], tonumber(ARGV[5])
 redis.call('ZADD', KEYS[1], bucket, bucket)
-for i = 3, #ARGV, 9 do
-  local hash, name = tonumber(ARGV[i]), ARGV[i + 1]
-  local new = {}
-  for j = 1, 7 do new[j] = tonumber(ARGV[i + 1 + j]) end
-  local old = {}
-  local packed = redis.call('HGET', KEYS[hash], name)
-  if packed then
-    for field in string.gmatch(packed, '%S+') do old[#old + 1] = tonumber(field) or 0 / 0 end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', oldest)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '(' .. newest, '+inf')
+local function indexed(name)
+  local seen = redis.call('ZSCORE', KEYS[6], name)
+  if not seen then
+    redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', oldest)
+    redis.call('ZREMRANGEBYSCORE', KEYS[6], '(' .. newest, '+inf')
+    if redis.call('ZCARD', KEYS[6]) >= cap then return false end
   end
-  local valid = #old == 7
-  for j = 1, 7 do valid = valid and old[j] == old[j] end
-  if not valid then old = {0, 0, 0, 0, 0, -1, -1} end
-  local low, high = new[6], new[7]
-  if old[6] >= 0 and (low < 0 or old[6] < low) then low = old[6] end
-  if old[7] > high then high = old[7] end
-  redis.call('HSET', KEYS[hash], name, string.format('%d %d %d %d %.17g %.17g %.17g',
-    old[1] + new[1], old[2] + new[2], old[3] + new[3], old[4] + new[4], old[5] + new[5], low, high))
-  if hash == 3 then redis.call('ZINCRBY', KEYS[2], new[1], name) end
+  if not seen or tonumber(seen) < tonumber(bucket) then redis.call('ZADD', KEYS[6], bucket, name) end
+  return true
+end
+for i = 6, #ARGV, 9 do
+  local hash, name = tonumber(ARGV[i]), ARGV[i + 1]
+  if hash ~= 3 or indexed(name) then
+    local new = {}
+    for j = 1, 7 do new[j] = tonumber(ARGV[i + 1 + j]) end
+    local old = {}
+    local packed = redis.call('HGET', KEYS[hash], name)
+    if packed then
+      for field in string.gmatch(packed, '%S+') do old[#old + 1] = tonumber(field) or 0 / 0 end
+    end
+    local valid = #old == 7
+    for j = 1, 7 do valid = valid and old[j] == old[j] and old[j] >= -1 and old[j] <= 9007199254740992 end
+    if not valid then old = {0, 0, 0, 0, 0, -1, -1} end
+    local low, high = new[6], new[7]
+    if old[6] >= 0 and (low < 0 or old[6] < low) then low = old[6] end
+    if old[7] > high then high = old[7] end
+    redis.call('HSET', KEYS[hash], name, string.format('%d %d %d %d %.17g %.17g %.17g',
+      old[1] + new[1], old[2] + new[2], old[3] + new[3], old[4] + new[4], old[5] + new[5], low, high))
+    if hash == 3 then redis.call('ZINCRBY', KEYS[2], new[1], name) end
+  end
 end
 for k = 1, #KEYS do redis.call('EXPIRE', KEYS[k], ttl) end
 return 1
@@ -62,9 +84,10 @@ return 1
 
 class SharedUsageReport:
     def __init__(self, store: SharedStore, window: float, top_n: int, clock=time.time,
-                 fallback: UsageReport | None = None):
+                 fallback: UsageReport | None = None, max_keys: int = MAX_IMAGES):
         self.store, self.window, self.top_n, self.clock = store, window, top_n, clock
-        self.fallback = fallback or UsageReport(window, top_n, clock=clock)
+        self.max_keys = max_keys
+        self.fallback = fallback or UsageReport(window, top_n, max_keys, clock=clock)
         self.ttl = int(window) + 2 * BUCKET_SECONDS
         self._merge_script = store.fast.register_script(MERGE)
         self._handing_over = threading.Lock()
@@ -93,10 +116,17 @@ class SharedUsageReport:
 
     def _keys(self, bucket: int) -> list[str]:
         return [self.store.key("report", "buckets"), self.store.key("report", str(bucket), "requests"),
-                *(self.store.key("report", str(bucket), group) for group in GROUPS)]
+                *(self.store.key("report", str(bucket), group) for group in GROUPS),
+                self.store.key("report", "images")]
+
+    def _window(self) -> tuple[int, int]:
+        """The buckets that may hold counts: after `oldest`, up to `newest` (the next minute, for
+        a replica whose clock is a little ahead). Anything outside is pruned, never read."""
+        now = self.clock()
+        return int((now - self.window) // BUCKET_SECONDS), int(now // BUCKET_SECONDS) + 1
 
     def _merge(self, bucket: int, entries: list[tuple[str, str, Stats]]) -> bool:
-        args: list = [self.ttl, bucket]
+        args: list = [self.ttl, bucket, *self._window(), self.max_keys]
         for group, name, stats in entries:
             processed = stats.processed > 0
             args += [3 + GROUPS.index(group), name, stats.requests, stats.cache_hits, stats.errors,

@@ -26,7 +26,7 @@ import requests
 
 from config import ConfigError, Settings
 from contract import CLASSIFICATION, DETECTION, Detection
-from dataplane.report import UsageReport
+from dataplane.report import MAX_IMAGES, UsageReport
 from dataplane.shared_cache import MAX_VALUE_BYTES, SharedResultCache, decode, encode
 from dataplane.shared_report import SharedUsageReport
 from dataplane.shared_store import SharedStore
@@ -224,6 +224,40 @@ def test_shared_report_equals_the_in_memory_report(server):
             got = shared.snapshot()
             assert (got.pop("shared"), got.pop("partial")) == (True, False)
             assert got == expected
+
+
+# --- the report's size: what a client can make it hold ----------------------------------------
+
+# README, GET /report: in Redis, about 600 bytes per image (its index entry and one minute's
+# entries), at most MAX_IMAGES images: about 60 MB (here with a few per cent of slack).
+REDIS_BOUND = 64_000_000
+
+
+def used_memory(client) -> int:
+    return client.info("memory")["used_memory"]
+
+
+def test_the_report_in_redis_holds_at_most_its_cap_of_images(server, client_of):
+    """Each image costs the same few hundred bytes up to the cap; past it, a new image counts for
+    its model and route only, and Redis does not grow."""
+    cap = 1_500
+    report = SharedUsageReport(SharedStore(server.url, fast_timeout=5), window=3 * 86400, top_n=10,
+                               clock=lambda: 1_000_000.0, max_keys=cap)
+    record = lambda i: report.record(image_key="sha256:" + hashlib.sha256(str(i).encode()).hexdigest(),
+                                     model="m", route="/r", seconds=0.05)
+    report.record(image_key=None, model="m", route="/r", seconds=0.05)  # the model and route entries
+    empty = used_memory(client_of)
+    for i in range(cap):
+        record(i)
+    at_cap = used_memory(client_of)
+    for i in range(cap, 2 * cap):
+        record(i)
+    per_image = (at_cap - empty) / cap
+    assert per_image * MAX_IMAGES <= REDIS_BOUND, f"{per_image:.0f} bytes per image"
+    assert used_memory(client_of) - at_cap < 0.1 * (at_cap - empty)
+    assert client_of.zcard("ics:report:images") == cap and report.fallback.empty
+    snapshot = report.snapshot()
+    assert snapshot["distinct_images"] == cap and snapshot["models"]["m"]["num_requested"] == 2 * cap + 1
 
 
 # --- faults ----------------------------------------------------------------------------------
