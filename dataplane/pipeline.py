@@ -19,7 +19,7 @@ from dataplane.cache import ResultCache
 from dataplane.fetch import Fetcher
 from dataplane.images import ImageLimits, decode_image
 from dataplane.report import UsageReport
-from dataplane.sources import INVALID_KEY, ImageSource
+from dataplane.sources import ImageSource
 from errors import ApiError
 from registry import ModelSlot, Registry
 from serving import memory
@@ -36,6 +36,7 @@ class ImageResult:
     image: Image.Image | None = None  # kept only when the caller needs the pixels (annotation)
     seconds: float = 0.0              # decoding plus this image's share of the model call
     inference_seconds: float = 0.0    # this image's share of the model call alone (0 on a cache hit)
+    read: bool = False                # its bytes were uploaded, or its URL fetched and decoded (or cached)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +95,7 @@ class Pipeline:
         """Results from the cache, and the decoded images still to compute."""
         results, pending = [], []
         for source in sources:
-            result = ImageResult(key=source.key, error=source.error)
+            result = ImageResult(key=source.key, error=source.error, read=source.data is not None)
             results.append(result)
             if source.error is not None:
                 continue
@@ -103,7 +104,7 @@ class Pipeline:
                 self.metrics.cache(cached is not None)
             if cached is not None:
                 result.width, result.height, result.value = cached
-                result.cached = True
+                result.cached = result.read = True
                 if not keep_images:
                     continue
             started = time.perf_counter()
@@ -116,15 +117,19 @@ class Pipeline:
             finally:
                 result.seconds = time.perf_counter() - started
             result.image, result.width, result.height = decoded.image, decoded.width, decoded.height
+            result.read = True
             if not result.cached:
                 pending.append(result)
         return results, pending
 
     def _record(self, results: list[ImageResult], model: str, route: str) -> None:
+        """Every image counts for its model and route; only an image that was read gets an
+        image key in the report: a URL that was refused or failed is a client's text, and
+        recording it would let any client grow the report (and fill it with its own text)."""
         if any((r.width or 0) * (r.height or 0) >= memory.LARGE_IMAGE_PIXELS and not r.cached for r in results):
             memory.release_free_memory()
         for result in results:
-            self.report.record(image_key=None if result.key == INVALID_KEY else result.key, model=model,
+            self.report.record(image_key=result.key if result.read else None, model=model,
                                route=route, seconds=result.seconds, cache_hit=result.cached,
                                error=result.error is not None)
 

@@ -6,6 +6,7 @@ tests, two `python app.py` processes with the real small TFLite classifier from 
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import io
 import json
@@ -17,6 +18,7 @@ import socket
 import subprocess
 import threading
 import time
+import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -233,8 +235,53 @@ def test_shared_report_equals_the_in_memory_report(server):
 REDIS_BOUND = 64_000_000
 
 
+def refused_urls(request: int) -> dict:
+    """The attack: 16 long image URLs per request, each a new one, that the service refuses to
+    fetch (loopback): each answer is 200 with 16 per-image 400s."""
+    return {"images": [{"image_url": f"http://127.0.0.1:9/{request}-{i}/" + "a" * 3990} for i in range(16)]}
+
+
+def replay(client, first: int, count: int) -> None:
+    for n in range(first, first + count):
+        response = client.post("/v2/classify", json=refused_urls(n))
+        assert response.status_code == 200
+        assert {r["error"]["type"] for r in response.get_json()["results"]} == {"image_url_unavailable"}
+
+
 def used_memory(client) -> int:
     return client.info("memory")["used_memory"]
+
+
+def traced_after(client, first: int, count: int) -> int:
+    replay(client, first, count)
+    gc.collect()
+    return tracemalloc.get_traced_memory()[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("redis_mode", [False, True], ids=["memory", "redis"])
+def test_refused_urls_add_no_image_key_and_no_memory(tmp_path, server, client_of, redis_mode):
+    a = replica(tmp_path, server.url if redis_mode else "")
+    replay(a, 0, 20)  # warm: the first requests' own allocations are not the report's
+    tracemalloc.start()
+    try:
+        # The first traced requests refill bounded caches of the last few URLs (urllib's urlsplit).
+        before = traced_after(a, 20, 20)
+        redis_before = used_memory(client_of)
+        after = traced_after(a, 40, 60)  # 960 URLs of 4 KB: 4 MB in memory, 8 MB in Redis when each was a key
+    finally:
+        tracemalloc.stop()
+    response = a.get("/report")
+    report = response.get_json()
+    assert report["distinct_images"] == 0 and report["images"] == []
+    counted = report["routes"]["/v2/classify"]
+    assert counted["num_requested"] == counted["num_errors"] == 100 * 16  # still counted, per route and model
+    assert report["models"]["fake_classifier"]["num_errors"] == 100 * 16
+    assert "aaaa" not in response.get_data(as_text=True)
+    assert after - before < 200_000, (before, after)
+    assert used_memory(client_of) - redis_before < 200_000
+    assert client_of.zcard("ics:report:images") == 0
+    assert not any(b"aaaa" in name for name in client_of.scan_iter("*"))
 
 
 def test_the_report_in_redis_holds_at_most_its_cap_of_images(server, client_of):
