@@ -13,7 +13,7 @@ from api.errors import register_error_handlers
 from config import ConfigError, Settings
 from contract import Model
 from dataplane.cache import ResultCache
-from dataplane.fetch import Fetcher, FetchPolicy
+from dataplane.fetch import FailureLog, Fetcher, FetchPolicy
 from dataplane.images import ImageLimits
 from dataplane.pipeline import Pipeline
 from dataplane.report import UsageReport
@@ -74,7 +74,8 @@ def create_app(settings: Settings | None = None, *, classifier: Model | None = N
     own_cache, report, shared_store = usage_stores(settings, metrics)
     if fetcher is None:
         fetcher = Fetcher(FetchPolicy(allow_hosts=settings.fetch_allow_hosts,
-                                    timeout=settings.fetch_timeout, max_bytes=settings.max_upload_bytes))
+                                      timeout=settings.fetch_timeout, max_bytes=settings.max_upload_bytes),
+                          failures=FailureLog(on_failure=metrics.image_url_failure))
     if cache is None:
         cache = own_cache
     app.extensions.update(
