@@ -6,15 +6,17 @@ import io
 import json
 import logging
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from app import create_app
 from config import Settings
+from contract import Detection
 from dataplane.cache import ResultCache
 from dataplane.report import MAX_IMAGES, UsageReport
 from tests.support import imaging
-from tests.support.fakes import FakeClassifier
+from tests.support.fakes import FakeClassifier, FakeDetector
 from tests.support.http import b64, make_app, post_images
 from tests.support.image_server import ImageServer
 
@@ -168,6 +170,35 @@ def test_cache_expires_after_ttl(tmp_path):
     assert post_images(client, "/v2/classify", RED).get_json()["cached"] is True
     now[0] += 2
     assert post_images(client, "/v2/classify", RED).get_json()["cached"] is False
+
+
+class NaNClassifier(FakeClassifier):
+    """A model whose answer is not a probability (a broken network, a wrong `output` setting)."""
+
+    def predict(self, images):
+        out = super().predict(images)
+        out[:, 0] = np.nan
+        return out
+
+
+class InvertedBoxes(FakeDetector):
+    def _detect(self, image, min_score):
+        width, height = image.size
+        return [Detection("dog", 0.9, (width, height, 0, 0))]
+
+
+def test_a_model_answering_outside_its_contract_fails_that_image_and_is_not_cached(tmp_path, caplog):
+    """Before: NaN went out as the JSON word NaN (not JSON), and an inverted box made annotate=true a 500 crash."""
+    client = create_app(Settings(classification_enabled=True, detection_enabled=True, models_dir=tmp_path),
+                        classifier=NaNClassifier(), detector=InvertedBoxes()).test_client()
+    for path in ("/v2/classify", "/classify-image", "/v2/detect", "/detect-objects", "/v2/detect?annotate=true"):
+        for _ in range(2):  # the second time computed again: a failure is never cached
+            response = post_images(client, path, RED)
+            assert response.status_code == 500 and response.get_json()["error"]["type"] == "inference_failed"
+            assert "NaN" not in response.get_data(as_text=True)
+    batch = post_images(client, "/v2/classify", RED, BLUE).get_json()
+    assert [r["error"]["type"] for r in batch["results"]] == ["inference_failed"] * 2
+    assert any("answered outside its contract" in r.getMessage() for r in caplog.records)
 
 
 # --- report -----------------------------------------------------------------------------------

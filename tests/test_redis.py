@@ -169,6 +169,76 @@ def test_garbage_under_our_keys_is_a_miss_never_trusted(tmp_path, server, client
     assert not os.path.exists("/tmp/redis-test-pickle-ran")
 
 
+# Entries an attacker with write access to Redis stores under our keys: each of the right
+# shape, each something the model could never have answered. Per task: (name, change to the body).
+POISONED_CLASSIFICATIONS = {
+    "a made-up label": lambda body: body["result"][0].__setitem__(0, "<img src=x onerror=alert(1)>"),
+    "a score of -500%": lambda body: body["result"][0].__setitem__(2, -5.0),
+    "a score of 1e308": lambda body: body["result"][0].__setitem__(2, 1e308),
+    "no rows": lambda body: body.__setitem__("result", []),
+    "another label's class id": lambda body: body["result"][0].__setitem__(1, 2 if body["result"][0][1] != 2 else 0),
+    "rows past top_k": lambda body: body.__setitem__("result", body["result"] * 4),
+    "a 250k-character label": lambda body: body["result"][0].__setitem__(0, "x" * 250_000),
+}
+POISONED_DETECTIONS = {
+    "a made-up label": lambda body: body["result"][0].__setitem__(0, "<img src=x onerror=alert(1)>"),
+    "a score of -500%": lambda body: body["result"][0].__setitem__(1, -5.0),
+    "a score of 1e308": lambda body: body["result"][0].__setitem__(1, 1e308),
+    "a box of 1e30": lambda body: body["result"][0].__setitem__(2, [0, 0, 10**30, 10**30]),
+    "an inverted box": lambda body: body["result"][0].__setitem__(2, [20, 15, 0, 0]),
+    "a box past the image": lambda body: body["result"][0].__setitem__(2, [0, 0, body["width"] + 1, 1]),
+    "a score under min_score": lambda body: body["result"][-1].__setitem__(1, 0.01),
+    "6,000 rows": lambda body: body.__setitem__("result", body["result"][:1] * 6000),
+}
+IMAGE_KEY = "sha256:" + hashlib.sha256(RED).hexdigest()
+# Route -> the cache key its answer for RED is stored under (v1 and v2 detection share one).
+CLASSIFY_ROUTES = {"/v2/classify": 5, "/classify-image": 10, "/v1/vision/scene": 1}
+DETECT_ROUTES = ("/v2/detect", "/detect-objects", "/v2/detect?annotate=true")
+
+
+def answer(client, route: str):
+    """The parts of the route's answer that do not change between two requests."""
+    response = post_images(client, route, RED)
+    assert response.status_code == 200, response.get_data()
+    if response.mimetype == "image/jpeg":
+        return response.headers["X-Detections"], response.data
+    text = response.get_data(as_text=True)
+    assert "Infinity" not in text and "NaN" not in text and "onerror" not in text
+    body = response.get_json()
+    if route.startswith("/v1/vision/"):
+        return body["label"], body["confidence"]
+    return body["results"] if route.startswith("/v2/") else body
+
+
+def poison_each_route(tmp_path, url, client_of, routes: dict, poison) -> None:
+    """Per route: its answer computed and stored, then poisoned in Redis, then asked again:
+    computed again, the same, and the garbage counted."""
+    a = replica(tmp_path, url)
+    store = SharedResultCache(SharedStore(url), 60)
+    for n, (route, key) in enumerate(routes.items(), 1):
+        computed = answer(a, route)
+        name = store.redis_key(key)
+        body = json.loads(client_of.get(name))
+        poison(body)
+        client_of.set(name, json.dumps(body))
+        assert answer(a, route) == computed  # "cached": false where the route says it
+        garbage = metric(a, "shared_store_errors_total")['shared_store_errors_total{kind="garbage",operation="cache_get"}']
+        assert garbage == n
+        assert json.loads(client_of.get(name))["result"] != body["result"]  # stored again, properly
+
+
+@pytest.mark.parametrize("poison", list(POISONED_CLASSIFICATIONS))
+def test_a_poisoned_classification_in_redis_is_a_miss_on_every_route(tmp_path, server, client_of, poison):
+    routes = {route: (CLASSIFICATION, "fake_classifier", top_k, IMAGE_KEY) for route, top_k in CLASSIFY_ROUTES.items()}
+    poison_each_route(tmp_path, server.url, client_of, routes, POISONED_CLASSIFICATIONS[poison])
+
+
+@pytest.mark.parametrize("poison", list(POISONED_DETECTIONS))
+def test_a_poisoned_detection_in_redis_is_a_miss_on_every_route(tmp_path, server, client_of, poison):
+    routes = {route: (DETECTION, "fake_detector", 0.3, None, None, IMAGE_KEY) for route in DETECT_ROUTES}
+    poison_each_route(tmp_path, server.url, client_of, routes, POISONED_DETECTIONS[poison])
+
+
 def test_a_key_of_another_type_and_garbage_in_the_report_are_ignored(tmp_path, server, client_of):
     a = replica(tmp_path, server.url)
     post_images(a, "/v2/classify", RED)
