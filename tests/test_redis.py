@@ -259,6 +259,75 @@ def test_a_key_of_another_type_and_garbage_in_the_report_are_ignored(tmp_path, s
     assert a.get("/status").get_json()["shared_store"]["available"] is True
 
 
+def honest_report(tmp_path, url):
+    """A replica that has classified RED twice and BLUE once, and its report."""
+    a = replica(tmp_path, url)
+    for image in (RED, RED, BLUE):
+        post_images(a, "/v2/classify", image)
+    return a, a.get("/report").get_json()
+
+
+@pytest.mark.slow  # writing the 50,000 buckets takes most of its 2 s
+def test_buckets_from_the_future_are_pruned_not_read(tmp_path, server, client_of):
+    """The attack: 50,000 bucket numbers past now in the bucket index (each with a model entry):
+    never pruned by time, each read on every /report (66-93 s)."""
+    a, honest = honest_report(tmp_path, server.url)
+    now = int(time.time() // 60)
+    future = range(now + 2, now + 50_002)
+    client_of.zadd("ics:report:buckets", {str(bucket): bucket for bucket in future})
+    client_of.zadd("ics:report:buckets", {f"0{now}": now, "not-a-bucket": now, str(now + 10**6): now})  # not ours
+    pipe = client_of.pipeline(transaction=False)
+    for bucket in future:
+        pipe.hset(f"ics:report:{bucket}:model", "fake_classifier", "1 0 0 1 0.5 0.5 0.5")
+    pipe.execute()
+    started = time.perf_counter()
+    report = a.get("/report").get_json()
+    assert time.perf_counter() - started < 2
+    assert report == honest
+    assert [int(b) for b in client_of.zrange("ics:report:buckets", 0, -1)] == [now]
+    # The image index filled with keys from the future: a new image still gets its entries.
+    client_of.zadd("ics:report:images", {f"sha256:{i:064x}": now + 10**6 for i in range(MAX_IMAGES)})
+    post_images(a, "/v2/classify", GREEN)
+    green = "sha256:" + hashlib.sha256(GREEN).hexdigest()
+    assert green in [image["key"] for image in a.get("/report").get_json()["images"]]
+    assert client_of.zcard("ics:report:images") == 3
+
+
+def test_numbers_we_never_write_are_not_added_up(tmp_path, server, client_of):
+    """Two entries of 1e308 seconds summed to "processing_time_mean": Infinity (not JSON)."""
+    a, honest = honest_report(tmp_path, server.url)
+    now = int(time.time() // 60)
+    hostile = ["1 0 0 1 1e308 1e308 1e308", "1 0 0 1 1e308 1e308 1e308",  # one image taking 1e308 s
+               "9007199254740993 0 0 0 0 -1 -1",  # a count past 2**53
+               "1 0 0 1 0.5 0.9 0.1",             # minimum over maximum
+               "2 0 0 2 50 0.1 0.2",              # a sum two times in [0.1, 0.2] cannot make
+               "1 5 0 0 0 -1 -1",                 # more hits than requests
+               "-1 0 0 0 0 -1 -1", "1 0 0 1 inf 0.1 0.2", "1 0 0 1 nan 0.1 0.2"]
+    for n, packed in enumerate(hostile):
+        bucket = now - 1 - n
+        client_of.zadd("ics:report:buckets", {str(bucket): bucket})
+        for group, name in (("model", "fake_classifier"), ("route", "/v2/classify")):
+            client_of.hset(f"ics:report:{bucket}:{group}", name, packed)
+    response = a.get("/report")
+    assert "Infinity" not in response.get_data(as_text=True) and "NaN" not in response.get_data(as_text=True)
+    assert response.get_json() == honest
+
+
+def test_names_we_never_write_are_not_shown(tmp_path, server, client_of):
+    """Any text in the report's hashes and sets used to be shown as a model, a route or an image."""
+    a, honest = honest_report(tmp_path, server.url)
+    now = int(time.time() // 60)
+    bad = ["<img src=x onerror=alert(1)>", "x" * 5000, "Fake_Classifier", "sha256:" + "A" * 64, "url:" + "0" * 63, "é"]
+    for name in bad:
+        client_of.zadd(f"ics:report:{now}:requests", {name: 10**9})  # the top of the list
+        for group in ("image", "model", "route"):
+            client_of.hset(f"ics:report:{now}:{group}", name, "1 0 0 1 0.5 0.5 0.5")
+    report = a.get("/report").get_json()
+    assert report["models"] == honest["models"] and report["routes"] == honest["routes"]
+    assert report["images"] == [] or {i["key"] for i in report["images"]} <= {i["key"] for i in honest["images"]}
+    assert "onerror" not in a.get("/report").get_data(as_text=True)
+
+
 def test_prefix_ttl_and_cache_off(tmp_path, server, client_of):
     a = replica(tmp_path, server.url, "a", cache_prefix="team-a", cache_ttl=120)
     b = replica(tmp_path, server.url, "b", cache_prefix="team-b")
@@ -284,7 +353,9 @@ def test_shared_report_equals_the_in_memory_report(server):
     memory = UsageReport(window=3600, top_n=3, clock=clock)
     shared = SharedUsageReport(SharedStore(server.url, prefix="eq"), window=3600, top_n=3, clock=clock)
     rng = random.Random(7)
-    keys = ["sha256:aa", "sha256:bb", "https://例え.jp/猫 1.jpg", "sha256:cc", "sha256:dd", None]
+    keys = [kind + ":" + hashlib.sha256(name.encode()).hexdigest()
+            for kind, name in (("sha256", "a"), ("sha256", "b"), ("url", "https://例え.jp/猫 1.jpg"), ("url", "c"),
+                               ("sha256", "d"))] + [None]
     for step in range(400):
         record = dict(image_key=rng.choice(keys), model=rng.choice(["m1", "m2"]), route=rng.choice(["/a", "/b"]),
                       seconds=rng.choice([None, rng.random()]), cache_hit=rng.random() < 0.3, error=rng.random() < 0.1)
