@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import heapq
 import threading
 import time
 
@@ -146,26 +147,34 @@ class UsageReport:
                     self._live += 1
             self._order = collections.deque(sorted(self._order))  # pruning walks it oldest first
 
-    def _totals(self, group: str) -> dict[str, Stats]:
+    def _totals(self, group: str, names=None) -> dict[str, Stats]:
+        series = self._series[group]
         totals = {}
-        for name, buckets in self._series[group].items():
+        for name in series if names is None else names:
             total = Stats()
-            for stats in buckets.values():
+            for stats in series[name].values():
                 total.merge(stats)
             totals[name] = total
         return totals
 
+    def _top_images(self) -> list[str]:
+        """The top N keys (most requests first, then by key), from request counts alone: only
+        those N get their statistics added up, not every image held (the lock is held)."""
+        requests = ((-sum(stats.requests for stats in buckets.values()), name)
+                    for name, buckets in self._series["image"].items())
+        return [name for _, name in heapq.nsmallest(self.top_n, requests)]
+
     def snapshot(self) -> dict:
         with self._lock:
             self._prune(self.clock())
-            images = self._totals("image")
+            top = self._totals("image", self._top_images()).items()
+            distinct = len(self._series["image"])
             models = self._totals("model")
             routes = self._totals("route")
-        top = sorted(images.items(), key=lambda item: (-item[1].requests, item[0]))[: self.top_n]
         return {
             "window_seconds": self.window,
             "images": [{"key": key, **stats.as_dict()} for key, stats in top],
-            "distinct_images": len(images),
+            "distinct_images": distinct,
             "models": {name: stats.as_dict() for name, stats in sorted(models.items())},
             "routes": {name: stats.as_dict() for name, stats in sorted(routes.items())},
         }
