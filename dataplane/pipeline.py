@@ -7,16 +7,20 @@ report and memory. Routes hand it sources and parameters and shape what it retur
 
 Every answer is checked against what the model and the request allow (`AnswerCheck`) before
 anyone reads it: one from the cache (whoever can write to Redis writes it: a miss, counted as
-garbage), and the model's own (an answer outside the contract is that image's InferenceFailed,
-never cached). So nothing reaches the JSON encoder or the annotation that a model could not
-have answered: no non-finite or out-of-range score, no label or class id the model lacks, no box
-outside the image, no more rows than asked for.
+garbage), and the model's own. A model's answer with a non-finite score, a label it does not
+have or a box that is not inside the image is that image's InferenceFailed; one whose finite
+scores leave [0, 1] (raw outputs of an engine, logits declared as probabilities) is served as
+the model gave it but never cached (the cache trusts probabilities only), with one warning per
+model. So nothing reaches the JSON encoder or the annotation that a model could not have
+answered: no non-finite or out-of-range score, no unknown label or class id, no box outside the
+image, no more rows than asked for.
 """
 from __future__ import annotations
 
 import collections
 import dataclasses
 import logging
+import math
 import numbers
 import time
 from typing import Any, Callable, Mapping
@@ -37,6 +41,8 @@ from serving import memory
 log = logging.getLogger(__name__)
 # A detection's score may sit this far below the request's threshold: a model compares in float32.
 SCORE_SLACK = 1e-6
+PROBABILITY = (0.0, 1.0)             # the scores a cached answer may hold
+FINITE = (-math.inf, math.inf)       # the scores a model's answer may hold (finite ones: see _score)
 
 
 @dataclasses.dataclass
@@ -71,6 +77,7 @@ class Pipeline:
         self.registry, self.cache, self.report = registry, cache, report
         self.fetcher, self.limits, self.metrics = fetcher, limits, metrics
         self._labels: dict[str, Mapping[str, frozenset]] = {}  # model -> label -> its class ids
+        self._uncached: set[str] = set()  # models warned about: scores outside [0, 1]
 
     def classify(self, sources: list[ImageSource], *, model: str | None, top_k: int,
                  route: str) -> tuple[ModelSlot, list[ImageResult]]:
@@ -113,15 +120,22 @@ class Pipeline:
         return AnswerCheck(job.task, job.params, labels, self.limits)
 
     def _answered(self, model: str, check: "AnswerCheck", key: tuple, result: ImageResult, value) -> None:
-        """The model's answer for one image, if the contract allows it; else that image's error."""
+        """The model's answer for one image: cached when a cached copy would pass the check, served
+        uncached when only its scores leave [0, 1], and that image's error otherwise."""
         problem = check.problem(result.width, result.height, value)
-        if problem is not None:
+        if problem is None:
+            result.value = value
+            self.cache.put(key + (result.key,), (result.width, result.height, value))
+        elif dataclasses.replace(check, scores=FINITE).problem(result.width, result.height, value) is None:
+            result.value = value
+            if model not in self._uncached:
+                self._uncached.add(model)
+                log.warning("model '%s' answers scores outside [0, 1] (for a model folder of raw outputs, set "
+                            "'output': 'logits'): its answers are served as it gives them, never cached", model)
+        else:
             log.error("model '%s' answered outside its contract (%s): that image's answer is an error",
                       model, problem)
             result.error = InferenceFailed()
-            return
-        result.value = value
-        self.cache.put(key + (result.key,), (result.width, result.height, value))
 
     def _prepare(self, sources, key, keep_images: bool, stretch_to, check):
         """Results from the cache, and the decoded images still to compute."""
@@ -196,6 +210,7 @@ class AnswerCheck:
     params: tuple
     labels: Mapping[str, frozenset]
     limits: ImageLimits
+    scores: tuple[float, float] = PROBABILITY
 
     def __call__(self, value: tuple) -> bool:
         return self.problem(*value) is None
@@ -207,48 +222,50 @@ class AnswerCheck:
         if not isinstance(result, list):
             return "not a list"
         if self.task == CLASSIFICATION:
-            return _classification_problem(result, self.labels, top_k=self.params[0])
+            return _classification_problem(result, self.labels, self.scores, top_k=self.params[0])
         min_score, max_detections, classes = self.params
         if max_detections and len(result) > max_detections:
             return "more detections than asked for"
-        return _detection_problem(result, self.labels, width, height, min_score, classes)
+        return _detection_problem(result, self.labels, self.scores, width, height, min_score, classes)
 
 
 def _whole(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _probability(value) -> bool:
-    """A finite number in [0, 1] (NaN fails every comparison)."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and 0.0 <= value <= 1.0
+def _score(value, scores: tuple[float, float]) -> bool:
+    """A finite number within `scores`."""
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+            and scores[0] <= value <= scores[1])
 
 
-def _classification_problem(rows: list, labels: Mapping[str, frozenset], top_k: int) -> str | None:
+def _classification_problem(rows: list, labels: Mapping[str, frozenset], scores: tuple[float, float],
+                            top_k: int) -> str | None:
     """1 to top_k rows (the scene route reads row 0), each a label of the model with its own class
-    id, once, scores in [0, 1], highest first."""
+    id, once, scores within `scores`, highest first."""
     if not 1 <= len(rows) <= top_k:
         return f"{len(rows)} rows for top_k={top_k}"
-    seen, last = set(), 1.0
+    seen, last = set(), scores[1]
     for label, class_id, score in rows:
         if class_id not in labels.get(label, ()) or (label, class_id) in seen:
             return "a label or class id the model does not have, or one twice"
-        if not _probability(score) or score > last:
-            return "a score outside [0, 1] or out of order"
+        if not _score(score, scores) or score > last:
+            return "a score outside [0, 1], not finite or out of order"
         seen.add((label, class_id))
         last = score
     return None
 
 
-def _detection_problem(found: list, labels: Mapping[str, frozenset], width: int, height: int,
-                       min_score: float, classes: frozenset[str] | None) -> str | None:
-    """Detections of the model's (and the request's) classes, scores in [min_score, 1], highest
-    first, boxes of whole pixels ordered and inside the image."""
-    last = 1.0
+def _detection_problem(found: list, labels: Mapping[str, frozenset], scores: tuple[float, float],
+                       width: int, height: int, min_score: float, classes: frozenset[str] | None) -> str | None:
+    """Detections of the model's (and the request's) classes, scores within `scores` and over
+    min_score, highest first, boxes of whole pixels ordered and inside the image."""
+    last = scores[1]
     for d in found:
         if not isinstance(d, Detection) or d.label not in labels or (classes and d.label.lower() not in classes):
             return "a label the model (or the request) does not have"
-        if not _probability(d.score) or d.score < min_score - SCORE_SLACK or d.score > last:
-            return "a score outside [min_score, 1] or out of order"
+        if not _score(d.score, scores) or d.score < min_score - SCORE_SLACK or d.score > last:
+            return "a score outside [min_score, 1], not finite or out of order"
         if not _inside(d.box, width, height):
             return "a box that is not inside the image"
         last = d.score

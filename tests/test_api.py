@@ -201,6 +201,24 @@ def test_a_model_answering_outside_its_contract_fails_that_image_and_is_not_cach
     assert any("answered outside its contract" in r.getMessage() for r in caplog.records)
 
 
+class LogitsClassifier(FakeClassifier):
+    """Raw network outputs, not probabilities (a model folder that should say 'output': 'logits')."""
+
+    def predict(self, images):
+        return super().predict(images) * 40 - 10
+
+
+def test_a_model_whose_scores_are_not_probabilities_is_served_as_it_answers_never_cached(tmp_path, caplog):
+    client = create_app(Settings(classification_enabled=True, models_dir=tmp_path),
+                        classifier=LogitsClassifier()).test_client()
+    answers = [post_images(client, "/v2/classify", RED).get_json() for _ in range(3)]
+    assert all(a["cached"] is False for a in answers)
+    assert answers[0]["results"][0]["predictions"][0]["score"] > 1
+    assert answers[0]["results"] == answers[2]["results"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "outside [0, 1]" in warnings[0]
+
+
 # --- report -----------------------------------------------------------------------------------
 
 def test_report_counts_requests_hits_and_times(client):
