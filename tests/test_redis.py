@@ -428,7 +428,7 @@ def test_refused_urls_add_no_image_key_and_no_memory(tmp_path, server, client_of
 def test_the_report_in_redis_holds_at_most_its_cap_of_images(server, client_of):
     """Each image costs the same few hundred bytes up to the cap; past it, a new image counts for
     its model and route only, and Redis does not grow."""
-    cap = 1_500
+    cap = 2_000
     report = SharedUsageReport(SharedStore(server.url, fast_timeout=5), window=3 * 86400, top_n=10,
                                clock=lambda: 1_000_000.0, max_keys=cap)
     record = lambda i: report.record(image_key="sha256:" + hashlib.sha256(str(i).encode()).hexdigest(),
