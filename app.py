@@ -13,7 +13,7 @@ from api.errors import register_error_handlers
 from config import ConfigError, Settings
 from contract import Model
 from dataplane.cache import ResultCache
-from dataplane.fetch import Fetcher, FetchPolicy
+from dataplane.fetch import FailureLog, Fetcher, FetchPolicy
 from dataplane.images import ImageLimits
 from dataplane.pipeline import Pipeline
 from dataplane.report import UsageReport
@@ -74,7 +74,8 @@ def create_app(settings: Settings | None = None, *, classifier: Model | None = N
     own_cache, report, shared_store = usage_stores(settings, metrics)
     if fetcher is None:
         fetcher = Fetcher(FetchPolicy(allow_hosts=settings.fetch_allow_hosts,
-                                    timeout=settings.fetch_timeout, max_bytes=settings.max_upload_bytes))
+                                      timeout=settings.fetch_timeout, max_bytes=settings.max_upload_bytes),
+                          failures=FailureLog(on_failure=metrics.image_url_failure))
     if cache is None:
         cache = own_cache
     app.extensions.update(
@@ -100,12 +101,13 @@ def usage_stores(settings: Settings, metrics: Metrics):
     every replica; otherwise in this process' memory, and no store (None)."""
     if not settings.redis_url:
         return (ResultCache(settings.cache_maxsize, settings.cache_ttl),
-                UsageReport(settings.monitor_window, settings.report_top_n), None)
+                UsageReport(settings.monitor_window, settings.report_top_n, settings.report_max_images), None)
     store = SharedStore(settings.redis_url, settings.redis_password, settings.cache_prefix,
                         on_error=metrics.shared_store_error)
     metrics.watch_shared_store(store)
     return (SharedResultCache(store, settings.cache_ttl, enabled=settings.cache_maxsize > 0),
-            SharedUsageReport(store, settings.monitor_window, settings.report_top_n), store)
+            SharedUsageReport(store, settings.monitor_window, settings.report_top_n,
+                              max_keys=settings.report_max_images), store)
 
 
 def configured_models(settings: Settings, replacements: dict[str, Model | None]) -> list[Model]:

@@ -13,6 +13,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Mapping
 
+from dataplane.report import MAX_IMAGES
 from models.folder_spec import SPEC_FILE
 from registry import TASKS
 
@@ -126,6 +127,9 @@ class Settings:
     max_image_side: int = 10_000
     load_retry_seconds: float = 60.0   # a failed model load is tried again after this long
     fetch_timeout: float = 10.0
+    # Distinct images the usage report tracks over MONITOR_WINDOW: its memory bound (a shorter
+    # window holds less); not a variable, so the documented bound is the bound.
+    report_max_images: int = MAX_IMAGES
 
     @property
     def server_threads(self) -> int:

@@ -11,13 +11,18 @@ Server-side request forgery defences (OWASP SSRF cheat sheet):
 - proxies from the environment are never used (urllib3 reads none);
 - blocked, unresolvable, refused and timed out look the same to the client.
 `FETCH_ALLOW_HOSTS` (host or host:port) is the only way to reach a non-public host.
+
+A URL that is refused or fails is counted by reason (`FailureLog`: a Prometheus counter and one
+log line a minute at most), never logged one line each and never with the URL.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import ipaddress
 import logging
 import socket
+import threading
 import time
 import urllib.parse
 from typing import Callable
@@ -31,6 +36,45 @@ log = logging.getLogger(__name__)
 
 REDIRECTS = (301, 302, 303, 307, 308)
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+# Why a URL was not fetched, as counted and logged (a fixed set: a metric label each).
+INVALID, BLOCKED, UNREACHABLE, TIMEOUT, REMOTE, TOO_LARGE = (
+    "invalid", "blocked", "unreachable", "timeout", "remote_answer", "too_large")
+LOG_EVERY = 60.0  # seconds between two lines about failed URLs
+
+
+class _Refused(ImageUrlUnavailable):
+    """The client's one answer for every failure, carrying the reason for operators."""
+
+    def __init__(self, reason: str, message: str | None = None):
+        super().__init__(message)
+        self.reason = reason
+
+
+class FailureLog:
+    """Refused and failed image URLs, counted by reason (`on_failure`, e.g. a Prometheus
+    counter) and said in one INFO line a minute at most with the counts since the line before:
+    a line per URL let any client write 16 log lines a request. Never the URL (it may carry
+    tokens)."""
+
+    def __init__(self, on_failure: Callable[[str], None] | None = None, every: float = LOG_EVERY,
+                 clock=time.monotonic):
+        self.on_failure, self.every, self.clock = on_failure, every, clock
+        self._lock = threading.Lock()
+        self._counts: collections.Counter[str] = collections.Counter()
+        self._last = float("-inf")
+
+    def note(self, reason: str) -> None:
+        if self.on_failure is not None:
+            self.on_failure(reason)
+        with self._lock:
+            self._counts[reason] += 1
+            now = self.clock()
+            if now - self._last < self.every:
+                return
+            counts, self._counts, self._last = self._counts, collections.Counter(), now
+        log.info("image URLs refused or failed since the last such line: %d (%s)", sum(counts.values()),
+                 ", ".join(f"{reason} {count}" for reason, count in sorted(counts.items())))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,45 +149,57 @@ class _PooledResponse:
 class Fetcher:
     def __init__(self, policy: FetchPolicy = FetchPolicy(), *,
                  resolver: Callable[[str, int], list[str]] = system_resolver,
-                 opener: Opener = urllib3_opener, clock=time.monotonic):
+                 opener: Opener = urllib3_opener, clock=time.monotonic, failures: FailureLog | None = None):
         self.policy, self.resolver, self.opener, self.clock = policy, resolver, opener, clock
+        self.failures = failures or FailureLog()
 
     def fetch(self, url: str) -> bytes:
+        """The image's bytes, or ImageUrlUnavailable / ImageTooLarge (counted, see FailureLog)."""
+        try:
+            return self._fetch(url)
+        except _Refused as err:
+            self.failures.note(err.reason)
+            raise
+        except ImageTooLarge:
+            self.failures.note(TOO_LARGE)
+            raise
+
+    def _fetch(self, url: str) -> bytes:
         deadline = self.clock() + self.policy.timeout
         for _ in range(self.policy.max_redirects + 1):
             scheme, host, port, target = self._parse(url)
             address = self._checked_address(host, port)
             remaining = deadline - self.clock()
             if remaining <= 0:
-                self._fail("deadline passed")
+                raise _Refused(TIMEOUT)
             try:
                 response = self.opener(scheme, address, port, host, target, remaining)
-            except Exception as exc:  # refused, reset, TLS, timeout: all alike to the client
-                self._fail(type(exc).__name__)
+            except Exception:  # refused, reset, TLS, timeout: all alike to the client
+                raise _Refused(UNREACHABLE) from None
             try:
                 if response.status in REDIRECTS:
                     location = response.headers.get("Location")
                     if not location:
-                        self._fail("redirect without Location")
+                        raise _Refused(REMOTE)
                     url = urllib.parse.urljoin(url, location)
                     continue
                 if response.status != 200:
-                    raise ImageUrlUnavailable(f"The image URL answered HTTP {response.status}, not an image.")
+                    raise _Refused(REMOTE, f"The image URL answered HTTP {response.status}, not an image.")
                 return self._read(response, deadline, url)
             finally:
                 response.release_conn()
-        self._fail("too many redirects")
+        raise _Refused(REMOTE)  # too many redirects
 
     def _parse(self, url: str) -> tuple[str, str, int, str]:
         try:
             parts = urllib.parse.urlsplit(url)
             port = parts.port
         except ValueError:
-            self._fail("malformed URL")
+            raise _Refused(INVALID) from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ImageUrlUnavailable("The image URL must be an http:// or https:// address.")
+            raise _Refused(INVALID, "The image URL must be an http:// or https:// address.")
         if parts.username or parts.password:
-            raise ImageUrlUnavailable("The image URL must not contain credentials.")
+            raise _Refused(INVALID, "The image URL must not contain credentials.")
         port = port or (443 if parts.scheme == "https" else 80)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         return parts.scheme, parts.hostname.lower(), port, target
@@ -156,13 +212,13 @@ class Fetcher:
         try:
             addresses = self.resolver(host, port)
         except (OSError, UnicodeError):
-            self._fail("unresolvable")
+            raise _Refused(UNREACHABLE) from None
         if not addresses:
-            self._fail("no address")
+            raise _Refused(UNREACHABLE)
         if not self._allowed(host, port):
             blocked = [a for a in addresses if not is_public_address(a)]
             if blocked:
-                self._fail("non-public address")
+                raise _Refused(BLOCKED)
         return addresses[0]
 
     def _read(self, response, deadline: float, url: str) -> bytes:
@@ -172,20 +228,13 @@ class Fetcher:
         body = bytearray()
         while True:
             if self.clock() > deadline:
-                self._fail("too slow")
+                raise _Refused(TIMEOUT)
             try:
                 chunk = response.read1(64 * 1024)
-            except Exception as exc:
-                self._fail(type(exc).__name__)
+            except Exception:
+                raise _Refused(UNREACHABLE) from None
             if not chunk:
                 return bytes(body)
             body += chunk
             if len(body) > self.policy.max_bytes:
                 raise ImageTooLarge(f"The image at the URL is larger than {self.policy.max_bytes // 2**20} MiB.")
-
-    @staticmethod
-    def _fail(reason: str):
-        # The reason is for operators only (never the URL: it may carry tokens); clients get
-        # one answer for every failure.
-        log.info("image URL refused or failed (%s)", reason)
-        raise ImageUrlUnavailable()

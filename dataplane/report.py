@@ -3,16 +3,22 @@
 Requests are counted in per-minute buckets, so memory grows with distinct keys per minute,
 not with requests, and pruning is exact to the minute. Pruning runs on every record (not only
 when the report is read). Cache hits count as requests and hits, never as 0-second processing.
-At most `max_keys` image keys are tracked; the least recently seen is dropped past that.
+At most `max_keys` image keys are tracked; the least recently seen is dropped past that. Image
+keys are short by construction (dataplane.sources: a hash of the bytes or of the URL), so the
+report's memory is bounded by the key cap, whoever the clients are.
 """
 from __future__ import annotations
 
 import collections
 import dataclasses
+import heapq
 import threading
 import time
 
 BUCKET_SECONDS = 60
+# Distinct image keys over the window, at most (in memory and in Redis): the bound on the
+# report's size that the README states.
+MAX_IMAGES = 100_000
 
 
 @dataclasses.dataclass(slots=True)
@@ -59,7 +65,7 @@ class Stats:
 
 
 class UsageReport:
-    def __init__(self, window: float, top_n: int, max_keys: int = 100_000, clock=time.time):
+    def __init__(self, window: float, top_n: int, max_keys: int = MAX_IMAGES, clock=time.time):
         self.window, self.top_n, self.max_keys, self.clock = window, top_n, max_keys, clock
         self._lock = threading.Lock()
         # group ("image" | "model" | "route") -> name -> {bucket: Stats}; images least recently seen first
@@ -141,26 +147,34 @@ class UsageReport:
                     self._live += 1
             self._order = collections.deque(sorted(self._order))  # pruning walks it oldest first
 
-    def _totals(self, group: str) -> dict[str, Stats]:
+    def _totals(self, group: str, names=None) -> dict[str, Stats]:
+        series = self._series[group]
         totals = {}
-        for name, buckets in self._series[group].items():
+        for name in series if names is None else names:
             total = Stats()
-            for stats in buckets.values():
+            for stats in series[name].values():
                 total.merge(stats)
             totals[name] = total
         return totals
 
+    def _top_images(self) -> list[str]:
+        """The top N keys (most requests first, then by key), from request counts alone: only
+        those N get their statistics added up, not every image held (the lock is held)."""
+        requests = ((-sum(stats.requests for stats in buckets.values()), name)
+                    for name, buckets in self._series["image"].items())
+        return [name for _, name in heapq.nsmallest(self.top_n, requests)]
+
     def snapshot(self) -> dict:
         with self._lock:
             self._prune(self.clock())
-            images = self._totals("image")
+            top = self._totals("image", self._top_images()).items()
+            distinct = len(self._series["image"])
             models = self._totals("model")
             routes = self._totals("route")
-        top = sorted(images.items(), key=lambda item: (-item[1].requests, item[0]))[: self.top_n]
         return {
             "window_seconds": self.window,
             "images": [{"key": key, **stats.as_dict()} for key, stats in top],
-            "distinct_images": len(images),
+            "distinct_images": distinct,
             "models": {name: stats.as_dict() for name, stats in sorted(models.items())},
             "routes": {name: stats.as_dict() for name, stats in sorted(routes.items())},
         }

@@ -5,14 +5,16 @@ A key (task, model, parameters..., image key) is written as canonical JSON and s
 `<CACHE_PREFIX>:cache:<sha256 of that JSON>`: any URL or parameter makes a short, safe Redis
 key. The value is JSON, never pickle (a poisoned Redis must not run code here), and carries
 the canonical key back: a value that does not decode into exactly the shape this service
-writes, for exactly this key, is garbage and is treated as a miss.
+writes, for exactly this key, is garbage and is treated as a miss. So is a value of the right
+shape that fails the caller's `check` (the pipeline's: what the model could have answered for
+this key), so the cache need not know models.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import math
-from typing import Any, Hashable
+from typing import Any, Callable, Hashable
 
 from contract import CLASSIFICATION, DETECTION, Detection
 from dataplane.shared_store import SharedStore
@@ -20,6 +22,9 @@ from dataplane.shared_store import SharedStore
 FORMAT = 1
 # A larger value is not stored (and not trusted when read): top_k=1000 labels is about 60 kB.
 MAX_VALUE_BYTES = 256 * 1024
+# Rows per value, at most (not stored past it, not trusted when read): every row costs each
+# reader, and the annotation draws each one.
+MAX_ROWS = 1000
 
 
 class SharedResultCache:
@@ -30,7 +35,8 @@ class SharedResultCache:
     def redis_key(self, key: tuple) -> str:
         return self.store.key("cache", hashlib.sha256(canonical(key).encode()).hexdigest())
 
-    def get(self, key: Hashable) -> Any | None:
+    def get(self, key: Hashable, check: Callable[[Any], bool] | None = None) -> Any | None:
+        """The value, or None: a miss, or garbage (counted), as when `check(value)` is false."""
         if not self.enabled:
             return None
         name = self.redis_key(key)
@@ -38,8 +44,9 @@ class SharedResultCache:
         if raw is None:
             return None
         value = decode(raw, key, self.max_value_bytes)
-        if value is None:
+        if value is None or (check is not None and not check(value)):
             self.store.garbage("cache_get")
+            return None
         return value
 
     def put(self, key: Hashable, value: Any) -> None:
@@ -64,6 +71,8 @@ def canonical(key: tuple) -> str:
 def encode(key: tuple, value: tuple) -> bytes | None:
     """(width, height, result) as JSON; None when it holds anything this cache does not know."""
     width, height, result = value
+    if len(result) > MAX_ROWS:
+        return None
     try:
         if key[0] == CLASSIFICATION:
             rows = [[str(label), class_id if isinstance(class_id, str) else int(class_id), float(score)]
@@ -86,7 +95,7 @@ def decode(raw: bytes, key: tuple, max_bytes: int = MAX_VALUE_BYTES) -> tuple | 
         body = json.loads(raw)
         if (not isinstance(body, dict) or body.get("format") != FORMAT or body.get("key") != canonical(key)
                 or not _size(body.get("width")) or not _size(body.get("height"))
-                or not isinstance(body.get("result"), list)):
+                or not isinstance(body.get("result"), list) or len(body["result"]) > MAX_ROWS):
             return None
         parse = _classification if key[0] == CLASSIFICATION else _detection
         result = [parse(row) for row in body["result"]]

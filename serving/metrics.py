@@ -51,6 +51,9 @@ class Metrics:
         self.shared_store_errors = Counter("shared_store_errors_total",
                                            "Shared store (Redis) operations that failed: unavailable, timeout, refused, garbage",
                                            ["operation", "kind"], registry=self.registry)
+        self.image_url_failures = Counter("image_url_failures_total",
+                                          "Image URLs refused or failed, by reason: invalid, blocked, unreachable, "
+                                          "timeout, remote_answer, too_large", ["reason"], registry=self.registry)
 
     def watch_models(self, registry) -> None:
         """Export each configured model's state (model_state{model, state})."""
@@ -91,6 +94,9 @@ class Metrics:
 
     def shared_store_error(self, operation: str, kind: str) -> None:
         self.shared_store_errors.labels(operation, kind).inc()
+
+    def image_url_failure(self, reason: str) -> None:
+        self.image_url_failures.labels(reason).inc()
 
     def cache(self, hit: bool) -> None:
         self.cache_requests.labels("hit" if hit else "miss").inc()

@@ -6,15 +6,17 @@ import io
 import json
 import logging
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from app import create_app
 from config import Settings
+from contract import Detection
 from dataplane.cache import ResultCache
-from dataplane.report import UsageReport
+from dataplane.report import MAX_IMAGES, UsageReport
 from tests.support import imaging
-from tests.support.fakes import FakeClassifier
+from tests.support.fakes import FakeClassifier, FakeDetector
 from tests.support.http import b64, make_app, post_images
 from tests.support.image_server import ImageServer
 
@@ -170,6 +172,53 @@ def test_cache_expires_after_ttl(tmp_path):
     assert post_images(client, "/v2/classify", RED).get_json()["cached"] is False
 
 
+class NaNClassifier(FakeClassifier):
+    """A model whose answer is not a probability (a broken network, a wrong `output` setting)."""
+
+    def predict(self, images):
+        out = super().predict(images)
+        out[:, 0] = np.nan
+        return out
+
+
+class InvertedBoxes(FakeDetector):
+    def _detect(self, image, min_score):
+        width, height = image.size
+        return [Detection("dog", 0.9, (width, height, 0, 0))]
+
+
+def test_a_model_answering_outside_its_contract_fails_that_image_and_is_not_cached(tmp_path, caplog):
+    """Before: NaN went out as the JSON word NaN (not JSON), and an inverted box made annotate=true a 500 crash."""
+    client = create_app(Settings(classification_enabled=True, detection_enabled=True, models_dir=tmp_path),
+                        classifier=NaNClassifier(), detector=InvertedBoxes()).test_client()
+    for path in ("/v2/classify", "/classify-image", "/v2/detect", "/detect-objects", "/v2/detect?annotate=true"):
+        for _ in range(2):  # the second time computed again: a failure is never cached
+            response = post_images(client, path, RED)
+            assert response.status_code == 500 and response.get_json()["error"]["type"] == "inference_failed"
+            assert "NaN" not in response.get_data(as_text=True)
+    batch = post_images(client, "/v2/classify", RED, BLUE).get_json()
+    assert [r["error"]["type"] for r in batch["results"]] == ["inference_failed"] * 2
+    assert any("answered outside its contract" in r.getMessage() for r in caplog.records)
+
+
+class LogitsClassifier(FakeClassifier):
+    """Raw network outputs, not probabilities (a model folder that should say 'output': 'logits')."""
+
+    def predict(self, images):
+        return super().predict(images) * 40 - 10
+
+
+def test_a_model_whose_scores_are_not_probabilities_is_served_as_it_answers_never_cached(tmp_path, caplog):
+    client = create_app(Settings(classification_enabled=True, models_dir=tmp_path),
+                        classifier=LogitsClassifier()).test_client()
+    answers = [post_images(client, "/v2/classify", RED).get_json() for _ in range(3)]
+    assert all(a["cached"] is False for a in answers)
+    assert answers[0]["results"][0]["predictions"][0]["score"] > 1
+    assert answers[0]["results"] == answers[2]["results"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "outside [0, 1]" in warnings[0]
+
+
 # --- report -----------------------------------------------------------------------------------
 
 def test_report_counts_requests_hits_and_times(client):
@@ -207,31 +256,32 @@ def test_report_prunes_old_entries_as_it_goes():
 
 
 def test_report_memory_is_bounded_by_its_key_cap():
-    """Every fresh image adds one key until max_keys (the README's "about 650 bytes per image"),
-    and past the cap memory stops growing: the least recently seen key goes, and so do its
-    entries in the prune queue (they used to stay, with their names, for the whole window)."""
+    """Every fresh image adds one key until max_keys, within the README's bound (about 650 bytes
+    per image, MAX_IMAGES of them: about 65 MB, here with a few per cent of slack), and past the
+    cap memory stops growing: the least recently seen key goes, and so do its entries in the
+    prune queue (they used to stay, with their names, for the whole window)."""
     import hashlib
     import tracemalloc
 
     cap = 5_000
     report = UsageReport(window=3 * 86400, top_n=10, max_keys=cap, clock=lambda: 1_000_000.0)
-    keys = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(9 * cap)]
+    key = lambda i: ("url:" if i % 2 else "sha256:") + hashlib.sha256(str(i).encode()).hexdigest()
     tracemalloc.start()
     try:
-        for key in keys[:cap]:
-            report.record(image_key=key, model="m", route="/r", seconds=0.05)
+        for i in range(cap):  # the keys are made here too: the report keeps them
+            report.record(image_key=key(i), model="m", route="/r", seconds=0.05)
         at_cap, _ = tracemalloc.get_traced_memory()
         later = []
-        for n, key in enumerate(keys[cap:], 1):
-            report.record(image_key=key, model="m", route="/r", seconds=0.05)
+        for n in range(1, 3 * cap + 1):
+            report.record(image_key=key(cap + n), model="m", route="/r", seconds=0.05)
             if n % cap == 0:
                 later.append(tracemalloc.get_traced_memory()[0])
     finally:
         tracemalloc.stop()
-    assert at_cap / cap < 800, f"{at_cap / cap:.0f} bytes per image key"
-    assert len(report._series["image"]) == cap and keys[0] not in report._series["image"]
+    assert at_cap / cap * MAX_IMAGES < 70_000_000, f"{at_cap / cap:.0f} bytes per image key"
+    assert len(report._series["image"]) == cap and key(0) not in report._series["image"]
     assert len(report._order) <= 2 * (cap + 2) + 1024
-    assert max(later) < 1.6 * at_cap, (at_cap, later)  # flat: 8 x cap fresh keys later
+    assert max(later) < 1.6 * at_cap, (at_cap, later)  # flat: 3 x cap fresh keys later
     assert report.snapshot()["distinct_images"] == cap
 
 # --- OpenAPI, docs, metrics -------------------------------------------------------------------

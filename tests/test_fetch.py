@@ -6,12 +6,13 @@ stubbed resolver and a stubbed connection that fails the test if it is ever call
 """
 from __future__ import annotations
 
+import logging
 import socket
 import time
 
 import pytest
 
-from dataplane.fetch import Fetcher, FetchPolicy, is_public_address
+from dataplane.fetch import FailureLog, Fetcher, FetchPolicy, is_public_address
 from errors import ImageUrlUnavailable
 from tests.support.http import make_app
 from tests.support.image_server import ImageServer
@@ -207,3 +208,38 @@ def test_proxies_from_the_environment_are_ignored(tmp_path, server, monkeypatch)
     monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
     _, client = make_client(tmp_path, allow=f"127.0.0.1:{server.port}")
     assert classify_url(client, server.url("/cat.jpg")).status_code == 200
+
+
+# --- refused URLs in the log and the metrics ------------------------------------------------
+
+def test_refused_urls_are_counted_never_logged_one_line_each_nor_shown(tmp_path, server, caplog):
+    """The attack: URL after URL the service refuses, each with a token in it. Each used to be
+    an INFO line: the client wrote the log."""
+    caplog.set_level(logging.INFO, logger="dataplane.fetch")
+    _, client = make_client(tmp_path, allow=f"127.0.0.1:{server.port}")
+    for i in range(40):
+        body = {"images": [{"image_url": f"http://127.0.0.1:9/{i}-{j}?token=s3cret"} for j in range(16)]}
+        assert client.post("/v2/classify", json=body).status_code == 200
+    assert classify_url(client, server.url("/missing")).status_code == 400
+    lines = [r.getMessage() for r in caplog.records if r.name == "dataplane.fetch"]
+    assert lines == ["image URLs refused or failed since the last such line: 1 (blocked 1)"]
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'image_url_failures_total{reason="blocked"} 640.0' in metrics
+    assert 'image_url_failures_total{reason="remote_answer"} 1.0' in metrics
+    assert "s3cret" not in metrics + client.get("/report").get_data(as_text=True)
+
+
+def test_the_failure_line_says_the_count_since_the_line_before(caplog):
+    caplog.set_level(logging.INFO, logger="dataplane.fetch")
+    now = [0.0]
+    counted = []
+    failures = FailureLog(on_failure=counted.append, clock=lambda: now[0])
+    for reason in ["blocked"] * 5 + ["timeout", "unreachable"]:
+        failures.note(reason)
+        now[0] += 5
+    now[0] = 61
+    failures.note("blocked")
+    assert [r.getMessage() for r in caplog.records] == [
+        "image URLs refused or failed since the last such line: 1 (blocked 1)",
+        "image URLs refused or failed since the last such line: 7 (blocked 5, timeout 1, unreachable 1)"]
+    assert len(counted) == 8

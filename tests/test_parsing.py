@@ -13,7 +13,7 @@ import pytest
 
 import errors
 from api.parsing import bool_arg, float_arg, int_arg, list_arg, read_sources
-from dataplane.sources import INVALID_KEY
+from dataplane.sources import INVALID_KEY, KEY_SHAPE, ImageSource
 
 URL = "https://images.example.com/cat.jpg"
 PAYLOAD = bytes(range(256)) * 3
@@ -26,6 +26,11 @@ def app():
 
 def sha_key(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def url_key(url: str) -> str:
+    """A URL's key is its hash: a client's text of up to 4,096 characters is never a key."""
+    return "url:" + hashlib.sha256(url.encode()).hexdigest()
 
 
 def b64(data: bytes) -> str:
@@ -97,7 +102,7 @@ def test_multipart_several_images_on_a_single_image_route(app):
 
 def test_json_image_url(app):
     [source] = sources_of_json(app, {"image_url": URL}, max_images=1)
-    assert source.url == URL and source.key == URL
+    assert source.url == URL and source.key == url_key(URL)
     assert source.data is None and source.error is None
 
 
@@ -167,7 +172,7 @@ def test_json_images_list_with_one_bad_item(app):
     sources = sources_of_json(app, {"images": items}, max_images=8)
     assert len(sources) == 5
 
-    assert sources[0].url == URL and sources[0].key == URL and sources[0].error is None
+    assert sources[0].url == URL and sources[0].key == url_key(URL) and sources[0].error is None
     assert sources[2].data == good_bytes and sources[2].key == sha_key(good_bytes) and sources[2].error is None
 
     assert isinstance(sources[1].error, errors.InvalidImage)
@@ -303,3 +308,8 @@ def test_list_arg_none_when_absent_or_blank(app):
     for blank in ("", "   "):
         with args(app, labels=blank):
             assert list_arg("labels") is None
+
+
+def test_a_url_key_is_a_short_hash_whatever_the_url_holds():
+    for url in (URL, "http://x/" + "a" * 4000, "http://x/\ud800 lone surrogate", "http://x/猫"):
+        assert KEY_SHAPE.fullmatch(ImageSource.of_url(url).key)

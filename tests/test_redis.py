@@ -6,6 +6,7 @@ tests, two `python app.py` processes with the real small TFLite classifier from 
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import io
 import json
@@ -17,6 +18,7 @@ import socket
 import subprocess
 import threading
 import time
+import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -26,7 +28,7 @@ import requests
 
 from config import ConfigError, Settings
 from contract import CLASSIFICATION, DETECTION, Detection
-from dataplane.report import UsageReport
+from dataplane.report import MAX_IMAGES, UsageReport
 from dataplane.shared_cache import MAX_VALUE_BYTES, SharedResultCache, decode, encode
 from dataplane.shared_report import SharedUsageReport
 from dataplane.shared_store import SharedStore
@@ -167,6 +169,76 @@ def test_garbage_under_our_keys_is_a_miss_never_trusted(tmp_path, server, client
     assert not os.path.exists("/tmp/redis-test-pickle-ran")
 
 
+# Entries an attacker with write access to Redis stores under our keys: each of the right
+# shape, each something the model could never have answered. Per task: (name, change to the body).
+POISONED_CLASSIFICATIONS = {
+    "a made-up label": lambda body: body["result"][0].__setitem__(0, "<img src=x onerror=alert(1)>"),
+    "a score of -500%": lambda body: body["result"][0].__setitem__(2, -5.0),
+    "a score of 1e308": lambda body: body["result"][0].__setitem__(2, 1e308),
+    "no rows": lambda body: body.__setitem__("result", []),
+    "another label's class id": lambda body: body["result"][0].__setitem__(1, 2 if body["result"][0][1] != 2 else 0),
+    "rows past top_k": lambda body: body.__setitem__("result", body["result"] * 4),
+    "a 250k-character label": lambda body: body["result"][0].__setitem__(0, "x" * 250_000),
+}
+POISONED_DETECTIONS = {
+    "a made-up label": lambda body: body["result"][0].__setitem__(0, "<img src=x onerror=alert(1)>"),
+    "a score of -500%": lambda body: body["result"][0].__setitem__(1, -5.0),
+    "a score of 1e308": lambda body: body["result"][0].__setitem__(1, 1e308),
+    "a box of 1e30": lambda body: body["result"][0].__setitem__(2, [0, 0, 10**30, 10**30]),
+    "an inverted box": lambda body: body["result"][0].__setitem__(2, [20, 15, 0, 0]),
+    "a box past the image": lambda body: body["result"][0].__setitem__(2, [0, 0, body["width"] + 1, 1]),
+    "a score under min_score": lambda body: body["result"][-1].__setitem__(1, 0.01),
+    "6,000 rows": lambda body: body.__setitem__("result", body["result"][:1] * 6000),
+}
+IMAGE_KEY = "sha256:" + hashlib.sha256(RED).hexdigest()
+# Route -> the cache key its answer for RED is stored under (v1 and v2 detection share one).
+CLASSIFY_ROUTES = {"/v2/classify": 5, "/classify-image": 10, "/v1/vision/scene": 1}
+DETECT_ROUTES = ("/v2/detect", "/detect-objects", "/v2/detect?annotate=true")
+
+
+def answer(client, route: str):
+    """The parts of the route's answer that do not change between two requests."""
+    response = post_images(client, route, RED)
+    assert response.status_code == 200, response.get_data()
+    if response.mimetype == "image/jpeg":
+        return response.headers["X-Detections"], response.data
+    text = response.get_data(as_text=True)
+    assert "Infinity" not in text and "NaN" not in text and "onerror" not in text
+    body = response.get_json()
+    if route.startswith("/v1/vision/"):
+        return body["label"], body["confidence"]
+    return body["results"] if route.startswith("/v2/") else body
+
+
+def poison_each_route(tmp_path, url, client_of, routes: dict, poison) -> None:
+    """Per route: its answer computed and stored, then poisoned in Redis, then asked again:
+    computed again, the same, and the garbage counted."""
+    a = replica(tmp_path, url)
+    store = SharedResultCache(SharedStore(url), 60)
+    for n, (route, key) in enumerate(routes.items(), 1):
+        computed = answer(a, route)
+        name = store.redis_key(key)
+        body = json.loads(client_of.get(name))
+        poison(body)
+        client_of.set(name, json.dumps(body))
+        assert answer(a, route) == computed  # "cached": false where the route says it
+        garbage = metric(a, "shared_store_errors_total")['shared_store_errors_total{kind="garbage",operation="cache_get"}']
+        assert garbage == n
+        assert json.loads(client_of.get(name))["result"] != body["result"]  # stored again, properly
+
+
+@pytest.mark.parametrize("poison", list(POISONED_CLASSIFICATIONS))
+def test_a_poisoned_classification_in_redis_is_a_miss_on_every_route(tmp_path, server, client_of, poison):
+    routes = {route: (CLASSIFICATION, "fake_classifier", top_k, IMAGE_KEY) for route, top_k in CLASSIFY_ROUTES.items()}
+    poison_each_route(tmp_path, server.url, client_of, routes, POISONED_CLASSIFICATIONS[poison])
+
+
+@pytest.mark.parametrize("poison", list(POISONED_DETECTIONS))
+def test_a_poisoned_detection_in_redis_is_a_miss_on_every_route(tmp_path, server, client_of, poison):
+    routes = {route: (DETECTION, "fake_detector", 0.3, None, None, IMAGE_KEY) for route in DETECT_ROUTES}
+    poison_each_route(tmp_path, server.url, client_of, routes, POISONED_DETECTIONS[poison])
+
+
 def test_a_key_of_another_type_and_garbage_in_the_report_are_ignored(tmp_path, server, client_of):
     a = replica(tmp_path, server.url)
     post_images(a, "/v2/classify", RED)
@@ -185,6 +257,75 @@ def test_a_key_of_another_type_and_garbage_in_the_report_are_ignored(tmp_path, s
     report = a.get("/report").get_json()
     assert report["models"]["fake_classifier"]["num_requested"] == 1
     assert a.get("/status").get_json()["shared_store"]["available"] is True
+
+
+def honest_report(tmp_path, url):
+    """A replica that has classified RED twice and BLUE once, and its report."""
+    a = replica(tmp_path, url)
+    for image in (RED, RED, BLUE):
+        post_images(a, "/v2/classify", image)
+    return a, a.get("/report").get_json()
+
+
+@pytest.mark.slow  # writing the 50,000 buckets takes most of its 2 s
+def test_buckets_from_the_future_are_pruned_not_read(tmp_path, server, client_of):
+    """The attack: 50,000 bucket numbers past now in the bucket index (each with a model entry):
+    never pruned by time, each read on every /report (66-93 s)."""
+    a, honest = honest_report(tmp_path, server.url)
+    now = int(time.time() // 60)
+    future = range(now + 2, now + 50_002)
+    client_of.zadd("ics:report:buckets", {str(bucket): bucket for bucket in future})
+    client_of.zadd("ics:report:buckets", {f"0{now}": now, "not-a-bucket": now, str(now + 10**6): now})  # not ours
+    pipe = client_of.pipeline(transaction=False)
+    for bucket in future:
+        pipe.hset(f"ics:report:{bucket}:model", "fake_classifier", "1 0 0 1 0.5 0.5 0.5")
+    pipe.execute()
+    started = time.perf_counter()
+    report = a.get("/report").get_json()
+    assert time.perf_counter() - started < 2
+    assert report == honest
+    assert [int(b) for b in client_of.zrange("ics:report:buckets", 0, -1)] == [now]
+    # The image index filled with keys from the future: a new image still gets its entries.
+    client_of.zadd("ics:report:images", {f"sha256:{i:064x}": now + 10**6 for i in range(MAX_IMAGES)})
+    post_images(a, "/v2/classify", GREEN)
+    green = "sha256:" + hashlib.sha256(GREEN).hexdigest()
+    assert green in [image["key"] for image in a.get("/report").get_json()["images"]]
+    assert client_of.zcard("ics:report:images") == 3
+
+
+def test_numbers_we_never_write_are_not_added_up(tmp_path, server, client_of):
+    """Two entries of 1e308 seconds summed to "processing_time_mean": Infinity (not JSON)."""
+    a, honest = honest_report(tmp_path, server.url)
+    now = int(time.time() // 60)
+    hostile = ["1 0 0 1 1e308 1e308 1e308", "1 0 0 1 1e308 1e308 1e308",  # one image taking 1e308 s
+               "9007199254740993 0 0 0 0 -1 -1",  # a count past 2**53
+               "1 0 0 1 0.5 0.9 0.1",             # minimum over maximum
+               "2 0 0 2 50 0.1 0.2",              # a sum two times in [0.1, 0.2] cannot make
+               "1 5 0 0 0 -1 -1",                 # more hits than requests
+               "-1 0 0 0 0 -1 -1", "1 0 0 1 inf 0.1 0.2", "1 0 0 1 nan 0.1 0.2"]
+    for n, packed in enumerate(hostile):
+        bucket = now - 1 - n
+        client_of.zadd("ics:report:buckets", {str(bucket): bucket})
+        for group, name in (("model", "fake_classifier"), ("route", "/v2/classify")):
+            client_of.hset(f"ics:report:{bucket}:{group}", name, packed)
+    response = a.get("/report")
+    assert "Infinity" not in response.get_data(as_text=True) and "NaN" not in response.get_data(as_text=True)
+    assert response.get_json() == honest
+
+
+def test_names_we_never_write_are_not_shown(tmp_path, server, client_of):
+    """Any text in the report's hashes and sets used to be shown as a model, a route or an image."""
+    a, honest = honest_report(tmp_path, server.url)
+    now = int(time.time() // 60)
+    bad = ["<img src=x onerror=alert(1)>", "x" * 5000, "Fake_Classifier", "sha256:" + "A" * 64, "url:" + "0" * 63, "é"]
+    for name in bad:
+        client_of.zadd(f"ics:report:{now}:requests", {name: 10**9})  # the top of the list
+        for group in ("image", "model", "route"):
+            client_of.hset(f"ics:report:{now}:{group}", name, "1 0 0 1 0.5 0.5 0.5")
+    report = a.get("/report").get_json()
+    assert report["models"] == honest["models"] and report["routes"] == honest["routes"]
+    assert report["images"] == [] or {i["key"] for i in report["images"]} <= {i["key"] for i in honest["images"]}
+    assert "onerror" not in a.get("/report").get_data(as_text=True)
 
 
 def test_prefix_ttl_and_cache_off(tmp_path, server, client_of):
@@ -212,7 +353,9 @@ def test_shared_report_equals_the_in_memory_report(server):
     memory = UsageReport(window=3600, top_n=3, clock=clock)
     shared = SharedUsageReport(SharedStore(server.url, prefix="eq"), window=3600, top_n=3, clock=clock)
     rng = random.Random(7)
-    keys = ["sha256:aa", "sha256:bb", "https://例え.jp/猫 1.jpg", "sha256:cc", "sha256:dd", None]
+    keys = [kind + ":" + hashlib.sha256(name.encode()).hexdigest()
+            for kind, name in (("sha256", "a"), ("sha256", "b"), ("url", "https://例え.jp/猫 1.jpg"), ("url", "c"),
+                               ("sha256", "d"))] + [None]
     for step in range(400):
         record = dict(image_key=rng.choice(keys), model=rng.choice(["m1", "m2"]), route=rng.choice(["/a", "/b"]),
                       seconds=rng.choice([None, rng.random()]), cache_hit=rng.random() < 0.3, error=rng.random() < 0.1)
@@ -224,6 +367,85 @@ def test_shared_report_equals_the_in_memory_report(server):
             got = shared.snapshot()
             assert (got.pop("shared"), got.pop("partial")) == (True, False)
             assert got == expected
+
+
+# --- the report's size: what a client can make it hold ----------------------------------------
+
+# README, GET /report: in Redis, about 600 bytes per image (its index entry and one minute's
+# entries), at most MAX_IMAGES images: about 60 MB (here with a few per cent of slack).
+REDIS_BOUND = 64_000_000
+
+
+def refused_urls(request: int) -> dict:
+    """The attack: 16 long image URLs per request, each a new one, that the service refuses to
+    fetch (loopback): each answer is 200 with 16 per-image 400s."""
+    return {"images": [{"image_url": f"http://127.0.0.1:9/{request}-{i}/" + "a" * 3990} for i in range(16)]}
+
+
+def replay(client, first: int, count: int) -> None:
+    for n in range(first, first + count):
+        response = client.post("/v2/classify", json=refused_urls(n))
+        assert response.status_code == 200
+        assert {r["error"]["type"] for r in response.get_json()["results"]} == {"image_url_unavailable"}
+
+
+def used_memory(client) -> int:
+    return client.info("memory")["used_memory"]
+
+
+def traced_after(client, first: int, count: int) -> int:
+    replay(client, first, count)
+    gc.collect()
+    return tracemalloc.get_traced_memory()[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("redis_mode", [False, True], ids=["memory", "redis"])
+def test_refused_urls_add_no_image_key_and_no_memory(tmp_path, server, client_of, redis_mode):
+    a = replica(tmp_path, server.url if redis_mode else "")
+    replay(a, 0, 20)  # warm: the first requests' own allocations are not the report's
+    tracemalloc.start()
+    try:
+        # The first traced requests refill bounded caches of the last few URLs (urllib's urlsplit).
+        before = traced_after(a, 20, 20)
+        redis_before = used_memory(client_of)
+        after = traced_after(a, 40, 60)  # 960 URLs of 4 KB: 4 MB in memory, 8 MB in Redis when each was a key
+    finally:
+        tracemalloc.stop()
+    response = a.get("/report")
+    report = response.get_json()
+    assert report["distinct_images"] == 0 and report["images"] == []
+    counted = report["routes"]["/v2/classify"]
+    assert counted["num_requested"] == counted["num_errors"] == 100 * 16  # still counted, per route and model
+    assert report["models"]["fake_classifier"]["num_errors"] == 100 * 16
+    assert "aaaa" not in response.get_data(as_text=True)
+    assert after - before < 200_000, (before, after)
+    assert used_memory(client_of) - redis_before < 200_000
+    assert client_of.zcard("ics:report:images") == 0
+    assert not any(b"aaaa" in name for name in client_of.scan_iter("*"))
+
+
+def test_the_report_in_redis_holds_at_most_its_cap_of_images(server, client_of):
+    """Each image costs the same few hundred bytes up to the cap; past it, a new image counts for
+    its model and route only, and Redis does not grow."""
+    cap = 2_000
+    report = SharedUsageReport(SharedStore(server.url, fast_timeout=5), window=3 * 86400, top_n=10,
+                               clock=lambda: 1_000_000.0, max_keys=cap)
+    record = lambda i: report.record(image_key="sha256:" + hashlib.sha256(str(i).encode()).hexdigest(),
+                                     model="m", route="/r", seconds=0.05)
+    report.record(image_key=None, model="m", route="/r", seconds=0.05)  # the model and route entries
+    empty = used_memory(client_of)
+    for i in range(cap):
+        record(i)
+    at_cap = used_memory(client_of)
+    for i in range(cap, 2 * cap):
+        record(i)
+    per_image = (at_cap - empty) / cap
+    assert per_image * MAX_IMAGES <= REDIS_BOUND, f"{per_image:.0f} bytes per image"
+    assert used_memory(client_of) - at_cap < 0.1 * (at_cap - empty)
+    assert client_of.zcard("ics:report:images") == cap and report.fallback.empty
+    snapshot = report.snapshot()
+    assert snapshot["distinct_images"] == cap and snapshot["models"]["m"]["num_requested"] == 2 * cap + 1
 
 
 # --- faults ----------------------------------------------------------------------------------

@@ -68,5 +68,5 @@ class FakeDetector(Detector):
         w, h = image.size
         found = [Detection("dog", 0.9, (0, 0, w // 2, h // 2)),
                  Detection("cat", 0.4, (w // 2, h // 2, w, h)),
-                 Detection("cat", 0.1, (1, 1, 2, 2))]
+                 Detection("cat", 0.1, (min(1, w), min(1, h), min(2, w), min(2, h)))]  # inside a 1-pixel image too
         return [d for d in found if d.score >= min_score]
