@@ -7,16 +7,20 @@ import json
 import logging
 
 import pytest
+import requests
 from PIL import Image
 
+from api.annotate import MAX_DRAWN_BOXES, MAX_DRAWN_PIXELS, drawn_size
 from app import create_app
 from config import Settings
+from contract import Detection
 from dataplane.cache import ResultCache
 from dataplane.report import UsageReport
 from tests.support import imaging
-from tests.support.fakes import FakeClassifier
+from tests.support.fakes import FakeClassifier, FakeDetector
 from tests.support.http import b64, make_app, post_images
 from tests.support.image_server import ImageServer
+from tests.support.slow_server import SlowServer
 
 RED = imaging.jpeg(size=(40, 30), color=(250, 10, 10))
 BLUE = imaging.png(size=(20, 10), color=(10, 10, 250))
@@ -119,12 +123,76 @@ def test_a_single_bad_image_on_v2_is_its_error_status(client):
 def test_annotated_image(client, size):
     response = post_images(client, "/v2/detect?annotate=true&min_score=0.3", imaging.jpeg(size=size, color=(255, 255, 255)))
     assert response.status_code == 200 and response.mimetype == "image/jpeg"
-    assert response.headers["X-Detections"] == "2"
+    assert response.headers["X-Detections"] == response.headers["X-Detections-Drawn"] == "2"
     drawn = Image.open(io.BytesIO(response.data))
-    assert drawn.size == size
+    # Up to MAX_DRAWN_PIXELS the image keeps its size; a larger one is drawn scaled down, aspect kept.
+    assert drawn.size == drawn_size(size) and drawn.width * drawn.height <= MAX_DRAWN_PIXELS
+    assert response.headers["X-Annotated-Size"] == f"{drawn.width}x{drawn.height}"
+    assert abs(drawn.width / drawn.height - size[0] / size[1]) < 0.01
     # Something was drawn on the white image, near the dog's box corner.
     assert drawn.convert("RGB").getpixel((1, 1)) != (255, 255, 255)
     assert post_images(client, "/v2/detect?annotate=true", RED, RED).status_code == 400
+
+
+class CrowdDetector(FakeDetector):
+    """One low score listed first, in a corner of its own, then MAX_DRAWN_BOXES high scores
+    on top of each other elsewhere."""
+
+    def _detect(self, image, min_score):
+        low = Detection("cat", 0.1, (700, 500, 790, 590))
+        return [low] + [Detection("dog", 0.9, (10, 10, 100, 100))] * MAX_DRAWN_BOXES
+
+
+def test_annotation_draws_at_most_the_highest_scores(tmp_path):
+    """X-Detections stays the count found; X-Detections-Drawn says how many were drawn."""
+    app = create_app(Settings(detection_enabled=True, models_dir=tmp_path), detector=CrowdDetector())
+    response = post_images(app.test_client(), "/v2/detect?annotate=true&min_score=0",
+                           imaging.jpeg(size=(800, 600), color=(255, 255, 255)))
+    assert response.status_code == 200
+    assert response.headers["X-Detections"] == str(MAX_DRAWN_BOXES + 1)
+    assert response.headers["X-Detections-Drawn"] == str(MAX_DRAWN_BOXES)
+    drawn = Image.open(io.BytesIO(response.data))
+    assert drawn.getpixel((700, 560)) == pytest.approx((255, 255, 255), abs=8)   # the low score: not drawn
+    assert drawn.getpixel((10, 50)) != pytest.approx((255, 255, 255), abs=8)
+
+
+def big_jpeg(size=(10_000, 4_000)) -> bytes:
+    """A JPEG at the side cap with smooth content (compresses to about 1 MB)."""
+    gradient = Image.linear_gradient("L").resize(size)
+    image = Image.merge("RGB", (gradient, gradient.transpose(Image.Transpose.FLIP_LEFT_RIGHT), gradient.rotate(180)))
+    return imaging.encode(image, "JPEG", quality=90)
+
+
+def peak_and_resident_mb(pid: int) -> tuple[int, int]:
+    with open(f"/proc/{pid}/status") as status:
+        fields = dict(line.split(":", 1) for line in status)
+    return int(fields["VmHWM"].split()[0]) // 1024, int(fields["VmRSS"].split()[0]) // 1024
+
+
+@pytest.mark.slow
+def test_annotating_a_huge_image_costs_little_more_than_detecting_it(tmp_path):
+    """Against the real server path (waitress): the process' peak memory while annotating a
+    10000x4000 JPEG stays well under one full-size copy of the image (160 MB in Pillow's RGB)
+    above what a plain /v2/detect of the same image reaches, and the answer is small."""
+    data = big_jpeg()
+    server = SlowServer(tmp_path, OBJECT_DETECTION_ENABLED="true", FAKE_DELAY_S="0", FAKE_BOXES="1000",
+                        CACHE_MAXSIZE="0")
+    try:
+        for _ in range(2):   # the decoding path's own peak, twice: allocator pools are warm
+            plain = requests.post(server.url + "/v2/detect?min_score=0", files={"image": ("a.jpg", data)}, timeout=120)
+            assert plain.status_code == 200
+        detect_peak, _ = peak_and_resident_mb(server.process.pid)
+        response = requests.post(server.url + "/v2/detect?annotate=true&min_score=0",
+                                 files={"image": ("a.jpg", data)}, timeout=120)
+        annotate_peak, resident = peak_and_resident_mb(server.process.pid)
+    finally:
+        server.stop()
+    assert response.status_code == 200 and response.headers["X-Detections"] == "1000"
+    assert response.headers["X-Detections-Drawn"] == str(MAX_DRAWN_BOXES)
+    drawn = Image.open(io.BytesIO(response.content))
+    assert drawn.width * drawn.height <= MAX_DRAWN_PIXELS and len(response.content) < 4 * 2**20
+    assert annotate_peak - detect_peak < 96, (detect_peak, annotate_peak)
+    assert resident < detect_peak   # the full-size image was let go after drawing
 
 
 # --- cache ------------------------------------------------------------------------------------

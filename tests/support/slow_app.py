@@ -1,6 +1,8 @@
 """`python -m tests.support.slow_app`: the real server path (`server.serve` under waitress, or the
 supervisor with WORKERS > 1) with a fake classifier whose every call takes FAKE_DELAY_S seconds
-and whose load takes FAKE_LOAD_S, for overload, hang, drain and worker tests."""
+and whose load takes FAKE_LOAD_S, for overload, hang, drain and worker tests; with
+OBJECT_DETECTION_ENABLED=true, the instant fake detector (FAKE_BOXES: how many boxes it finds),
+for the memory an annotated answer costs."""
 from __future__ import annotations
 
 import os
@@ -11,7 +13,7 @@ from app import create_app, prepare_process
 from config import Settings
 from serving import workers
 from serving.server import serve
-from tests.support.fakes import FakeClassifier
+from tests.support.fakes import FakeClassifier, ManyBoxDetector
 
 
 class SlowClassifier(FakeClassifier):
@@ -28,7 +30,8 @@ def main() -> int:
     if workers.should_supervise(settings):
         return workers.supervise(settings, [sys.executable, "-m", "tests.support.slow_app"])
     classifier = SlowClassifier(load_delay=float(os.environ.get("FAKE_LOAD_S", "0")))
-    return serve(create_app(settings, classifier=classifier), settings)
+    detector = ManyBoxDetector(int(os.environ.get("FAKE_BOXES", "3")))
+    return serve(create_app(settings, classifier=classifier, detector=detector), settings)
 
 
 if __name__ == "__main__":
