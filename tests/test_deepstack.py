@@ -110,7 +110,10 @@ def test_min_confidence_is_a_form_field_from_0_to_1(client):
     assert labels(post(client, "/v1/vision/detection", min_confidence="")) == ["dog", "cat"]  # default
     # The query string is not DeepStack's: it changes nothing.
     assert labels(post(client, "/v1/vision/detection?min_confidence=0.05")) == ["dog", "cat"]
-    for bad in ("abc", "1.5", "-0.1", "nan", "inf"):
+    # Plain ASCII decimal only: other scripts' digits, spaces, signs and exponents are refused
+    # (1e-400 would otherwise be read as 0, where DeepStack answers 400).
+    for bad in ("abc", "1.5", "-0.1", "nan", "inf", "٠.٥", "０.５", " 0.5", "0.5 ", "1e-400", "+0.5", "5e-1",
+                "0.5\n", "0x1", "0" * 33):
         assert "min_confidence" in assert_deepstack_error(
             post(client, "/v1/vision/detection", min_confidence=bad), 400)
 

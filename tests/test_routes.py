@@ -53,6 +53,18 @@ def test_detect_min_probability(client):
         assert_error(upload(client, "/detect-objects", imaging.jpeg(), query=f"?min_probability={bad}"), 400)
 
 
+@pytest.mark.parametrize("path, field", [("/classify-image", "top_k"), ("/v2/classify", "top_k"),
+                                         ("/v2/classify", "min_score"), ("/detect-objects", "min_probability"),
+                                         ("/v2/detect", "min_score"), ("/v2/detect", "max_detections")])
+@pytest.mark.parametrize("spelling", ["٠.٥", "０.５", " 1", "1 ", "1e-400", "+1", "1e0", "1_0", "١", "0x1",
+                                      "1" * 40])
+def test_numeric_parameters_take_plain_ascii_decimal_only(client, path, field, spelling):
+    response = client.post(path, query_string={field: spelling},
+                           data={"image": (io.BytesIO(imaging.jpeg()), "a.jpg")}, content_type="multipart/form-data")
+    body = assert_error(response, 400, "invalid_parameter")
+    assert f"'{field}'" in body["error"]["message"]
+
+
 def test_disabled_features_answer_403(tmp_path):
     app = create_app(Settings(models_dir=tmp_path))
     client = app.test_client()
