@@ -9,6 +9,7 @@ import pytest
 
 from app import create_app
 from config import Settings
+from errors import ECHO_CHARS, echo
 from tests.support import imaging
 from tests.support.fakes import FakeClassifier, FakeDetector
 from tests.support.http import assert_error, multipart, upload
@@ -63,6 +64,28 @@ def test_numeric_parameters_take_plain_ascii_decimal_only(client, path, field, s
                            data={"image": (io.BytesIO(imaging.jpeg()), "a.jpg")}, content_type="multipart/form-data")
     body = assert_error(response, 400, "invalid_parameter")
     assert f"'{field}'" in body["error"]["message"]
+
+
+def test_a_huge_model_name_is_quoted_short(client):
+    """Error messages quote a client's text cut to ECHO_CHARS characters: a 20 kB model name is
+    not sent back whole, on any route that names a model."""
+    name = "a" * 20_000
+    answers = [client.post("/v2/detect", query_string={"model": name},
+                           data={"image": (io.BytesIO(imaging.jpeg()), "a.jpg")}, content_type="multipart/form-data"),
+               client.get(f"/models/{name}"), client.get(f"/models/{name}/labels"),
+               client.post(f"/v1/vision/custom/{name}", data={"image": (io.BytesIO(imaging.jpeg()), "a.jpg")},
+                           content_type="multipart/form-data")]
+    for response in answers:
+        assert response.status_code == 404 and len(response.data) < 1000, response.request.path[:30]
+        body = response.get_json()
+        message = body["error"]["message"] if "message" in body.get("error", {}) else body["error"]
+        assert "a" * ECHO_CHARS + "…" in message and "a" * (ECHO_CHARS + 1) not in message
+
+
+def test_echo_cuts_and_keeps_messages_on_one_line():
+    assert echo("short") == "short"
+    assert echo("x" * 65) == "x" * 64 + "…" and echo("x" * 64) == "x" * 64
+    assert echo("bad\r\nX-Injected: 1\x00") == "bad??X-Injected: 1?"
 
 
 def test_disabled_features_answer_403(tmp_path):
