@@ -16,8 +16,10 @@ access_log = logging.getLogger("image_service.access")
 
 # Routes an orchestrator or scraper calls without a key.
 OPEN_ENDPOINTS = {"operations.health", "operations.ready", "operations.metrics"}
-# Blueprints whose clients send the key as a form field `api_key` (DeepStack's API). Only their
-# bodies are parsed here; every other route's body is left to the route.
+# Blueprints whose clients send the key as a form field `api_key` (DeepStack's API): read from a
+# multipart/form-data body only, as those clients send it (a urlencoded body is not theirs, and a
+# key there would authenticate a request no DeepStack client makes). Every other route's body
+# is left to the route.
 FORM_KEY_BLUEPRINTS = {"deepstack"}
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -29,7 +31,7 @@ def _presented_key() -> str | None:
     auth = request.headers.get("Authorization", "")
     if auth[:7].lower() == "bearer ":
         return auth[7:].strip()
-    if request.blueprint in FORM_KEY_BLUEPRINTS:
+    if request.blueprint in FORM_KEY_BLUEPRINTS and request.mimetype == "multipart/form-data":
         return request.form.get("api_key") or None
     return None
 
@@ -37,7 +39,7 @@ def _presented_key() -> str | None:
 def _key_is_valid(presented: str | None, keys: tuple[str, ...]) -> bool:
     if presented is None:
         return False
-    given = presented.encode()
+    given = presented.encode("utf-8", "replace")   # keys are printable ASCII (config.py): no other text matches
     valid = False
     for key in keys:  # every key is compared, so timing does not tell which one came close
         valid |= hmac.compare_digest(given, key.encode())

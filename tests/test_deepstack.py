@@ -234,6 +234,13 @@ def test_api_key_form_field_on_the_deepstack_routes_only(tmp_path):
                        headers={"X-API-Key": "frigate-key"}).status_code == 200
     # Other routes never read the body for a key.
     assert post(client, "/v2/detect", api_key="frigate-key").status_code == 401
+    # Only a multipart body carries it, as DeepStack's clients send it: not a urlencoded one.
+    for path in ("/v1/vision/detection", "/v1/vision/custom/list"):
+        assert_deepstack_error(client.post(path, data={"api_key": "frigate-key"},
+                                           content_type="application/x-www-form-urlencoded"), 401)
+        assert_deepstack_error(client.post(path + "?api_key=frigate-key"), 401)
+    content_type, body = multipart(fields={"api_key": "frigate-key"})
+    assert client.post("/v1/vision/custom/list", data=body, content_type=content_type).status_code == 200
 
 
 def test_an_empty_api_key_is_accepted_when_no_keys_are_set(client):
