@@ -58,7 +58,8 @@ def _deepstack_errors(*codes: int) -> dict:
 
 def _deepstack_body(detection: bool) -> dict:
     fields = {"image": {"type": "string", "format": "binary", "description": "JPEG, PNG, BMP, GIF, WEBP or TIFF"},
-              "api_key": {"type": "string", "description": "An API key when API_KEYS is set (empty or absent otherwise)"}}
+              "api_key": {"type": "string", "description": "An API key when API_KEYS is set (empty or absent otherwise); "
+                                                           "read from this multipart body only"}}
     if detection:
         fields["min_confidence"] = {"type": "number", "minimum": 0, "maximum": 1, "default": 0.4}
     return {"required": True, "content": {"multipart/form-data": {"schema": {
@@ -171,14 +172,14 @@ def openapi_document(app: Flask) -> dict:
         "/metrics": {"get": {**open_route, "summary": "Prometheus metrics", "operationId": "metrics",
                              "responses": {"200": {"description": "Prometheus text format",
                                                    "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
-        "/openapi.json": {"get": {"summary": "This document", "operationId": "openapi",
-                                  "responses": {"200": _json({"type": "object"}), **_errors(401)}}},
-        "/docs": {"get": {"summary": "Swagger UI for this document", "operationId": "docs",
-                          "responses": {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}},
-                                        **_errors(401)}}},
-        "/docs/static/{filename}": {"get": {"summary": "Swagger UI assets", "operationId": "docsStatic",
+        # The API's description is public (no key): /docs loads, and its "Authorize" button takes the key.
+        "/openapi.json": {"get": {**open_route, "summary": "This document", "operationId": "openapi",
+                                  "responses": {"200": _json({"type": "object"})}}},
+        "/docs": {"get": {**open_route, "summary": "Swagger UI for this document", "operationId": "docs",
+                          "responses": {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+        "/docs/static/{filename}": {"get": {**open_route, "summary": "Swagger UI assets", "operationId": "docsStatic",
                                             "parameters": [{"name": "filename", "in": "path", "required": True, "schema": {"type": "string"}}],
-                                            "responses": {"200": {"description": "A static file"}, **_errors(401, 404)}}},
+                                            "responses": {"200": {"description": "A static file"}, **_errors(404)}}},
     }
     stats = {"type": "object", "properties": {
         "num_requested": {"type": "integer"}, "num_cache_hits": {"type": "integer"}, "num_errors": {"type": "integer"},
@@ -238,6 +239,6 @@ def openapi_document(app: Flask) -> dict:
                        "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
                                            "bearer": {"type": "http", "scheme": "bearer"}}},
     }
-    if settings.api_keys:
+    if settings.api_keys:   # every route but the open ones (security: []) takes either; Swagger UI's Authorize sends it
         document["security"] = [{"apiKey": []}, {"bearer": []}]
     return document

@@ -5,12 +5,14 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 
 import pytest
 import requests
 from PIL import Image
 
 from api.annotate import MAX_DRAWN_BOXES, MAX_DRAWN_PIXELS, drawn_size
+from api.middleware import API_POLICY, SECURITY_HEADERS
 from app import create_app
 from config import Settings
 from contract import Detection
@@ -18,7 +20,7 @@ from dataplane.cache import ResultCache
 from dataplane.report import UsageReport
 from tests.support import imaging
 from tests.support.fakes import FakeClassifier, FakeDetector
-from tests.support.http import b64, make_app, post_images
+from tests.support.http import b64, call, every_route, make_app, multipart, post_images
 from tests.support.image_server import ImageServer
 from tests.support.slow_server import SlowServer
 
@@ -322,11 +324,16 @@ def test_docs_are_served_from_local_assets(client):
     assert page.status_code == 200 and page.mimetype == "text/html"
     html = page.get_data(as_text=True)
     assert "http://" not in html and "https://" not in html  # no CDN
+    # No inline script or event handler: the page's policy allows scripts from the service only.
+    assert re.findall(r"<script(?![^>]*\ssrc=)", html) == [] and re.findall(r"\son\w+\s*=", html) == []
     for asset in ("docs/static/swagger-ui.css", "docs/static/swagger-ui-bundle.js",
-                  "docs/static/swagger-ui-standalone-preset.js"):
+                  "docs/static/swagger-ui-standalone-preset.js", "docs/static/docs.js"):
         assert asset in html
         with client.get("/" + asset) as response:
-            assert response.status_code == 200 and len(response.data) > 10_000
+            assert response.status_code == 200 and len(response.data) > (200 if asset.endswith("docs.js") else 10_000)
+    with client.get("/docs/static/docs.js") as script:
+        assert script.mimetype.endswith("javascript") and b"SwaggerUIBundle" in script.data
+        assert b"validatorUrl: null" in script.data   # no badge fetched from validator.swagger.io
     assert client.get("/docs/static/../../app.py").status_code == 404
     assert client.get("/docs/static/swagger-ui.js.map").status_code == 404
 
@@ -358,11 +365,69 @@ def test_api_keys(tmp_path, caplog):
     assert client.get("/models", headers={"X-API-Key": "wrong"}).status_code == 401
     assert client.get("/models", headers={"X-API-Key": "s3cret-key-one"}).status_code == 200
     assert client.get("/models", headers={"Authorization": "Bearer another-key"}).status_code == 200
-    for path in ("/openapi.json", "/docs", "/report", "/status"):
+    for path in ("/report", "/status", "/models/fake_classifier/labels"):
         assert client.get(path).status_code == 401
     for path in ("/health", "/ready", "/metrics"):
         assert client.get(path).status_code in (200, 503)
     assert "s3cret-key-one" not in caplog.text and "another-key" not in caplog.text
+
+
+def test_the_api_description_opens_without_a_key_and_authorize_takes_it(tmp_path):
+    """With API_KEYS set, /docs, its files and /openapi.json load (the description is public);
+    the document declares the key schemes, so Swagger UI's Authorize button sends X-API-Key."""
+    client = make_app(tmp_path, api_keys=("s3cret-key-one",)).test_client()
+    for path in ("/docs", "/docs/static/swagger-ui-bundle.js", "/docs/static/swagger-ui.css",
+                 "/docs/static/docs.js", "/openapi.json"):
+        with client.get(path) as response:
+            assert response.status_code == 200, path
+    document = client.get("/openapi.json").get_json()
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["apiKey"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+    assert schemes["bearer"] == {"type": "http", "scheme": "bearer"}
+    assert {"apiKey": []} in document["security"]
+    for path in ("/openapi.json", "/docs", "/docs/static/{filename}", "/health"):
+        assert document["paths"][path]["get"]["security"] == []
+    assert "security" not in document["paths"]["/v2/detect"]["post"]   # the document's: a key
+    # An inference route still needs the key.
+    assert post_images(client, "/v2/detect", RED).status_code == 401
+    assert client.post("/v2/detect", data=multipart(files={"image": ("a.jpg", RED)})[1],
+                       content_type=multipart()[0], headers={"X-API-Key": "s3cret-key-one"}).status_code == 200
+
+
+def _header_problems(method: str, path: str, response) -> list[str]:
+    problems = [f"{name} missing" for name, value in SECURITY_HEADERS.items() if response.headers.get(name) != value]
+    policy = response.headers.get("Content-Security-Policy", "")
+    if response.mimetype == "text/html":
+        scripts = next((d for d in policy.split("; ") if d.startswith("script-src ")), "")
+        if scripts != "script-src 'self'" or "frame-ancestors 'none'" not in policy or "default-src 'none'" not in policy:
+            problems.append(f"page policy {policy!r}")
+    elif policy != API_POLICY:
+        problems.append(f"policy {policy!r}")
+    static = path.startswith("/docs/static/") and response.status_code == 200
+    if (response.headers.get("Cache-Control") == "no-store") == static:
+        problems.append(f"Cache-Control {response.headers.get('Cache-Control')!r}")
+    return [f"{method} {path} {response.status_code}: {p}" for p in problems]
+
+
+def test_security_headers_on_every_answer(tmp_path):
+    """Every registered route, and the errors: unknown path, wrong method, no key, too large,
+    bad input, a failing model, an unexpected exception, DeepStack's error shape."""
+    app = make_app(tmp_path, max_upload_mb=1)
+    app.add_url_rule("/boom", "boom", lambda: 1 / 0)
+    keyed = make_app(tmp_path, api_keys=("k",)).test_client()
+    client = app.test_client()
+    answers = [(method, path, call(client, method, path)) for method, path in every_route(app)]
+    answers += [("GET", "/nope", client.get("/nope")), ("DELETE", "/health", client.delete("/health")),
+                ("GET", "/docs/static/x", client.get("/docs/static/x")),
+                ("POST", "/v2/detect", keyed.post("/v2/detect")), ("POST", "/v1", keyed.post("/v1/vision/detection")),
+                ("POST", "/v2/classify", call(client, "POST", "/v2/classify", b"\0" * (2 << 20))),
+                ("POST", "/v1/vision/scene", call(client, "POST", "/v1/vision/scene", b"not an image")),
+                ("GET", "/v2/detect?min_score=x", call(client, "POST", "/v2/detect?min_score=x"))]
+    app.extensions["registry"].slots["fake_detector"].model.fail_predict = True
+    answers.append(("POST", "/detect-objects", call(client, "POST", "/detect-objects", imaging.png())))
+    problems = [p for method, path, response in answers for p in _header_problems(method, path, response)]
+    statuses = {response.status_code for _, _, response in answers}
+    assert problems == [] and {200, 400, 401, 404, 405, 413, 500} <= statuses, (problems, statuses)
 
 
 def test_request_id_and_json_log_line(client, caplog):
