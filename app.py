@@ -9,6 +9,7 @@ import sys
 from flask import Flask
 
 from api import middleware
+from api.answers import FiniteJSONProvider
 from api.errors import register_error_handlers
 from config import ConfigError, Settings
 from contract import Model
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None, *, classifier: Model | None = N
         MAX_UPLOAD_MB=settings.max_upload_mb,
         MAX_FORM_PARTS=MAX_FORM_PARTS,
     )
+    app.json = FiniteJSONProvider(app)   # never NaN or Infinity in an answer
     app.json.sort_keys = False
 
     frameworks.set_threads(settings.intra_op_threads, settings.inter_op_threads)

@@ -87,6 +87,12 @@ class InferenceFailed(ApiError):
     message = "The model failed while processing this image."
 
 
+class NonFiniteResult(InferenceFailed):
+    """An answer held NaN or an infinity, which JSON cannot carry (api.answers.FiniteJSONProvider)."""
+    message = ("The model's result held a value that is not a finite number (NaN or infinity), "
+               "which JSON cannot carry; it was not sent.")
+
+
 class ImageUrlUnavailable(ApiError):
     code, type = 400, "image_url_unavailable"
     message = ("The image URL could not be fetched: it must be a public http(s) address that "

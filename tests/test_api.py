@@ -7,6 +7,7 @@ import json
 import logging
 import re
 
+import numpy as np
 import pytest
 import requests
 from PIL import Image
@@ -428,6 +429,43 @@ def test_security_headers_on_every_answer(tmp_path):
     problems = [p for method, path, response in answers for p in _header_problems(method, path, response)]
     statuses = {response.status_code for _, _, response in answers}
     assert problems == [] and {200, 400, 401, 404, 405, 413, 500} <= statuses, (problems, statuses)
+
+
+class NaNClassifier(FakeClassifier):
+    def predict(self, images):
+        return np.array([[np.nan, np.inf, -np.inf]] * len(images))
+
+
+class NaNDetector(FakeDetector):
+    def _detect(self, image, min_score):
+        return [Detection("dog", float("nan"), (0, 0, 1, 1)), Detection("cat", float("inf"), (1, 1, 2, 2))]
+
+
+def _refuse_constant(name):
+    raise AssertionError(f"{name} in an answer")
+
+
+def test_no_route_ever_answers_nan_or_infinity(tmp_path):
+    """Models that answer NaN and infinities: every registered route answers strict JSON (or
+    its own non-JSON type); a result that cannot be JSON is a clean 500 in the route family's
+    error shape, never a bare NaN token nor a traceback."""
+    app = create_app(Settings(classification_enabled=True, detection_enabled=True, models_dir=tmp_path,
+                              cache_maxsize=0), classifier=NaNClassifier(), detector=NaNDetector())
+    client = app.test_client()
+    seen = set()
+    for method, path in every_route(app):
+        for query in ("", "?min_score=0&min_probability=0"):
+            response = call(client, method, path + query)
+            seen.add((path, response.status_code))
+            assert response.status_code < 500 or response.status_code == 500 and response.is_json, path
+            if response.mimetype != "application/json":
+                continue
+            body = json.loads(response.get_data(as_text=True), parse_constant=_refuse_constant)
+            if response.status_code == 500:
+                error = body["error"] if "code" not in body else body   # ours, or DeepStack's
+                assert "not a finite number" in str(error), (path, body)
+    assert ("/detect-objects", 500) in seen and ("/v1/vision/detection", 500) in seen and ("/v2/detect", 500) in seen
+    assert ("/classify-image", 500) in seen and ("/v1/vision/scene", 500) in seen
 
 
 def test_request_id_and_json_log_line(client, caplog):
