@@ -123,7 +123,8 @@ def configured_models(settings: Settings, replacements: dict[str, Model | None])
         else:
             for name in names:
                 try:
-                    model = create_model(task, name, settings.models_dir, settings.model_download)
+                    model = create_model(task, name, settings.models_dir, settings.model_download,
+                                         allow_hosts=settings.fetch_allow_hosts)
                     model.validate()
                 except SpecError as exc:
                     problems.extend(exc.problems)
