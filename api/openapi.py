@@ -41,6 +41,14 @@ _BATCH_BODY = {
 }
 
 
+# The annotated answer's headers (annotate=true).
+_ANNOTATE_HEADERS = {
+    "X-Detections": {"description": "annotate=true: detections found", "schema": {"type": "integer"}},
+    "X-Detections-Drawn": {"description": "annotate=true: detections drawn (the highest scores)", "schema": {"type": "integer"}},
+    "X-Annotated-Size": {"description": "annotate=true: the drawn image's WIDTHxHEIGHT", "schema": {"type": "string"}},
+}
+
+
 def _json(schema: dict, description: str = "OK") -> dict:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
@@ -163,7 +171,8 @@ def openapi_document(app: Flask) -> dict:
                            _query("annotate", {"type": "boolean", "default": False}, "Answer image/jpeg with the detections drawn (one image)"),
                            _MODEL],
             "requestBody": _BATCH_BODY,
-            "responses": {"200": {"description": "Detections, or the annotated JPEG", "content": {
+            "responses": {"200": {"description": "Detections, or the annotated JPEG (at most 4 MP, at most 300 boxes drawn)",
+                                  "headers": _ANNOTATE_HEADERS, "content": {
                 "application/json": {"schema": _ref("DetectV2")},
                 "image/jpeg": {"schema": {"type": "string", "format": "binary"}}}},
                 **_errors(400, 401, 403, 404, 413, 415, 500, 502, 503, 504)}}},
