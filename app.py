@@ -9,6 +9,7 @@ import sys
 from flask import Flask
 
 from api import middleware
+from api.answers import FiniteJSONProvider
 from api.errors import register_error_handlers
 from config import ConfigError, Settings
 from contract import Model
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None, *, classifier: Model | None = N
         MAX_UPLOAD_MB=settings.max_upload_mb,
         MAX_FORM_PARTS=MAX_FORM_PARTS,
     )
+    app.json = FiniteJSONProvider(app)   # never NaN or Infinity in an answer
     app.json.sort_keys = False
 
     frameworks.set_threads(settings.intra_op_threads, settings.inter_op_threads)
@@ -123,7 +125,8 @@ def configured_models(settings: Settings, replacements: dict[str, Model | None])
         else:
             for name in names:
                 try:
-                    model = create_model(task, name, settings.models_dir, settings.model_download)
+                    model = create_model(task, name, settings.models_dir, settings.model_download,
+                                         allow_hosts=settings.fetch_allow_hosts)
                     model.validate()
                 except SpecError as exc:
                     problems.extend(exc.problems)

@@ -20,6 +20,9 @@ from registry import TASKS
 # A model folder is MODELS_DIR/<name>/model.json; names stay URL- and path-safe.
 FOLDER_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
+# An API key: printable ASCII, no space (0x21-0x7e); the comma separates keys in API_KEYS.
+API_KEY = re.compile(r"[\x21-\x7e]+")
+
 # CACHE_PREFIX starts every Redis key this deployment writes.
 REDIS_PREFIX = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -225,7 +228,14 @@ class _Reader:
         return frozenset(item.lower() for item in self._items(raw))
 
     def _keys(self, name, raw, field, earlier):
-        return tuple(self._items(raw))
+        """Printable ASCII without spaces (0x21-0x7e; commas separate keys): a key every client
+        can send the same way, as a header or a form field. A bad key is never echoed."""
+        keys = tuple(self._items(raw))
+        for number, key in enumerate(keys, 1):
+            if not API_KEY.fullmatch(key):
+                self.problems.append(f"{name}: key {number} of {len(keys)} holds a character outside printable "
+                                     "ASCII without spaces (0x21-0x7e); the value is not shown")
+        return keys
 
     def _secret(self, name, raw, field, earlier):
         return raw

@@ -6,6 +6,17 @@ repr or traceback reaches a client.
 """
 from __future__ import annotations
 
+# The most characters of a client's own text (a model name, a field) an error message quotes.
+ECHO_CHARS = 64
+
+
+def echo(text: str, limit: int = ECHO_CHARS) -> str:
+    """A client's text as an error message quotes it: at most `limit` characters, then "…", and
+    anything non-printable as '?'. However long or odd the input, the message stays short and
+    on one line (a 20 kB model name is not sent back whole, nor written whole to a log)."""
+    shown = "".join(c if c.isprintable() else "?" for c in text[:limit])
+    return shown + "…" if len(text) > limit else shown
+
 
 class ApiError(Exception):
     code = 500
@@ -62,7 +73,7 @@ class ModelNotFound(ApiError):
     def naming(cls, name: str, configured: list[str], task: str | None = None) -> "ModelNotFound":
         """The one message for an unknown model name, listing the configured ones."""
         scope = f" for {task}" if task else ""
-        return cls(f"Model '{name}' is not configured{scope}; configured: {', '.join(configured) or 'none'}.",
+        return cls(f"Model '{echo(name)}' is not configured{scope}; configured: {', '.join(configured) or 'none'}.",
                    details={"configured": configured})
 
 
@@ -74,6 +85,12 @@ class ModelNotReady(ApiError):
 class InferenceFailed(ApiError):
     code, type = 500, "inference_failed"
     message = "The model failed while processing this image."
+
+
+class NonFiniteResult(InferenceFailed):
+    """An answer held NaN or an infinity, which JSON cannot carry (api.answers.FiniteJSONProvider)."""
+    message = ("The model's result held a value that is not a finite number (NaN or infinity), "
+               "which JSON cannot carry; it was not sent.")
 
 
 class ImageUrlUnavailable(ApiError):

@@ -68,12 +68,14 @@ def _resolve(reference: str):
     return getattr(importlib.import_module(module), attribute)
 
 
-def create_model(task: str, name: str, models_dir: Path, download: bool = True) -> Model:
-    """A model instance, not loaded: a built-in by name, else the user's folder MODELS_DIR/<name>."""
+def create_model(task: str, name: str, models_dir: Path, download: bool = True,
+                 allow_hosts: frozenset[str] = frozenset()) -> Model:
+    """A model instance, not loaded: a built-in by name, else the user's folder MODELS_DIR/<name>
+    (`allow_hosts`, FETCH_ALLOW_HOSTS: remote engine hosts the address policy lets through)."""
     entry = TASKS[task]
     if name in entry.builtins:
         return _resolve(entry.builtin_factory)(name, Path(models_dir), download)
-    spec = load_spec(Path(models_dir) / name)
+    spec = load_spec(Path(models_dir) / name, allow_hosts)
     if spec.task != task:
         raise SpecError([f"{spec.where}: 'task' is {spec.task!r}, but the model is configured "
                          f"in {entry.model_variable}"])

@@ -2,12 +2,35 @@
 fields the access log line carries. Per-image errors are raised or listed here, in one place."""
 from __future__ import annotations
 
-from flask import jsonify
+import logging
+
+from flask import Response, jsonify
+from flask.json.provider import DefaultJSONProvider
 
 from api.errors import error_body
 from api.middleware import log_fields
 from contract import Detection
 from dataplane.pipeline import ImageResult
+from errors import NonFiniteResult
+
+log = logging.getLogger(__name__)
+
+
+class FiniteJSONProvider(DefaultJSONProvider):
+    """The app's JSON (app.json): Python's encoder writes NaN and infinities as the bare tokens
+    NaN / Infinity, which are not JSON, and a strict client fails on the whole answer. Here such
+    an answer is refused and becomes a 500 JSON error instead (views build their answers with
+    jsonify, so the refusal reaches the error handlers of their own route family)."""
+
+    def dumps(self, obj, **kwargs) -> str:
+        kwargs["allow_nan"] = False
+        try:
+            return super().dumps(obj, **kwargs)
+        except ValueError as exc:
+            if "Out of range float" not in str(exc):
+                raise
+            log.warning("an answer held NaN or an infinity; answered 500 instead")
+            raise NonFiniteResult() from None
 
 
 def single(results: list[ImageResult], model: str) -> ImageResult:
@@ -19,13 +42,13 @@ def single(results: list[ImageResult], model: str) -> ImageResult:
     return result
 
 
-def v1_classification(result: ImageResult) -> list:
-    return [[label, round(score * 100, 2)] for label, _, score in result.value]
+def v1_classification(result: ImageResult) -> Response:
+    return jsonify([[label, round(score * 100, 2)] for label, _, score in result.value])
 
 
-def v1_detection(result: ImageResult) -> list:
-    return [{"name": d.label, "percentage_probability": round(d.score * 100, 2), "box_points": list(d.box)}
-            for d in result.value]
+def v1_detection(result: ImageResult) -> Response:
+    return jsonify([{"name": d.label, "percentage_probability": round(d.score * 100, 2), "box_points": list(d.box)}
+                    for d in result.value])
 
 
 def v2(model: str, results: list[ImageResult], key: str, shape):

@@ -124,7 +124,8 @@ def _error(code: int, message: str, headers: dict | None = None):
 def _api_error(err: ApiError):
     message = err.message
     if isinstance(err, Unauthorized):
-        message = "A valid API key is required: send it as the form field 'api_key' (or as X-API-Key)."
+        message = ("A valid API key is required: send it as the multipart form field 'api_key' "
+                   "(or as X-API-Key).")
     return _error(err.code, message, err.headers)
 
 

@@ -12,6 +12,7 @@ from api.annotate import annotate
 from api.parsing import bool_arg, float_arg, int_arg, list_arg, read_sources
 from dataplane.pipeline import Pipeline
 from errors import InvalidParameter
+from serving import memory
 
 bp = Blueprint("inference", __name__)
 
@@ -91,6 +92,12 @@ def detect_v2():
     if not wants_image:
         return answers.v2(slot.name, results, "detections", answers.v2_detections)
     result = answers.single(results, slot.name)
-    response = Response(annotate(result.image, result.value), mimetype="image/jpeg")
-    response.headers["X-Detections"] = str(len(result.value))
+    annotated = annotate(result.image, result.value, full_size=(result.width, result.height))
+    result.image = None   # the full-size image: freed now, and its pages handed back when large
+    if result.width * result.height >= memory.LARGE_IMAGE_PIXELS:
+        memory.release_free_memory()
+    response = Response(annotated.jpeg, mimetype="image/jpeg")
+    response.headers["X-Detections"] = str(len(result.value))     # found
+    response.headers["X-Detections-Drawn"] = str(annotated.drawn)
+    response.headers["X-Annotated-Size"] = "{}x{}".format(*annotated.size)
     return response

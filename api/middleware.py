@@ -8,18 +8,52 @@ import re
 import time
 import uuid
 
-from flask import Flask, g, request
+from flask import Flask, Response, g, request
 
 from errors import Unauthorized
 
 access_log = logging.getLogger("image_service.access")
 
-# Routes an orchestrator or scraper calls without a key.
-OPEN_ENDPOINTS = {"operations.health", "operations.ready", "operations.metrics"}
-# Blueprints whose clients send the key as a form field `api_key` (DeepStack's API). Only their
-# bodies are parsed here; every other route's body is left to the route.
+# Routes called without a key: an orchestrator's or scraper's, and the API's own description
+# (public: it says what the routes take, never a key or a model's data), so that /docs loads
+# and its "Authorize" button takes the key for the calls made from it.
+OPEN_ENDPOINTS = {"operations.health", "operations.ready", "operations.metrics",
+                  "operations.openapi", "operations.docs", "operations.docs_static"}
+# Blueprints whose clients send the key as a form field `api_key` (DeepStack's API): read from a
+# multipart/form-data body only, as those clients send it (a urlencoded body is not theirs, and a
+# key there would authenticate a request no DeepStack client makes). Every other route's body
+# is left to the route.
 FORM_KEY_BLUEPRINTS = {"deepstack"}
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+# On every answer, errors and static files included: no MIME sniffing, never framed, no referrer.
+SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer"}
+# What an answer may load or run when it is not an HTML page (JSON, images, metrics, scripts and
+# styles): nothing. A page declares what it needs with html_page().
+API_POLICY = "default-src 'none'; frame-ancestors 'none'"
+# API answers are per request (and may hold a model's view of a client's image): never stored by
+# a browser or a proxy. A route that may be cached (static files) sets its own Cache-Control.
+CACHE_CONTROL = "no-store"
+
+
+def html_page(body: str, *directives: str) -> Response:
+    """An HTML page with its own Content-Security-Policy, the one place a page says what it may
+    load: everything is refused (default-src 'none') except `directives` (e.g. "script-src
+    'self'"), and no page may be framed or change its base URL."""
+    response = Response(body, mimetype="text/html")
+    response.headers["Content-Security-Policy"] = "; ".join(
+        ("default-src 'none'", *directives, "base-uri 'none'", "frame-ancestors 'none'"))
+    return response
+
+
+def secure(response: Response) -> Response:
+    """The security headers every answer carries (set here, not by waitress, so every way of
+    serving the app has them); a page's own policy and a route's own caching are kept."""
+    for name, value in SECURITY_HEADERS.items():
+        response.headers[name] = value
+    response.headers.setdefault("Content-Security-Policy", API_POLICY)
+    response.headers.setdefault("Cache-Control", CACHE_CONTROL)
+    return response
 
 
 def _presented_key() -> str | None:
@@ -29,7 +63,7 @@ def _presented_key() -> str | None:
     auth = request.headers.get("Authorization", "")
     if auth[:7].lower() == "bearer ":
         return auth[7:].strip()
-    if request.blueprint in FORM_KEY_BLUEPRINTS:
+    if request.blueprint in FORM_KEY_BLUEPRINTS and request.mimetype == "multipart/form-data":
         return request.form.get("api_key") or None
     return None
 
@@ -37,7 +71,7 @@ def _presented_key() -> str | None:
 def _key_is_valid(presented: str | None, keys: tuple[str, ...]) -> bool:
     if presented is None:
         return False
-    given = presented.encode()
+    given = presented.encode("utf-8", "replace")   # keys are printable ASCII (config.py): no other text matches
     valid = False
     for key in keys:  # every key is compared, so timing does not tell which one came close
         valid |= hmac.compare_digest(given, key.encode())
@@ -75,6 +109,8 @@ def install(app: Flask) -> None:
                 "duration_ms": round(seconds * 1000, 2), **g.get("log_fields", {})}
         access_log.info(json.dumps(line, separators=(",", ":"), default=str))
         return response
+
+    app.after_request(secure)
 
     @app.teardown_request
     def _teardown(_exc):

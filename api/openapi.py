@@ -41,6 +41,14 @@ _BATCH_BODY = {
 }
 
 
+# The annotated answer's headers (annotate=true).
+_ANNOTATE_HEADERS = {
+    "X-Detections": {"description": "annotate=true: detections found", "schema": {"type": "integer"}},
+    "X-Detections-Drawn": {"description": "annotate=true: detections drawn (the highest scores)", "schema": {"type": "integer"}},
+    "X-Annotated-Size": {"description": "annotate=true: the drawn image's WIDTHxHEIGHT", "schema": {"type": "string"}},
+}
+
+
 def _json(schema: dict, description: str = "OK") -> dict:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
@@ -58,7 +66,8 @@ def _deepstack_errors(*codes: int) -> dict:
 
 def _deepstack_body(detection: bool) -> dict:
     fields = {"image": {"type": "string", "format": "binary", "description": "JPEG, PNG, BMP, GIF, WEBP or TIFF"},
-              "api_key": {"type": "string", "description": "An API key when API_KEYS is set (empty or absent otherwise)"}}
+              "api_key": {"type": "string", "description": "An API key when API_KEYS is set (empty or absent otherwise); "
+                                                           "read from this multipart body only"}}
     if detection:
         fields["min_confidence"] = {"type": "number", "minimum": 0, "maximum": 1, "default": 0.4}
     return {"required": True, "content": {"multipart/form-data": {"schema": {
@@ -162,7 +171,8 @@ def openapi_document(app: Flask) -> dict:
                            _query("annotate", {"type": "boolean", "default": False}, "Answer image/jpeg with the detections drawn (one image)"),
                            _MODEL],
             "requestBody": _BATCH_BODY,
-            "responses": {"200": {"description": "Detections, or the annotated JPEG", "content": {
+            "responses": {"200": {"description": "Detections, or the annotated JPEG (at most 4 MP, at most 300 boxes drawn)",
+                                  "headers": _ANNOTATE_HEADERS, "content": {
                 "application/json": {"schema": _ref("DetectV2")},
                 "image/jpeg": {"schema": {"type": "string", "format": "binary"}}}},
                 **_errors(400, 401, 403, 404, 413, 415, 500, 502, 503, 504)}}},
@@ -171,14 +181,14 @@ def openapi_document(app: Flask) -> dict:
         "/metrics": {"get": {**open_route, "summary": "Prometheus metrics", "operationId": "metrics",
                              "responses": {"200": {"description": "Prometheus text format",
                                                    "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
-        "/openapi.json": {"get": {"summary": "This document", "operationId": "openapi",
-                                  "responses": {"200": _json({"type": "object"}), **_errors(401)}}},
-        "/docs": {"get": {"summary": "Swagger UI for this document", "operationId": "docs",
-                          "responses": {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}},
-                                        **_errors(401)}}},
-        "/docs/static/{filename}": {"get": {"summary": "Swagger UI assets", "operationId": "docsStatic",
+        # The API's description is public (no key): /docs loads, and its "Authorize" button takes the key.
+        "/openapi.json": {"get": {**open_route, "summary": "This document", "operationId": "openapi",
+                                  "responses": {"200": _json({"type": "object"})}}},
+        "/docs": {"get": {**open_route, "summary": "Swagger UI for this document", "operationId": "docs",
+                          "responses": {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+        "/docs/static/{filename}": {"get": {**open_route, "summary": "Swagger UI assets", "operationId": "docsStatic",
                                             "parameters": [{"name": "filename", "in": "path", "required": True, "schema": {"type": "string"}}],
-                                            "responses": {"200": {"description": "A static file"}, **_errors(401, 404)}}},
+                                            "responses": {"200": {"description": "A static file"}, **_errors(404)}}},
     }
     stats = {"type": "object", "properties": {
         "num_requested": {"type": "integer"}, "num_cache_hits": {"type": "integer"}, "num_errors": {"type": "integer"},
@@ -238,6 +248,6 @@ def openapi_document(app: Flask) -> dict:
                        "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
                                            "bearer": {"type": "http", "scheme": "bearer"}}},
     }
-    if settings.api_keys:
+    if settings.api_keys:   # every route but the open ones (security: []) takes either; Swagger UI's Authorize sends it
         document["security"] = [{"apiKey": []}, {"bearer": []}]
     return document

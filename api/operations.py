@@ -10,16 +10,20 @@ from pathlib import Path
 from flask import Blueprint, Response, abort, current_app, jsonify
 
 from api.errors import error_body
+from api.middleware import html_page
 from api.openapi import openapi_document
 from registry import TASKS
 from serving import metrics as metrics_module
 
 bp = Blueprint("operations", __name__)
 
-# Swagger UI's files come from the pinned swagger-ui-py package: no CDN, works offline.
+# Swagger UI's files come from the pinned swagger-ui-py package: no CDN, works offline. The
+# page's own script (docs.js) is a file of ours beside them, so the page runs no inline script.
 _SWAGGER_STATIC = Path(importlib.util.find_spec("swagger_ui").submodule_search_locations[0]) / "static"
-_SWAGGER_FILES = {"swagger-ui.css", "swagger-ui-bundle.js", "swagger-ui-standalone-preset.js",
-                  "index.css", "favicon-32x32.png", "favicon-16x16.png"}
+_DOCS_FILES = {name: _SWAGGER_STATIC / name for name in (
+    "swagger-ui.css", "swagger-ui-bundle.js", "swagger-ui-standalone-preset.js", "index.css",
+    "favicon-32x32.png", "favicon-16x16.png")}
+_DOCS_FILES["docs.js"] = Path(__file__).parent / "static" / "docs.js"
 
 _DOCS_PAGE = """<!doctype html>
 <html lang="en">
@@ -33,18 +37,16 @@ _DOCS_PAGE = """<!doctype html>
   <div id="swagger-ui"></div>
   <script src="docs/static/swagger-ui-bundle.js"></script>
   <script src="docs/static/swagger-ui-standalone-preset.js"></script>
-  <script>
-    window.onload = function () {
-      window.ui = SwaggerUIBundle({
-        url: "openapi.json", dom_id: "#swagger-ui", deepLinking: true,
-        presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
-        layout: "StandaloneLayout"
-      });
-    };
-  </script>
+  <script src="docs/static/docs.js"></script>
 </body>
 </html>
 """
+# What /docs may load, read from Swagger UI's files: its scripts and styles from here; style
+# attributes, which its Markdown renderer writes into HTML (table alignment); the data: icons in
+# its CSS and blob: images (an image answer shown by "Try it out"); requests to this service only
+# (the document, and "Try it out"). No inline or eval'd script, no font, no other origin.
+DOCS_POLICY = ("script-src 'self'", "style-src 'self' 'unsafe-inline'", "img-src 'self' data: blob:",
+               "connect-src 'self'", "form-action 'self'")
 
 
 def _registry():
@@ -126,12 +128,12 @@ def openapi():
 
 @bp.get("/docs")
 def docs():
-    return Response(_DOCS_PAGE, mimetype="text/html")
+    return html_page(_DOCS_PAGE, *DOCS_POLICY)
 
 
 @bp.get("/docs/static/<path:filename>")
 def docs_static(filename: str):
-    if filename not in _SWAGGER_FILES:
+    if filename not in _DOCS_FILES:
         abort(404)
     data, mimetype = _swagger_file(filename)
     response = Response(data, mimetype=mimetype)
@@ -143,4 +145,4 @@ def docs_static(filename: str):
 def _swagger_file(filename: str) -> tuple[bytes, str]:
     """Read once and served from memory: a few small files, no file handle per request."""
     mimetype = mimetypes.guess_type(filename)[0] or "application/octet-stream"
-    return (_SWAGGER_STATIC / filename).read_bytes(), mimetype
+    return _DOCS_FILES[filename].read_bytes(), mimetype

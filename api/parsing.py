@@ -27,6 +27,10 @@ _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _BRACKET_STEPS = np.zeros(256, dtype=np.int8)
 _BRACKET_STEPS[[ord("["), ord("{")]] = 1
 _BRACKET_STEPS[[ord("]"), ord("}")]] = -1
+# Numeric parameters: [0-9], never \d (which matches every script's digits).
+MAX_NUMBER_CHARS = 32
+_WHOLE = re.compile(r"[0-9]+")
+_DECIMAL = re.compile(r"[0-9]+\.?[0-9]*|\.[0-9]+")
 
 
 # --- images ----------------------------------------------------------------------------------
@@ -137,25 +141,41 @@ def _json_item(item) -> ImageSource:
 # --- query parameters ------------------------------------------------------------------------
 
 def int_arg(name: str, *, default: int | None, minimum: int, maximum: int) -> int | None:
-    return _number_arg(name, int, "a whole number", default, minimum, maximum)
+    return _number_arg(name, True, default, minimum, maximum)
 
 
 def float_arg(name: str, *, default: float, minimum: float, maximum: float, source=None) -> float:
     """`source`: where the value is read (default: the query string; DeepStack clients send form fields)."""
-    return _number_arg(name, float, "a number", default, minimum, maximum, source)
+    return _number_arg(name, False, default, minimum, maximum, source)
 
 
-def _number_arg(name, cast, kind: str, default, minimum, maximum, source=None):
+def _number_arg(name: str, whole: bool, default, minimum, maximum, source=None):
+    """Only plain ASCII decimal is read (see plain_number); anything else is a 400 naming the field."""
     raw = (request.args if source is None else source).get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = cast(raw)
-    except ValueError:
-        raise InvalidParameter(f"'{name}' must be {kind} from {minimum:g} to {maximum:g}.") from None
-    if not minimum <= value <= maximum:  # also refuses nan
+    if not plain_number(raw, whole=whole, negative=minimum < 0):
+        kind = "a whole number" if whole else "a number"
+        written = "ASCII digits only" if whole else "ASCII digits and at most one decimal point, e.g. 0.5"
+        raise InvalidParameter(f"'{name}' must be {kind} from {minimum:g} to {maximum:g}, written as {written} "
+                               f"(no exponent, spaces or other signs; at most {MAX_NUMBER_CHARS} characters).")
+    value = int(raw) if whole else float(raw)
+    if not minimum <= value <= maximum:
         raise InvalidParameter(f"'{name}' must be from {minimum:g} to {maximum:g}.")
     return value
+
+
+def plain_number(raw: str, *, whole: bool, negative: bool = False) -> bool:
+    """Whether `raw` is a number as a person writes one: ASCII digits with at most one decimal
+    point (none for whole numbers), a leading '-' only where the range has negatives, nothing
+    else. Python's int() and float() also take other scripts' digits (٠.٥, ０.５), surrounding
+    spaces, '+', '_', exponents and inf/nan, and 1e-400 silently becomes 0: none of them is a
+    threshold a client means to send."""
+    if len(raw) > MAX_NUMBER_CHARS:
+        return False
+    if negative and raw.startswith("-"):
+        raw = raw[1:]
+    return (_WHOLE if whole else _DECIMAL).fullmatch(raw) is not None
 
 
 def bool_arg(name: str, *, default: bool = False) -> bool:

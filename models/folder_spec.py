@@ -8,14 +8,27 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import math
 import os
 import re
 import urllib.parse
 from pathlib import Path
 
+import numpy as np
+
 from contract import LETTERBOX, STRETCH
 from runtimes import REMOTE_FORMATS
-from runtimes.remote import GRPC_SCHEMES, RemoteTarget
+from runtimes.remote import (
+    DEFAULT_PORTS,
+    GRPC_SCHEMES,
+    RemoteTarget,
+    host_allowed,
+    literal_address,
+    refused_engine_address,
+)
+
+log = logging.getLogger(__name__)
 
 SPEC_FILE = "model.json"
 TASKS = ("classification", "detection")
@@ -38,6 +51,9 @@ _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _GRPC_KEY = re.compile(r"[0-9a-z_.-]{1,64}")
 _GRPC_RESERVED = frozenset({"te", "content-type", "user-agent", "host", "connection"})
+# The model input is float32: (pixel - mean) / std must be a finite float32 for every pixel 0-255.
+_FLOAT32_MAX, _FLOAT32_TINY = float(np.finfo(np.float32).max), float(np.finfo(np.float32).tiny)
+_LISTED_LINES = 10   # line numbers a problem lists before "and N more"
 
 
 def default_file_runtime(fmt: str) -> str:
@@ -124,10 +140,11 @@ def spec_location(name: str) -> str:
     return f"MODELS_DIR/{name}/{SPEC_FILE}"
 
 
-def load_spec(folder: Path) -> FolderSpec:
-    """The folder's model.json, checked field by field; SpecError lists every problem."""
+def load_spec(folder: Path, allow_hosts: frozenset[str] = frozenset()) -> FolderSpec:
+    """The folder's model.json, checked field by field; SpecError lists every problem.
+    `allow_hosts` (FETCH_ALLOW_HOSTS): engine hosts let through the address policy."""
     folder = Path(folder)
-    reader = _SpecReader(folder, _read_json(folder))
+    reader = _SpecReader(folder, _read_json(folder), allow_hosts)
     raw = reader.raw
     for key in sorted(set(raw) - _KEYS):
         reader.problem(key, f"is not a known field; known fields: {', '.join(sorted(_KEYS))}")
@@ -144,8 +161,8 @@ def load_spec(folder: Path) -> FolderSpec:
             runtime = reader.choice("runtime", FILE_RUNTIMES[fmt], default=default_file_runtime(fmt))
         for key in sorted(_REMOTE_KEYS & set(raw)):
             reader.problem(key, f"is for models on a remote engine (format {' or '.join(REMOTE_FORMATS)})")
-    labels_file = reader.relative_file("labels")
-    labels = reader.labels(labels_file) if labels_file else ()
+    labels_file = reader.relative_file("labels", resolved_inside=True)
+    labels = reader.labels(labels_file, task) if labels_file else ()
     size, resize, mean, std = reader.input_section(task)
     tensor_layout = reader.tensor_layout(remote is not None)
     output = reader.choice("output", OUTPUTS, default="softmax")
@@ -181,8 +198,8 @@ def _read_json(folder: Path) -> dict:
 class _SpecReader:
     """Reads model.json's fields, collecting every problem instead of stopping at the first."""
 
-    def __init__(self, folder: Path, raw: dict):
-        self.folder, self.raw = folder, raw
+    def __init__(self, folder: Path, raw: dict, allow_hosts: frozenset[str] = frozenset()):
+        self.folder, self.raw, self.allow_hosts = folder, raw, allow_hosts
         self.where = spec_location(folder.name)
         self.problems: list[str] = []
 
@@ -200,33 +217,52 @@ class _SpecReader:
             return None
         return value
 
-    def relative_file(self, key) -> str | None:
+    def relative_file(self, key, resolved_inside: bool = False) -> str | None:
+        """A file named relative to the folder. The name must stay inside (no '..' out); with
+        `resolved_inside`, so must the file itself once symbolic links are followed. The model
+        file may be a link out (weights often live on a shared volume, and the file is never
+        served); the labels may not: /models/<name>/labels serves them to any client."""
         value = self.raw.get(key)
         if not isinstance(value, str) or not value:
             self.problem(key, "is required: a file name relative to the folder")
             return None
-        # Containment is checked on the name (no '..' out of the folder); a symlink placed in
-        # the folder by the operator is followed.
         target = Path(os.path.normpath(self.folder / value))
         if Path(os.path.normpath(self.folder)) not in target.parents:
             self.problem(key, "must name a file inside the model's folder")
+            return None
+        if resolved_inside and Path(os.path.realpath(self.folder)) not in Path(os.path.realpath(target)).parents:
+            self.problem(key, f"names {value!r}, a symbolic link that leads out of the model's folder: "
+                              "copy the file into the folder")
             return None
         if not target.is_file():
             self.problem(key, f"names {value!r}, which is not in the folder")
             return None
         return value
 
-    def labels(self, labels_file: str) -> tuple[str, ...]:
+    def labels(self, labels_file: str, task: str | None) -> tuple[str, ...]:
+        """One label per line (blank lines at the end are ignored). An empty line is refused; so
+        is a repeated label in a detector, where the label is all a client sees of a class (the
+        `classes` filter, DeepStack's answers). A classifier's answers also carry the class index
+        on /v2, and ImageNet's own label file names two classes "crane": there a repeat is logged."""
         try:
-            lines = (self.folder / labels_file).read_text("utf-8").splitlines()
+            lines = [line.strip() for line in (self.folder / labels_file).read_text("utf-8").splitlines()]
         except UnicodeDecodeError:
             self.problem("labels", "must be a UTF-8 text file, one label per line")
             return ()
-        while lines and not lines[-1].strip():
+        while lines and not lines[-1]:
             lines.pop()
         if not lines:
             self.problem("labels", "names an empty file")
-        return tuple(line.strip() for line in lines)
+        empty = [number for number, line in enumerate(lines, 1) if not line]
+        if empty:
+            self.problem("labels", f"has empty lines: {_numbers(empty)} (one label per line, none empty)")
+        repeats = _repeats(lines)
+        if repeats and task == "detection":
+            self.problem("labels", f"repeats labels: {_numbers(repeats)} (each class needs a label of its own)")
+        elif repeats:
+            log.warning("%s: 'labels' repeats labels: %s; those classes are answered under the same name",
+                        self.where, _numbers(repeats))
+        return tuple(lines)
 
     def input_section(self, task: str | None):
         """(size, resize, mean, std) from the `input` object."""
@@ -247,7 +283,9 @@ class _SpecReader:
         resize = inp.get("resize", LETTERBOX if task == "detection" else STRETCH)
         if resize not in RESIZES:
             self.problem("input.resize", f"is {resize!r}; use one of {', '.join(RESIZES)}")
-        return size, resize, self._triple(inp, "mean", [0.0, 0.0, 0.0]), self._triple(inp, "std", [1.0, 1.0, 1.0])
+        mean, std = self._triple(inp, "mean", [0.0, 0.0, 0.0]), self._triple(inp, "std", [1.0, 1.0, 1.0])
+        self.normalisation(mean, std)
+        return size, resize, mean, std
 
     def tensor_layout(self, remote: bool) -> str | None:
         inp = self.raw.get("input")
@@ -268,9 +306,20 @@ class _SpecReader:
                 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
             self.problem(f"input.{key}", "must be a list of three numbers (R, G, B)")
             return tuple(default)
-        if key == "std" and any(v == 0 for v in value):
-            self.problem("input.std", "must not contain 0")
-        return tuple(float(v) for v in value)
+        values = tuple(float(v) for v in value)
+        if not all(math.isfinite(v) and abs(v) <= _FLOAT32_MAX for v in values):
+            self.problem(f"input.{key}", "must be finite numbers (no NaN or Infinity) within float32's range")
+            return tuple(default)
+        if key == "std" and not all(v > 0 for v in values):
+            self.problem("input.std", "must be positive numbers")
+        return values
+
+    def normalisation(self, mean: tuple, std: tuple) -> None:
+        """(pixel - mean) / std must be a finite float32 for every pixel value 0-255: no std so
+        small (a subnormal, or one that float32 rounds to 0) that a pixel becomes infinite."""
+        if all(s > 0 for s in std) and any(s < _FLOAT32_TINY or (255 + abs(m)) / s > _FLOAT32_MAX
+                                           for m, s in zip(mean, std)):
+            self.problem("input.std", "is too small: (pixel - mean) / std would not be a finite float32 number")
 
 
 class RemoteSpecReader:
@@ -306,7 +355,7 @@ class RemoteSpecReader:
         return RemoteTarget(url=url, model=model, version=version, timeout_s=float(timeout), headers_env=pairs,
                             encoding="binary" if grpc else encoding if fmt == "kserve_v2" else "json",
                             signature_name=signature,
-                            headers=values)
+                            headers=values, allow_hosts=self.reader.allow_hosts)
 
     def _url(self, fmt: str) -> str:
         value = self.raw.get("url")
@@ -332,7 +381,17 @@ class RemoteSpecReader:
             self.reader.problem("url", "must be grpc://host:port or grpcs://host[:port], without a path")
         elif parts.scheme == "grpc" and port is None:
             self.reader.problem("url", "needs the engine's gRPC port, e.g. grpc://triton:8001 (KServe: 8081)")
+        elif self._refused(parts.hostname, port or DEFAULT_PORTS[parts.scheme]):
+            self.reader.problem("url", "names a link-local or cloud metadata address, where no inference engine "
+                                       "lives; name the host in FETCH_ALLOW_HOSTS to allow it")
         return value.rstrip("/")
+
+    def _refused(self, host: str, port: int) -> bool:
+        """A host spelled as an IP address is checked now; a name, when the engine is connected
+        to (runtimes.remote: every address it resolves to)."""
+        address = literal_address(host)
+        return (address is not None and refused_engine_address(address)
+                and not host_allowed(host, port, self.reader.allow_hosts))
 
     def _grpc_metadata(self, pairs: tuple[tuple[str, str], ...], values: dict) -> None:
         """Over gRPC the headers travel as metadata: lower-case names without gRPC's own
@@ -386,3 +445,19 @@ class RemoteSpecReader:
                 pairs.append((header, variable))
                 values[header] = os.environ[variable]
         return tuple(pairs), values
+
+
+def _repeats(lines: list[str]) -> list[str]:
+    """"line N (repeats line M)" for every non-empty line whose label an earlier line has."""
+    first, repeats = {}, []
+    for number, line in enumerate(lines, 1):
+        if line and line in first:
+            repeats.append(f"line {number} (repeats line {first[line]})")
+        first.setdefault(line, number)
+    return repeats
+
+
+def _numbers(items: list) -> str:
+    """The first few of `items`, then how many more."""
+    shown = ", ".join(str(item) for item in items[:_LISTED_LINES])
+    return shown + (f" and {len(items) - _LISTED_LINES} more" if len(items) > _LISTED_LINES else "")

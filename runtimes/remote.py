@@ -12,7 +12,9 @@ with a wrong shape, NaN or a missing output).
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
+import socket
 import threading
 import time
 import urllib.parse
@@ -20,6 +22,7 @@ import urllib.parse
 import numpy as np
 import orjson
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from errors import ApiError, InferenceTimeout, ModelNotReady, UpstreamError
@@ -47,6 +50,8 @@ class RemoteTarget:
     encoding: str = "auto"                 # V2 tensors: auto (binary where the engine says so), json, binary
     signature_name: str | None = None      # TF Serving
     headers: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
+    # FETCH_ALLOW_HOSTS: hosts the address policy (refused_engine_address) lets through anyway.
+    allow_hosts: frozenset[str] = dataclasses.field(default=frozenset(), repr=False, compare=False)
 
     @property
     def transport(self) -> str:
@@ -57,6 +62,130 @@ class RemoteTarget:
     def host(self) -> str:
         """host[:port] of the URL: all that /ready and the logs say about where the engine is."""
         return urllib.parse.urlsplit(self.url).netloc
+
+    @property
+    def allowed(self) -> bool:
+        """Whether FETCH_ALLOW_HOSTS names this engine's host (alone, or with its port)."""
+        parts = urllib.parse.urlsplit(self.url)
+        return host_allowed(parts.hostname or "", parts.port or DEFAULT_PORTS[parts.scheme], self.allow_hosts)
+
+
+# --- where an engine may be: the address policy ---------------------------------------------------
+
+# An engine never lives at a link-local address (169.254.0.0/16, fe80::/10), and that is where
+# cloud metadata services answer with the machine's credentials (169.254.169.254 on AWS, GCP,
+# Azure, OpenStack; 169.254.170.2 for ECS tasks); nor at the metadata addresses outside it (AWS
+# over IPv6, Alibaba Cloud, Oracle Cloud). Private addresses stay allowed: engines usually live
+# there. IPv4 is also recognised inside IPv6 (mapped, 6to4, Teredo, NAT64).
+METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in (
+    "169.254.169.254", "fd00:ec2::254", "100.100.100.200", "192.0.0.192"))
+DEFAULT_PORTS = {"http": 80, "https": 443, "grpc": 0, "grpcs": 443}
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+REFUSED_ADDRESS = ("resolves to a link-local or cloud metadata address, where no inference engine lives; "
+                   "name the host in FETCH_ALLOW_HOSTS to allow it")
+
+
+def refused_engine_address(address: str) -> bool:
+    """Whether the service refuses to connect to `address` (an IP address string) for an engine."""
+    ip = ipaddress.ip_address(address)
+    if ip.version == 6:
+        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if embedded is None and ip in _NAT64:
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if embedded is not None and refused_engine_address(str(embedded)):
+            return True
+        ip = ipaddress.ip_address(address.split("%", 1)[0])   # the scope (fe80::1%eth0) aside
+    return ip.is_link_local or ip in METADATA_ADDRESSES
+
+
+def literal_address(host: str) -> str | None:
+    """The IP address a URL's host spells literally, also in the forms inet_aton reads
+    (2852039166, 0xa9.0xfe.0xa9.0xfe, 169.254.43518); None for a name."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    if host and all(c in "0123456789abcdefxABCDEFX." for c in host):
+        try:
+            return socket.inet_ntoa(socket.inet_aton(host))
+        except OSError:
+            return None
+    return None
+
+
+def host_allowed(host: str, port: int, allow_hosts: frozenset[str]) -> bool:
+    host = host.lower()
+    return host in allow_hosts or f"{host}:{port}" in allow_hosts or f"[{host}]:{port}" in allow_hosts
+
+
+class EngineAddressRefused(OSError):
+    """The engine's host resolves to an address the policy refuses."""
+
+
+def checked_addresses(host: str, port: int, allow_hosts: frozenset[str]) -> list[str]:
+    """Every address `host` resolves to, once each passed the policy (socket.gaierror when it
+    resolves to none); EngineAddressRefused when one did not and the host is not allowed."""
+    addresses = list(dict.fromkeys(info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)))
+    if not host_allowed(host, port, allow_hosts) and any(refused_engine_address(a) for a in addresses):
+        raise EngineAddressRefused(REFUSED_ADDRESS)
+    return addresses
+
+
+class _CheckedConnection:
+    """Mixed into urllib3's connections: the host is resolved here, every address checked, and
+    the socket opened to a checked address (a second lookup cannot swap in another one). The
+    host name itself still goes to TLS and the Host header."""
+    allow_hosts: frozenset[str] = frozenset()
+
+    def _new_conn(self):
+        name, failure = self._dns_host, None
+        try:
+            for address in checked_addresses(name, self.port, self.allow_hosts):
+                self._dns_host = address
+                try:
+                    return super()._new_conn()
+                except (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError) as exc:
+                    failure = exc   # the next address, as socket.create_connection would try
+        finally:
+            self._dns_host = name
+        raise failure
+
+
+def _checked_pools(allow_hosts: frozenset[str]) -> dict:
+    """urllib3's connection pools for http and https with _CheckedConnection."""
+    pools = {}
+    for scheme, pool in (("http", urllib3.HTTPConnectionPool), ("https", urllib3.HTTPSConnectionPool)):
+        connection = type("Checked" + pool.ConnectionCls.__name__, (_CheckedConnection, pool.ConnectionCls),
+                          {"allow_hosts": allow_hosts})
+        pools[scheme] = type("Checked" + pool.__name__, (pool,), {"ConnectionCls": connection})
+    return pools
+
+
+class _CheckedAdapter(HTTPAdapter):
+    """requests' adapter whose connections go through the address policy."""
+
+    def __init__(self, allow_hosts: frozenset[str], **kwargs):
+        self.allow_hosts = allow_hosts
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _checked_pools(self.allow_hosts)
+
+
+def refusal_in(exc: BaseException | None) -> EngineAddressRefused | None:
+    """The EngineAddressRefused somewhere in the exception chain requests and urllib3 wrap it in."""
+    seen, todo = set(), [exc]
+    while todo:
+        current = todo.pop()
+        if isinstance(current, EngineAddressRefused):
+            return current
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        todo += [current.__cause__, current.__context__, getattr(current, "reason", None),
+                 *(a for a in current.args if isinstance(a, BaseException))]
+    return None
 
 
 class EngineProblem(Exception):
@@ -82,7 +211,7 @@ class Engine:
     def __init__(self, target: RemoteTarget):
         self.target = target
         self._session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=POOL_SIZE, max_retries=0)
+        adapter = _CheckedAdapter(target.allow_hosts, pool_connections=1, pool_maxsize=POOL_SIZE, max_retries=0)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._session.headers.update(target.headers)
@@ -100,6 +229,8 @@ class Engine:
         except requests.Timeout:
             raise EngineProblem(TIMEOUT, f"did not answer {what} within {limit[1]:g} s") from None
         except requests.RequestException as exc:
+            if refusal_in(exc):
+                raise EngineProblem(UNREACHABLE, f"{REFUSED_ADDRESS} (for {what})") from None
             raise EngineProblem(UNREACHABLE, f"could not be reached for {what} ({type(exc).__name__})") from None
 
     def close(self) -> None:

@@ -5,11 +5,16 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 
 import numpy as np
 import pytest
+import requests
 from PIL import Image
 
+import errors
+from api.annotate import MAX_DRAWN_BOXES, MAX_DRAWN_PIXELS, drawn_size
+from api.middleware import API_POLICY, SECURITY_HEADERS
 from app import create_app
 from config import Settings
 from contract import Detection
@@ -17,8 +22,9 @@ from dataplane.cache import ResultCache
 from dataplane.report import MAX_IMAGES, UsageReport
 from tests.support import imaging
 from tests.support.fakes import FakeClassifier, FakeDetector
-from tests.support.http import b64, make_app, post_images
+from tests.support.http import b64, call, every_route, make_app, multipart, post_images
 from tests.support.image_server import ImageServer
+from tests.support.slow_server import SlowServer
 
 RED = imaging.jpeg(size=(40, 30), color=(250, 10, 10))
 BLUE = imaging.png(size=(20, 10), color=(10, 10, 250))
@@ -121,12 +127,78 @@ def test_a_single_bad_image_on_v2_is_its_error_status(client):
 def test_annotated_image(client, size):
     response = post_images(client, "/v2/detect?annotate=true&min_score=0.3", imaging.jpeg(size=size, color=(255, 255, 255)))
     assert response.status_code == 200 and response.mimetype == "image/jpeg"
-    assert response.headers["X-Detections"] == "2"
+    assert response.headers["X-Detections"] == response.headers["X-Detections-Drawn"] == "2"
     drawn = Image.open(io.BytesIO(response.data))
-    assert drawn.size == size
+    # Up to MAX_DRAWN_PIXELS the image keeps its size; a larger one is drawn scaled down, aspect kept.
+    assert drawn.size == drawn_size(size) and drawn.width * drawn.height <= MAX_DRAWN_PIXELS
+    assert response.headers["X-Annotated-Size"] == f"{drawn.width}x{drawn.height}"
+    assert abs(drawn.width / drawn.height - size[0] / size[1]) < 0.01
     # Something was drawn on the white image, near the dog's box corner.
     assert drawn.convert("RGB").getpixel((1, 1)) != (255, 255, 255)
     assert post_images(client, "/v2/detect?annotate=true", RED, RED).status_code == 400
+
+
+class CrowdDetector(FakeDetector):
+    """One low score listed first, in a corner of its own, then MAX_DRAWN_BOXES high scores
+    on top of each other elsewhere."""
+
+    def _detect(self, image, min_score):
+        low = Detection("cat", 0.1, (700, 500, 790, 590))
+        return [low] + [Detection("dog", 0.9, (10, 10, 100, 100))] * MAX_DRAWN_BOXES
+
+
+def test_annotation_draws_at_most_the_highest_scores(tmp_path):
+    """X-Detections stays the count found; X-Detections-Drawn says how many were drawn."""
+    app = create_app(Settings(detection_enabled=True, models_dir=tmp_path), detector=CrowdDetector())
+    response = post_images(app.test_client(), "/v2/detect?annotate=true&min_score=0",
+                           imaging.jpeg(size=(800, 600), color=(255, 255, 255)))
+    assert response.status_code == 200
+    assert response.headers["X-Detections"] == str(MAX_DRAWN_BOXES + 1)
+    assert response.headers["X-Detections-Drawn"] == str(MAX_DRAWN_BOXES)
+    drawn = Image.open(io.BytesIO(response.data))
+    assert drawn.getpixel((700, 560)) == pytest.approx((255, 255, 255), abs=8)   # the low score: not drawn
+    assert drawn.getpixel((10, 50)) != pytest.approx((255, 255, 255), abs=8)
+
+
+def big_jpeg(size=(10_000, 4_000)) -> bytes:
+    """A JPEG at the side cap with smooth content (compresses to about 1 MB)."""
+    gradient = Image.linear_gradient("L").resize(size)
+    image = Image.merge("RGB", (gradient, gradient.transpose(Image.Transpose.FLIP_LEFT_RIGHT), gradient.rotate(180)))
+    return imaging.encode(image, "JPEG", quality=90)
+
+
+def peak_and_resident_mb(pid: int) -> tuple[int, int]:
+    with open(f"/proc/{pid}/status") as status:
+        fields = dict(line.split(":", 1) for line in status)
+    return int(fields["VmHWM"].split()[0]) // 1024, int(fields["VmRSS"].split()[0]) // 1024
+
+
+@pytest.mark.slow
+def test_annotating_a_huge_image_costs_little_more_than_detecting_it(tmp_path):
+    """Against the real server path (waitress): the process' peak memory while annotating a
+    10000x4000 JPEG stays well under one full-size copy of the image (160 MB in Pillow's RGB)
+    above what a plain /v2/detect of the same image reaches, and the answer is small."""
+    data = big_jpeg()
+    server = SlowServer(tmp_path, OBJECT_DETECTION_ENABLED="true", FAKE_DELAY_S="0", FAKE_BOXES="1000",
+                        CACHE_MAXSIZE="0")
+    try:
+        for _ in range(2):   # the decoding path's own peak, twice: allocator pools are warm
+            plain = requests.post(server.url + "/v2/detect?min_score=0", files={"image": ("a.jpg", data)}, timeout=120)
+            assert plain.status_code == 200
+        detect_peak, _ = peak_and_resident_mb(server.process.pid)
+        response = requests.post(server.url + "/v2/detect?annotate=true&min_score=0",
+                                 files={"image": ("a.jpg", data)}, timeout=120)
+        annotate_peak, resident = peak_and_resident_mb(server.process.pid)
+    finally:
+        server.stop()
+    print(f"peak MB: plain detect {detect_peak}, annotate {annotate_peak}; resident after {resident} MB; "
+          f"answer {len(response.content)} bytes")   # pytest -s shows the measurement
+    assert response.status_code == 200 and response.headers["X-Detections"] == "1000"
+    assert response.headers["X-Detections-Drawn"] == str(MAX_DRAWN_BOXES)
+    drawn = Image.open(io.BytesIO(response.content))
+    assert drawn.width * drawn.height <= MAX_DRAWN_PIXELS and len(response.content) < 4 * 2**20
+    assert annotate_peak - detect_peak < 96, (detect_peak, annotate_peak)
+    assert resident < detect_peak   # the full-size image was let go after drawing
 
 
 # --- cache ------------------------------------------------------------------------------------
@@ -304,11 +376,16 @@ def test_docs_are_served_from_local_assets(client):
     assert page.status_code == 200 and page.mimetype == "text/html"
     html = page.get_data(as_text=True)
     assert "http://" not in html and "https://" not in html  # no CDN
+    # No inline script or event handler: the page's policy allows scripts from the service only.
+    assert re.findall(r"<script(?![^>]*\ssrc=)", html) == [] and re.findall(r"\son\w+\s*=", html) == []
     for asset in ("docs/static/swagger-ui.css", "docs/static/swagger-ui-bundle.js",
-                  "docs/static/swagger-ui-standalone-preset.js"):
+                  "docs/static/swagger-ui-standalone-preset.js", "docs/static/docs.js"):
         assert asset in html
         with client.get("/" + asset) as response:
-            assert response.status_code == 200 and len(response.data) > 10_000
+            assert response.status_code == 200 and len(response.data) > (200 if asset.endswith("docs.js") else 10_000)
+    with client.get("/docs/static/docs.js") as script:
+        assert script.mimetype.endswith("javascript") and b"SwaggerUIBundle" in script.data
+        assert b"validatorUrl: null" in script.data   # no badge fetched from validator.swagger.io
     assert client.get("/docs/static/../../app.py").status_code == 404
     assert client.get("/docs/static/swagger-ui.js.map").status_code == 404
 
@@ -340,11 +417,116 @@ def test_api_keys(tmp_path, caplog):
     assert client.get("/models", headers={"X-API-Key": "wrong"}).status_code == 401
     assert client.get("/models", headers={"X-API-Key": "s3cret-key-one"}).status_code == 200
     assert client.get("/models", headers={"Authorization": "Bearer another-key"}).status_code == 200
-    for path in ("/openapi.json", "/docs", "/report", "/status"):
+    for path in ("/report", "/status", "/models/fake_classifier/labels"):
         assert client.get(path).status_code == 401
     for path in ("/health", "/ready", "/metrics"):
         assert client.get(path).status_code in (200, 503)
     assert "s3cret-key-one" not in caplog.text and "another-key" not in caplog.text
+
+
+def test_the_api_description_opens_without_a_key_and_authorize_takes_it(tmp_path):
+    """With API_KEYS set, /docs, its files and /openapi.json load (the description is public);
+    the document declares the key schemes, so Swagger UI's Authorize button sends X-API-Key."""
+    client = make_app(tmp_path, api_keys=("s3cret-key-one",)).test_client()
+    for path in ("/docs", "/docs/static/swagger-ui-bundle.js", "/docs/static/swagger-ui.css",
+                 "/docs/static/docs.js", "/openapi.json"):
+        with client.get(path) as response:
+            assert response.status_code == 200, path
+    document = client.get("/openapi.json").get_json()
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["apiKey"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+    assert schemes["bearer"] == {"type": "http", "scheme": "bearer"}
+    assert {"apiKey": []} in document["security"]
+    for path in ("/openapi.json", "/docs", "/docs/static/{filename}", "/health"):
+        assert document["paths"][path]["get"]["security"] == []
+    assert "security" not in document["paths"]["/v2/detect"]["post"]   # the document's: a key
+    # An inference route still needs the key.
+    assert post_images(client, "/v2/detect", RED).status_code == 401
+    assert client.post("/v2/detect", data=multipart(files={"image": ("a.jpg", RED)})[1],
+                       content_type=multipart()[0], headers={"X-API-Key": "s3cret-key-one"}).status_code == 200
+
+
+def _header_problems(method: str, path: str, response) -> list[str]:
+    problems = [f"{name} missing" for name, value in SECURITY_HEADERS.items() if response.headers.get(name) != value]
+    policy = response.headers.get("Content-Security-Policy", "")
+    if response.mimetype == "text/html":
+        scripts = next((d for d in policy.split("; ") if d.startswith("script-src ")), "")
+        if scripts != "script-src 'self'" or "frame-ancestors 'none'" not in policy or "default-src 'none'" not in policy:
+            problems.append(f"page policy {policy!r}")
+    elif policy != API_POLICY:
+        problems.append(f"policy {policy!r}")
+    static = path.startswith("/docs/static/") and response.status_code == 200
+    if (response.headers.get("Cache-Control") == "no-store") == static:
+        problems.append(f"Cache-Control {response.headers.get('Cache-Control')!r}")
+    return [f"{method} {path} {response.status_code}: {p}" for p in problems]
+
+
+def test_security_headers_on_every_answer(tmp_path):
+    """Every registered route, and the errors: unknown path, wrong method, no key, too large,
+    bad input, a failing model, an unexpected exception, DeepStack's error shape."""
+    app = make_app(tmp_path, max_upload_mb=1)
+    app.add_url_rule("/boom", "boom", lambda: 1 / 0)
+    keyed = make_app(tmp_path, api_keys=("k",)).test_client()
+    client = app.test_client()
+    answers = [(method, path, call(client, method, path)) for method, path in every_route(app)]
+    answers += [("GET", "/nope", client.get("/nope")), ("DELETE", "/health", client.delete("/health")),
+                ("GET", "/docs/static/x", client.get("/docs/static/x")),
+                ("POST", "/v2/detect", keyed.post("/v2/detect")), ("POST", "/v1", keyed.post("/v1/vision/detection")),
+                ("POST", "/v2/classify", call(client, "POST", "/v2/classify", b"\0" * (2 << 20))),
+                ("POST", "/v1/vision/scene", call(client, "POST", "/v1/vision/scene", b"not an image")),
+                ("GET", "/v2/detect?min_score=x", call(client, "POST", "/v2/detect?min_score=x"))]
+    app.extensions["registry"].slots["fake_detector"].model.fail_predict = True
+    answers.append(("POST", "/detect-objects", call(client, "POST", "/detect-objects", imaging.png())))
+    problems = [p for method, path, response in answers for p in _header_problems(method, path, response)]
+    statuses = {response.status_code for _, _, response in answers}
+    assert problems == [] and {200, 400, 401, 404, 405, 413, 500} <= statuses, (problems, statuses)
+
+
+class NonFiniteClassifier(FakeClassifier):
+    def predict(self, images):
+        return np.array([[np.nan, np.inf, -np.inf]] * len(images))
+
+
+class NaNDetector(FakeDetector):
+    def _detect(self, image, min_score):
+        return [Detection("dog", float("nan"), (0, 0, 1, 1)), Detection("cat", float("inf"), (1, 1, 2, 2))]
+
+
+def _refuse_constant(name):
+    raise AssertionError(f"{name} in an answer")
+
+
+def test_no_route_ever_answers_nan_or_infinity(tmp_path):
+    """Models that answer NaN and infinities: every registered route answers strict JSON (or
+    its own non-JSON type); a result that cannot be JSON is a clean 500 in the route family's
+    error shape, never a bare NaN token nor a traceback."""
+    app = create_app(Settings(classification_enabled=True, detection_enabled=True, models_dir=tmp_path,
+                              cache_maxsize=0), classifier=NonFiniteClassifier(), detector=NaNDetector())
+    client = app.test_client()
+    seen = set()
+    for method, path in every_route(app):
+        for query in ("", "?min_score=0&min_probability=0"):
+            response = call(client, method, path + query)
+            seen.add((path, response.status_code))
+            assert response.status_code < 500 or response.status_code == 500 and response.is_json, path
+            if response.mimetype != "application/json":
+                continue
+            body = json.loads(response.get_data(as_text=True), parse_constant=_refuse_constant)
+            if response.status_code == 500:   # ours, or DeepStack's shape
+                assert body["error"]["type"] == "inference_failed" if "success" not in body else \
+                    body["success"] is False, (path, body)
+    assert ("/detect-objects", 500) in seen and ("/v1/vision/detection", 500) in seen and ("/v2/detect", 500) in seen
+    assert ("/classify-image", 500) in seen and ("/v1/vision/scene", 500) in seen
+
+
+def test_the_json_encoder_refuses_what_is_not_json(app):
+    """The second line of defence, behind the pipeline's checks of every answer: NaN or an
+    infinity reaching the encoder is an error, never a bare token in a body."""
+    with app.app_context():
+        for value in (float("nan"), float("inf"), [1.0, -float("inf")], {"score": float("nan")}):
+            with pytest.raises(errors.NonFiniteResult):
+                app.json.dumps(value)
+        assert app.json.loads(app.json.dumps({"score": 0.5})) == {"score": 0.5}
 
 
 def test_request_id_and_json_log_line(client, caplog):

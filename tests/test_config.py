@@ -51,6 +51,22 @@ def test_every_problem_is_reported_at_once():
         assert name in message
 
 
+def test_api_keys_are_printable_ascii():
+    keys = Settings.from_env({"API_KEYS": " key-one , K3y_!#$%&'()*+./:;<=>?@[]^`{|}~ "}).api_keys
+    assert keys == ("key-one", "K3y_!#$%&'()*+./:;<=>?@[]^`{|}~")
+
+
+@pytest.mark.parametrize("raw", ["good,clé-secrète", "good,two words", "tab\there", "nul\x00key", "zero\u200bwidth",
+                                 "ok,ｆｕｌｌ", "del\x7fkey"])
+def test_api_keys_outside_printable_ascii_stop_the_start_without_being_shown(raw):
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"API_KEYS": raw})
+    (problem,) = info.value.problems
+    assert problem.startswith("API_KEYS: key ") and "printable ASCII" in problem and "not shown" in problem
+    for secret in ("clé", "secr", "words", "here", "key", "width", "ｆｕｌｌ"):
+        assert secret not in problem.split("API_KEYS: key", 1)[1]
+
+
 def test_settings_are_frozen():
     import dataclasses
     with pytest.raises(dataclasses.FrozenInstanceError):

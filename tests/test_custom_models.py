@@ -15,6 +15,7 @@ import pytest
 from app import create_app
 from bench.coco_eval import default_labels_dir, evaluate, find_images
 from config import ConfigError, Settings
+from models.folder_spec import SpecError, load_spec
 from tests.support import imaging
 from tests.support.http import multipart
 from tests.support.paths import ROOT
@@ -231,7 +232,14 @@ BASE = {"task": "classification", "format": "tflite", "file": "model.tflite", "l
     ({"labels": None}, "'labels' is required"),
     ({"input": {"size": [224]}}, "'input.size' must be"),
     ({"input": {"resize": "crop"}}, "'input.resize' is 'crop'"),
-    ({"input": {"std": [1, 0, 1]}}, "'input.std' must not contain 0"),
+    ({"input": {"std": [1, 0, 1]}}, "'input.std' must be positive numbers"),
+    ({"input": {"mean": [float("nan"), float("inf"), 0]}}, "'input.mean' must be finite numbers (no NaN or Infinity)"),
+    ({"input": {"mean": [1e39, 0, 0]}}, "'input.mean' must be finite numbers"),
+    ({"input": {"std": [-1, 1e-320, 1]}}, "'input.std' must be positive numbers"),
+    ({"input": {"std": [1e-320, 1, 1]}}, "'input.std' is too small"),
+    ({"input": {"std": [1e-40, 1, 1]}}, "'input.std' is too small"),
+    ({"input": {"mean": [3e38, 0, 0], "std": [0.5, 1, 1]}}, "'input.std' is too small"),
+    ({"input": {"std": [float("inf"), 1, 1]}}, "'input.std' must be finite numbers"),
     ({"input": {"scale": 2}}, "'input.scale' is not a known field"),
     ({"output": "sigmoid"}, "'output' is 'sigmoid'"),
     ({"task": "detection"}, "'layout' is required"),
@@ -247,6 +255,69 @@ def test_malformed_model_json_names_folder_and_field(tmp_path, change, field):
         create_app(settings)
     assert "MODELS_DIR/mine/model.json" in str(info.value)
     assert field in str(info.value)
+
+
+def start_with_labels(tmp_path, text: str, task: str = "classification"):
+    spec = {**BASE, "task": task, **({"layout": "yolov8", "box_units": "normalized"} if task == "detection" else {})}
+    folder = write_folder(tmp_path, "mine", spec)
+    (folder / "labels.txt").write_text(text)
+    variable = {"classification": "classification_models", "detection": "detection_models"}[task]
+    create_app(Settings(classification_enabled=True, detection_enabled=True, models_dir=tmp_path, **{variable: ("mine",)}))
+
+
+@pytest.mark.parametrize("text,task,expected", [
+    ("cat\n\ndog\n", "classification", "'labels' has empty lines: 2 (one label per line, none empty)"),
+    ("cat\n   \ndog\n\t\nbird\n", "detection", "'labels' has empty lines: 2, 4"),
+    ("cat\ndog\ncat\ndog\n", "detection", "'labels' repeats labels: line 3 (repeats line 1), line 4 (repeats line 2)"),
+    ("cat\n cat\n", "detection", "'labels' repeats labels: line 2 (repeats line 1)"),
+    ("".join(f"x{i % 3}\n" for i in range(40)), "detection",
+     "'labels' repeats labels: line 4 (repeats line 1), line 5 (repeats line 2), line 6 (repeats line 3), "
+     "line 7 (repeats line 1)"),
+])
+def test_empty_and_repeated_labels_stop_the_start_with_their_line_numbers(tmp_path, text, task, expected):
+    with pytest.raises(ConfigError) as info:
+        start_with_labels(tmp_path, text, task)
+    assert f"MODELS_DIR/mine/model.json: {expected}" in str(info.value)
+    assert len(str(info.value)) < 600   # at most 10 line numbers, then how many more
+
+
+def test_a_classifier_may_repeat_a_label_as_imagenets_own_file_does(tmp_path, caplog):
+    """ImageNet's label file names two classes "crane" (the bird and the machine): a classifier's
+    /v2 answers tell them apart by class_id. The repeat is logged, not refused."""
+    folder = write_folder(tmp_path, "mine", BASE)
+    (folder / "labels.txt").write_text("crane\nheron\ncrane\n\n")
+    assert load_spec(folder).labels == ("crane", "heron", "crane")
+    assert "'labels' repeats labels: line 3 (repeats line 1)" in caplog.text
+
+
+def test_a_labels_file_that_links_out_of_the_folder_is_refused(tmp_path):
+    """/models/<name>/labels serves the labels file to any client: a link to /etc/passwd (or any
+    file outside the folder) would publish it."""
+    folder = write_folder(tmp_path, "mine", BASE)
+    (folder / "labels.txt").unlink()
+    (folder / "labels.txt").symlink_to("/etc/passwd")
+    with pytest.raises(ConfigError) as info:
+        create_app(Settings(classification_enabled=True, classification_models=("mine",), models_dir=tmp_path))
+    assert "MODELS_DIR/mine/model.json: 'labels' names 'labels.txt', a symbolic link that leads out" in str(info.value)
+    assert "root:" not in str(info.value)
+    (folder / "labels.txt").unlink()
+    (tmp_path / "outside.txt").write_text("a\nb\nc\n")
+    (folder / "labels.txt").symlink_to(tmp_path / "outside.txt")
+    assert "a symbolic link that leads out" in "; ".join(_problems(folder))
+    # A link that stays inside the folder is followed; the model file itself may link out.
+    (folder / "labels.txt").unlink()
+    (folder / "sub").mkdir()
+    (folder / "sub" / "names.txt").write_text("a\nb\nc\n")
+    (folder / "labels.txt").symlink_to(folder / "sub" / "names.txt")
+    (folder / "model.tflite").unlink()
+    (folder / "model.tflite").symlink_to(tmp_path / "outside.txt")
+    assert load_spec(folder).labels == ("a", "b", "c")
+
+
+def _problems(folder) -> list[str]:
+    with pytest.raises(SpecError) as info:
+        load_spec(folder)
+    return info.value.problems
 
 
 def test_label_count_must_match_the_output(tmp_path):

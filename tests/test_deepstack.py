@@ -110,7 +110,10 @@ def test_min_confidence_is_a_form_field_from_0_to_1(client):
     assert labels(post(client, "/v1/vision/detection", min_confidence="")) == ["dog", "cat"]  # default
     # The query string is not DeepStack's: it changes nothing.
     assert labels(post(client, "/v1/vision/detection?min_confidence=0.05")) == ["dog", "cat"]
-    for bad in ("abc", "1.5", "-0.1", "nan", "inf"):
+    # Plain ASCII decimal only: other scripts' digits, spaces, signs and exponents are refused
+    # (1e-400 would otherwise be read as 0, where DeepStack answers 400).
+    for bad in ("abc", "1.5", "-0.1", "nan", "inf", "٠.٥", "０.５", " 0.5", "0.5 ", "1e-400", "+0.5", "5e-1",
+                "0.5\n", "0x1", "0" * 33):
         assert "min_confidence" in assert_deepstack_error(
             post(client, "/v1/vision/detection", min_confidence=bad), 400)
 
@@ -231,6 +234,13 @@ def test_api_key_form_field_on_the_deepstack_routes_only(tmp_path):
                        headers={"X-API-Key": "frigate-key"}).status_code == 200
     # Other routes never read the body for a key.
     assert post(client, "/v2/detect", api_key="frigate-key").status_code == 401
+    # Only a multipart body carries it, as DeepStack's clients send it: not a urlencoded one.
+    for path in ("/v1/vision/detection", "/v1/vision/custom/list"):
+        assert_deepstack_error(client.post(path, data={"api_key": "frigate-key"},
+                                           content_type="application/x-www-form-urlencoded"), 401)
+        assert_deepstack_error(client.post(path + "?api_key=frigate-key"), 401)
+    content_type, body = multipart(fields={"api_key": "frigate-key"})
+    assert client.post("/v1/vision/custom/list", data=body, content_type=content_type).status_code == 200
 
 
 def test_an_empty_api_key_is_accepted_when_no_keys_are_set(client):

@@ -235,13 +235,21 @@ def test_int_arg_default_when_absent_or_empty(app):
     assert read_int(app, None, default=None) is None
 
 
-@pytest.mark.parametrize("value, expected", [("1", 1), ("7", 7), ("10", 10), ("+3", 3)])
+@pytest.mark.parametrize("value, expected", [("1", 1), ("7", 7), ("10", 10), ("007", 7)])
 def test_int_arg_accepts_whole_numbers_in_range(app, value, expected):
     result = read_int(app, value)
     assert result == expected and type(result) is int
 
 
-@pytest.mark.parametrize("value", ["abc", "nan", "1e309", "5.5", "0", "11", "-1", "1e3", "inf"])
+# What Python's int() and float() take but a client never means: signs, spaces, separators,
+# exponents, other scripts' digits (Arabic-Indic, fullwidth, Devanagari, superscript), and
+# over-long spellings.
+HOSTILE_NUMBERS = ["+3", " 3", "3 ", "\t3", "3\n", "1_0", "٣", "３", "३", "³", "1e0", "0x5", "5.0.0",
+                   "0" * 40 + "5", "\u200b5"]
+
+
+@pytest.mark.parametrize("value", ["abc", "nan", "1e309", "5.5", "0", "11", "-1", "1e3", "inf", "5.", "5.0",
+                                   *HOSTILE_NUMBERS])
 def test_int_arg_refuses(app, value):
     with pytest.raises(errors.InvalidParameter) as caught:
         read_int(app, value)
@@ -254,17 +262,31 @@ def test_float_arg_default_when_absent_or_empty(app):
     assert read_float(app, "") == 0.5
 
 
-@pytest.mark.parametrize("value, expected", [("0", 0.0), ("0.25", 0.25), ("1", 1.0), ("2.5e-1", 0.25)])
+@pytest.mark.parametrize("value, expected", [("0", 0.0), ("0.25", 0.25), ("1", 1.0), (".5", 0.5), ("1.", 1.0),
+                                             ("00.50", 0.5), ("0." + "0" * 29 + "1", 1e-30)])
 def test_float_arg_accepts_numbers_in_range(app, value, expected):
     assert read_float(app, value) == expected
 
 
-@pytest.mark.parametrize("value", ["abc", "nan", "NaN", "1e309", "inf", "-inf", "-0.01", "1.5"])
+HOSTILE_DECIMALS = ["٠.٥", "０.５", "0.५", " 0.5", "0.5 ", "\u00a00.5", "0.5\n", "+0.5", "-0", "2.5e-1", "1e-400",
+                    "5E-1", "0.5.", "..5", ".", "0,5", "0_5", "0x0.8p0", "½", "infinity", "0." + "0" * 40 + "1"]
+
+
+@pytest.mark.parametrize("value", ["abc", "nan", "NaN", "1e309", "inf", "-inf", "-0.01", "1.5", *HOSTILE_DECIMALS])
 def test_float_arg_refuses(app, value):
     with pytest.raises(errors.InvalidParameter) as caught:
         read_float(app, value)
     assert caught.value.code == 400
     assert "'t'" in caught.value.message
+
+
+def test_a_minus_sign_only_where_the_range_has_negatives(app):
+    with args(app, t="-0.5"):
+        assert float_arg("t", default=0.0, minimum=-1.0, maximum=1.0) == -0.5
+    for value in ("--0.5", "+0.5", "- 0.5", "-٠.٥"):
+        with args(app, t=value):
+            with pytest.raises(errors.InvalidParameter):
+                float_arg("t", default=0.0, minimum=-1.0, maximum=1.0)
 
 
 @pytest.mark.parametrize("value, expected", [

@@ -15,6 +15,7 @@ import http.server
 import json
 import logging
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -31,6 +32,7 @@ from dataplane.images import decode_image
 from models.folder_spec import SpecError, load_spec
 from runtimes import open_inference_pb2 as pb
 from runtimes.open_inference_grpc import address
+from runtimes.remote import checked_addresses, literal_address, refused_engine_address
 from tests.support import imaging
 from tests.support.engines import Engine, FreezingProxy, remote_folder, require_engine, wait_for
 from tests.support.http import multipart
@@ -152,6 +154,101 @@ def test_a_header_value_with_a_line_break_is_refused_without_echoing_it(tmp_path
     monkeypatch.setenv("ENGINE_TOKEN", "abc\r\nX-Injected: 1")
     text = problems_of(write_spec(tmp_path, "remote", headers_env={"Authorization": "ENGINE_TOKEN"}))
     assert "holds a line break" in text and "Injected" not in text
+
+
+# --- the address policy: link-local and cloud metadata addresses ---------------------------------
+
+METADATA_URLS = ["http://169.254.169.254/latest", "http://169.254.169.254:80", "https://169.254.170.2",
+                 "http://[::ffff:169.254.169.254]", "http://[::ffff:a9fe:a9fe]:8000", "http://[fe80::1]:8000",
+                 "http://[fd00:ec2::254]", "http://100.100.100.200", "http://192.0.0.192",
+                 "http://[64:ff9b::a9fe:a9fe]", "http://[2002:a9fe:a9fe::1]:8000", "http://2852039166",
+                 "http://0xa9.0xfe.0xa9.0xfe", "http://169.254.43518", "grpc://169.254.169.254:8001",
+                 "grpcs://[fe80::5]"]
+
+
+@pytest.mark.parametrize("url", METADATA_URLS)
+def test_an_engine_url_at_a_metadata_address_stops_the_start(tmp_path, url):
+    write_spec(tmp_path, "remote", url=url)
+    with pytest.raises(ConfigError) as info:
+        create_app(Settings(classification_enabled=True, classification_models=("remote",), models_dir=tmp_path))
+    assert "MODELS_DIR/remote/model.json: 'url' names a link-local or cloud metadata address" in str(info.value)
+    assert "FETCH_ALLOW_HOSTS" in str(info.value)
+
+
+def test_fetch_allow_hosts_lets_a_named_host_through_and_private_engines_stay_allowed(tmp_path):
+    allowed = load_spec(write_spec(tmp_path, "a", url="http://169.254.169.254:8000"),
+                        allow_hosts=frozenset({"169.254.169.254:8000"}))
+    assert allowed.remote.allowed
+    assert load_spec(write_spec(tmp_path, "b", url="http://[fe80::1]:8000"), allow_hosts=frozenset({"fe80::1"}))
+    assert "'url'" in problems_of(write_spec(tmp_path, "c", url="http://169.254.169.254:9000"))  # another port
+    for url in ("http://10.0.0.5:8000", "http://192.168.1.2:8000", "grpc://172.16.0.1:8001", "http://127.0.0.1:8000",
+                "http://[fd12::1]:8000", "http://triton:8000", "https://8.8.8.8"):
+        assert load_spec(write_spec(tmp_path, "d", url=url)).remote.url == url
+
+
+def test_the_policy_reads_every_spelling_of_an_address():
+    for ip in ("169.254.0.1", "169.254.169.254", "fe80::1", "fe80::1%eth0", "fd00:ec2::254", "::ffff:169.254.169.254",
+                    "100.100.100.200", "64:ff9b::a9fe:a9fe", "2002:a9fe:a9fe::", "2001:0:4136:e378:8000:63bf:5601:5601"):
+        assert refused_engine_address(ip), ip
+    for ip in ("10.0.0.1", "127.0.0.1", "::1", "fd12::1", "192.168.0.1", "8.8.8.8", "::ffff:10.0.0.1"):
+        assert not refused_engine_address(ip), ip
+    assert literal_address("2852039166") == literal_address("0xa9.0xfe.0xa9.0xfe") == "169.254.169.254"
+    assert literal_address("triton") is None and literal_address("cafe") is None and literal_address("1e100") is None
+
+
+def resolving(monkeypatch, names: dict[str, str]):
+    """socket.getaddrinfo answering `names` (host → IPv4 address); other hosts as the system does."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host in names:
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (names[host], int(port or 0)))]
+        return real(host, port, *args, **kwargs)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+@pytest.mark.parametrize("scheme", ["http", "grpc"])
+def test_an_engine_name_that_resolves_to_a_metadata_address_is_never_connected(tmp_path, monkeypatch, scheme):
+    """A name is checked when the engine is connected to: the model stays not ready (503), and
+    /ready says why; the start is not stopped (DNS may change)."""
+    resolving(monkeypatch, {"metadata.test": "169.254.169.254"})
+    write_spec(tmp_path, "remote", url=f"{scheme}://metadata.test:8001")
+    client = create_app(Settings(classification_enabled=True, classification_models=("remote",),
+                                 models_dir=tmp_path)).test_client()
+    response = upload(client, "/v2/classify", small_jpeg())
+    assert response.status_code == 503 and response.get_json()["error"]["type"] == "model_not_ready"
+    reason = client.get("/ready").get_json()["models"]["remote"]["reason"]
+    assert "resolves to a link-local or cloud metadata address" in reason
+    assert checked_addresses("metadata.test", 8001, frozenset({"metadata.test"})) == ["169.254.169.254"]
+
+
+def test_a_checked_name_is_connected_at_its_checked_address_with_its_own_host_header(tmp_path, monkeypatch):
+    seen = []
+
+    class Door(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the stdlib's name
+            seen.append(self.headers["Host"])
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Door)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    resolving(monkeypatch, {"engine.test": "127.0.0.1"})
+    try:
+        write_spec(tmp_path, "remote", url=f"http://engine.test:{server.server_port}")
+        client = create_app(Settings(classification_enabled=True, classification_models=("remote",),
+                                     models_dir=tmp_path)).test_client()
+        assert upload(client, "/v2/classify", small_jpeg()).status_code == 503
+        reason = client.get("/ready").get_json()["models"]["remote"]["reason"]
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "says the model is not ready (HTTP 503)" in reason
+    assert seen and set(seen) == {f"engine.test:{server.server_port}"}
 
 
 # --- an engine that is not there ---------------------------------------------------------------

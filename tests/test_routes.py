@@ -9,6 +9,7 @@ import pytest
 
 from app import create_app
 from config import Settings
+from errors import ECHO_CHARS, echo
 from tests.support import imaging
 from tests.support.fakes import FakeClassifier, FakeDetector
 from tests.support.http import assert_error, multipart, upload
@@ -51,6 +52,40 @@ def test_detect_min_probability(client):
     assert [d["name"] for d in body] == ["dog"]
     for bad in ("-1", "101", "nan", "x"):
         assert_error(upload(client, "/detect-objects", imaging.jpeg(), query=f"?min_probability={bad}"), 400)
+
+
+@pytest.mark.parametrize("path, field", [("/classify-image", "top_k"), ("/v2/classify", "top_k"),
+                                         ("/v2/classify", "min_score"), ("/detect-objects", "min_probability"),
+                                         ("/v2/detect", "min_score"), ("/v2/detect", "max_detections")])
+@pytest.mark.parametrize("spelling", ["٠.٥", "０.５", " 1", "1 ", "1e-400", "+1", "1e0", "1_0", "١", "0x1",
+                                      "1" * 40])
+def test_numeric_parameters_take_plain_ascii_decimal_only(client, path, field, spelling):
+    response = client.post(path, query_string={field: spelling},
+                           data={"image": (io.BytesIO(imaging.jpeg()), "a.jpg")}, content_type="multipart/form-data")
+    body = assert_error(response, 400, "invalid_parameter")
+    assert f"'{field}'" in body["error"]["message"]
+
+
+def test_a_huge_model_name_is_quoted_short(client):
+    """Error messages quote a client's text cut to ECHO_CHARS characters: a 20 kB model name is
+    not sent back whole, on any route that names a model."""
+    name = "a" * 20_000
+    answers = [client.post("/v2/detect", query_string={"model": name},
+                           data={"image": (io.BytesIO(imaging.jpeg()), "a.jpg")}, content_type="multipart/form-data"),
+               client.get(f"/models/{name}"), client.get(f"/models/{name}/labels"),
+               client.post(f"/v1/vision/custom/{name}", data={"image": (io.BytesIO(imaging.jpeg()), "a.jpg")},
+                           content_type="multipart/form-data")]
+    for response in answers:
+        assert response.status_code == 404 and len(response.data) < 1000, response.request.path[:30]
+        body = response.get_json()
+        message = body["error"]["message"] if "message" in body.get("error", {}) else body["error"]
+        assert "a" * ECHO_CHARS + "…" in message and "a" * (ECHO_CHARS + 1) not in message
+
+
+def test_echo_cuts_and_keeps_messages_on_one_line():
+    assert echo("short") == "short"
+    assert echo("x" * 65) == "x" * 64 + "…" and echo("x" * 64) == "x" * 64
+    assert echo("bad\r\nX-Injected: 1\x00") == "bad??X-Injected: 1?"
 
 
 def test_disabled_features_answer_403(tmp_path):

@@ -70,3 +70,22 @@ class FakeDetector(Detector):
                  Detection("cat", 0.4, (w // 2, h // 2, w, h)),
                  Detection("cat", 0.1, (min(1, w), min(1, h), min(2, w), min(2, h)))]  # inside a 1-pixel image too
         return [d for d in found if d.score >= min_score]
+
+
+class ManyBoxDetector(FakeDetector):
+    """`count` boxes spread over the image, scores falling from 1 towards 0 (annotation caps)."""
+
+    name = "many_boxes"
+
+    def __init__(self, count: int):
+        super().__init__()
+        self.count = count
+
+    def _detect(self, image, min_score):
+        w, h = image.size
+        found = []
+        for i in range(self.count):
+            x, y = (i * 97) % max(1, w - 10), (i * 61) % max(1, h - 10)
+            found.append(Detection("dog" if i % 2 else "cat", 1 - i / (self.count + 1),
+                                   (x, y, min(w, x + w // 10 + 1), min(h, y + h // 10 + 1))))
+        return [d for d in found if d.score >= min_score]

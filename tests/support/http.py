@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 
 from app import create_app
 from config import Settings
+from tests.support import imaging
 from tests.support.fakes import FakeClassifier, FakeDetector
 
 LEAKS = ("Traceback", "/secret", "0xdeadbeef", "<PIL", "object at", ".py\"")
@@ -59,3 +61,28 @@ def assert_error(response, code, type_=None) -> dict:
     for leak in LEAKS:
         assert leak not in text
     return body
+
+
+# Path parameters of every route, filled with what the fakes and Swagger UI have.
+PATH_VALUES = {"model": "fake_detector", "name": "fake_classifier", "filename": "swagger-ui.css"}
+
+
+def every_route(app) -> list[tuple[str, str]]:
+    """(method, path) of every registered route, its path parameters filled from PATH_VALUES:
+    a route added later is walked by the tests that use this, without being listed anywhere."""
+    routes = []
+    for rule in app.url_map.iter_rules():
+        path = rule.rule
+        for argument in rule.arguments:
+            path = re.sub(rf"<(?:\w+:)?{argument}>", PATH_VALUES[argument], path)
+        routes += [(method, path) for method in sorted(rule.methods - {"HEAD", "OPTIONS"})]
+    return routes
+
+
+def call(client, method: str, path: str, image: bytes | None = None, **kwargs):
+    """One request: a POST carries one multipart `image` part (every POST route takes one)."""
+    if method != "POST":
+        return client.open(path, method=method, **kwargs)
+    content_type, body = multipart(files={"image": ("a.jpg", image if image is not None else imaging.jpeg())})
+    return client.post(path, data=body, content_type=content_type, **kwargs)
+
