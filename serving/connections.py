@@ -33,12 +33,13 @@ from waitress.server import TcpWSGIServer
 from waitress.task import ErrorTask, ThreadedTaskDispatcher, WSGITask
 
 from api.errors import error_body
+from api.middleware import API_POLICY, CACHE_CONTROL, SECURITY_HEADERS
 
 LINGER_SECONDS = 2.0
 ACCEPTS_PER_TURN = 64
-# On every answer waitress writes itself (the application adds its own on the others).
-ERROR_HEADERS = [("Content-Type", "application/json"), ("X-Content-Type-Options", "nosniff"),
-                 ("Cache-Control", "no-store")]
+# On every answer waitress writes itself: the application's own headers for an API answer.
+ERROR_HEADERS = [("Content-Type", "application/json"), *SECURITY_HEADERS.items(),
+                 ("Content-Security-Policy", API_POLICY), ("Cache-Control", CACHE_CONTROL)]
 ERROR_TYPES = {400: ("bad_request", "The request is not valid HTTP/1.1 (framing or headers)."),
                408: ("request_timeout", "The request did not arrive in time; send it at a steady rate."),
                413: ("request_too_large", "The request body is larger than the server accepts."),

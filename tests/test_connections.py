@@ -80,7 +80,7 @@ def test_smuggled_requests_get_one_json_error_and_the_connection_closes(make_ser
         assert len(STATUS_LINE.findall(received)) == 1, (spelling, received)
         head, _, body = received.partition(b"\r\n\r\n")
         assert head.split()[1] in (b"400", b"501"), (spelling, head)
-        assert b"Connection: close" in head and b"application/json" in head, spelling
+        assert b"Connection: close" in head and b"application/json" in head and b"nosniff" in head, spelling
         assert b'"error"' in body, spelling
     # An honest keep-alive client still gets two answers on one connection.
     received, _ = exchange(server.port, HEALTH + HEALTH, wait=1)
