@@ -1,6 +1,7 @@
 """The application factory, and `python app.py`: the service under waitress."""
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
@@ -60,18 +61,18 @@ def create_app(settings: Settings | None = None, *, classifier: Model | None = N
     app.json = FiniteJSONProvider(app)   # never NaN or Infinity in an answer
     app.json.sort_keys = False
 
-    frameworks.set_threads(settings.intra_op_threads, settings.inter_op_threads)
-    frameworks.set_inference(settings.inference_runtime, settings.inference_precision)
     models = configured_models(settings, {"classification": classifier, "detection": detector})
-    admission = Admission(settings.waitress_threads, settings.max_queue)
-    time_limit = TimeLimit(settings.waitress_threads, settings.inference_timeout)
+    admission = Admission(settings.inference_concurrency, settings.max_queue)
+    time_limit = TimeLimit(settings.inference_concurrency, settings.inference_timeout)
     metrics = Metrics(workers.metrics_dir())
     policy = CallPolicy(limit=time_limit.run, observe=metrics.inference, on_batch_wait=admission.hand_back,
                         max_batch_size=settings.max_batch_size,
                         batch_timeout_ms=settings.batch_timeout_ms,
                         retry_seconds=settings.load_retry_seconds)
-    needed = set().union(*(model.frameworks for model in models))
-    registry = Registry(ModelSlot(model, needed_frameworks=needed, policy=policy) for model in models)
+    # Every configured model's frameworks, imported together in the one order that works.
+    prepare = functools.partial(frameworks.prepare, set().union(*(model.frameworks for model in models)),
+                                settings.inference_options)
+    registry = Registry(ModelSlot(model, prepare=prepare, policy=policy) for model in models)
     metrics.watch_models(registry)
     own_cache, report, shared_store = usage_stores(settings, metrics)
     if fetcher is None:
@@ -84,7 +85,7 @@ def create_app(settings: Settings | None = None, *, classifier: Model | None = N
         settings=settings, registry=registry, admission=admission, time_limit=time_limit,
         metrics=metrics, report=report, shared_store=shared_store,
         pipeline=Pipeline(registry, cache, report, fetcher, ImageLimits(settings.max_image_pixels, settings.max_image_side),
-                          metrics=metrics))
+                          metrics=metrics, after_images=memory.after_images))
 
     from api import deepstack, inference, operations
     app.register_blueprint(inference.bp)
@@ -126,6 +127,7 @@ def configured_models(settings: Settings, replacements: dict[str, Model | None])
             for name in names:
                 try:
                     model = create_model(task, name, settings.models_dir, settings.model_download,
+                                         settings.inference_options,
                                          allow_hosts=settings.fetch_allow_hosts)
                     model.validate()
                 except SpecError as exc:
@@ -144,6 +146,9 @@ def main() -> int:
     prepare_process()
     try:
         settings = Settings.from_env()
+        if workers.this_worker() is None:   # once: the supervisor's, or the one process'
+            for notice in settings.notices:
+                log.warning("configuration: %s", notice)
         if workers.should_supervise(settings):
             return workers.supervise(settings, [sys.executable, os.path.abspath(__file__)])
         app = create_app(settings)

@@ -13,33 +13,17 @@ import urllib.parse
 from pathlib import Path
 from typing import Mapping
 
+from api.parsing import BOOLEAN_HELP, parse_bool
+from contract import FRAMEWORK, OPENVINO, InferenceOptions
 from dataplane.report import MAX_IMAGES
-from models.folder_spec import SPEC_FILE
+from models.folder_spec import FOLDER_NAME, SPEC_FILE
 from registry import TASKS
-
-# A model folder is MODELS_DIR/<name>/model.json; names stay URL- and path-safe.
-FOLDER_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 # An API key: printable ASCII, no space (0x21-0x7e); the comma separates keys in API_KEYS.
 API_KEY = re.compile(r"[\x21-\x7e]+")
 
 # CACHE_PREFIX starts every Redis key this deployment writes.
 REDIS_PREFIX = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-
-TRUE_WORDS = frozenset({"1", "true", "yes", "on", "y", "t"})
-FALSE_WORDS = frozenset({"0", "false", "no", "off", "n", "f"})
-BOOLEAN_HELP = "use one of true/false, 1/0, yes/no, on/off"
-
-
-def parse_bool(text: str) -> bool | None:
-    """True or False for the accepted spellings (any case, surrounding spaces ignored); None otherwise."""
-    value = text.strip().lower()
-    if value in TRUE_WORDS:
-        return True
-    if value in FALSE_WORDS:
-        return False
-    return None
-
 
 def redis_url_problem(url: str) -> str | None:
     """Why `url` is not a Redis URL the service can use, or None."""
@@ -70,10 +54,13 @@ class ConfigError(Exception):
 
 
 def _var(variable: str, default, kind: str = "int", minimum: int = 0, maximum: int = 0,
-         alias: str | None = None, choices: tuple[str, ...] = (), **field_options):
-    """A setting read from `variable`: the field's default is the variable's default."""
+         alias: str | None = None, choices: tuple[str, ...] = (), former: str | None = None,
+         spellings: dict[str, str] | None = None, **field_options):
+    """A setting read from `variable`: the field's default is the variable's default. `alias`:
+    another name read when `variable` is not set; `former`: the variable's old name, still read
+    (with one notice at start-up); `spellings`: old values of a choice and what they mean now."""
     metadata = {"variable": variable, "kind": kind, "minimum": minimum, "maximum": maximum,
-                "alias": alias, "choices": choices}
+                "alias": alias or former, "choices": choices, "former": former, "spellings": spellings or {}}
     return dataclasses.field(default=default, metadata=metadata, **field_options)
 
 
@@ -93,8 +80,10 @@ class Settings:
     preload_models: bool = _var("PRELOAD_MODELS", False, "bool")
     # Serving processes on the port (serving/workers.py); each loads its own models.
     workers: int = _var("WORKERS", 1, minimum=1, maximum=64)
-    waitress_threads: int = _var("WAITRESS_THREADS", 4, minimum=1, maximum=256)
-    # Requests that may wait for an inference place; unset: twice WAITRESS_THREADS.
+    # Inference places: requests decoded and prepared at once (a request waiting for a
+    # micro-batched model call hands its place on).
+    inference_concurrency: int = _var("INFERENCE_CONCURRENCY", 4, minimum=1, maximum=256, former="WAITRESS_THREADS")
+    # Requests that may wait for an inference place; unset: twice INFERENCE_CONCURRENCY.
     max_queue: int = _var("MAX_QUEUE", 8, minimum=0, maximum=4096)
     inference_timeout: float = _var("INFERENCE_TIMEOUT_S", 30, minimum=1, maximum=3600)
     drain_seconds: float = _var("DRAIN_SECONDS", 25, minimum=0, maximum=3600)
@@ -110,13 +99,14 @@ class Settings:
     intra_op_threads: int = _var("INTRA_OP_THREADS", 0, minimum=0, maximum=256)    # 0: the CPU count
     inter_op_threads: int = _var("INTER_OP_THREADS", 1, minimum=1, maximum=256)
     # What executes the built-in networks on a CPU, and OpenVINO's arithmetic (bf16: faster, not the same answers).
-    inference_runtime: str = _var("INFERENCE_RUNTIME", "openvino", "choice", choices=("openvino", "tensorflow"))
+    inference_runtime: str = _var("INFERENCE_RUNTIME", OPENVINO, "choice", choices=(OPENVINO, FRAMEWORK),
+                                  spellings={"tensorflow": FRAMEWORK})
     inference_precision: str = _var("INFERENCE_PRECISION", "f32", "choice", choices=("f32", "bf16"))
     port: int = _var("PORT", 5001, minimum=1, maximum=65535)
     max_upload_mb: int = _var("MAX_UPLOAD_MB", 10, minimum=1, maximum=1024)
     max_image_pixels: int = _var("MAX_IMAGE_PIXELS", 40_000_000, minimum=1, maximum=1_000_000_000)
     fetch_allow_hosts: frozenset[str] = _var("FETCH_ALLOW_HOSTS", frozenset(), "hosts")
-    max_request_images: int = _var("MAX_BATCH", 16, minimum=1, maximum=256)       # images per /v2 request
+    max_request_images: int = _var("MAX_IMAGES_PER_REQUEST", 16, minimum=1, maximum=256, former="MAX_BATCH")
     cache_maxsize: int = _var("CACHE_MAXSIZE", 1024, minimum=0, maximum=10_000_000)
     cache_ttl: int = _var("CACHE_TTL", 3600, minimum=1, maximum=365 * _DAY)
     monitor_window: int = _var("MONITOR_WINDOW", 3 * _DAY, minimum=1, maximum=365 * _DAY)
@@ -130,14 +120,21 @@ class Settings:
     max_image_side: int = 10_000
     load_retry_seconds: float = 60.0   # a failed model load is tried again after this long
     fetch_timeout: float = 10.0
+    # What start-up says about the configuration besides problems (a former variable name in use).
+    notices: tuple[str, ...] = ()
+
+    @property
+    def inference_options(self) -> InferenceOptions:
+        return InferenceOptions(runtime=self.inference_runtime, precision=self.inference_precision,
+                                intra_op_threads=self.intra_op_threads, inter_op_threads=self.inter_op_threads)
     # Distinct images the usage report tracks over MONITOR_WINDOW: its memory bound (a shorter
     # window holds less); not a variable, so the documented bound is the bound.
     report_max_images: int = MAX_IMAGES
 
     @property
     def server_threads(self) -> int:
-        """waitress threads: the inference workers, the queue, and 2 kept for health checks."""
-        return self.waitress_threads + self.max_queue + 2
+        """waitress threads: the inference places, the queue, and 2 kept for health checks."""
+        return self.inference_concurrency + self.max_queue + 2
 
     @property
     def max_upload_bytes(self) -> int:
@@ -160,15 +157,15 @@ class Settings:
             if field.metadata:
                 values[field.name] = reader.read(field, {"models_dir": models_dir, **values})
         if "MAX_QUEUE" not in reader.given:
-            values["max_queue"] = 2 * values["waitress_threads"]
+            values["max_queue"] = 2 * values["inference_concurrency"]
         if reader.problems:
             raise ConfigError(reader.problems)
-        return cls(**values)
+        return cls(**values, notices=tuple(reader.notices))
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
-_TASK_FIELDS = {"classification": ("classification_enabled", "classification_models"),
-                "detection": ("detection_enabled", "detection_models")}
+# Each task's two fields, by name: <task>_enabled and <task>_models.
+_TASK_FIELDS = {task: (f"{task}_enabled", f"{task}_models") for task in TASKS}
 # Every environment variable the service reads (README, Dockerfile and the Nomad job list them).
 VARIABLES = tuple(f.metadata["variable"] for f in dataclasses.fields(Settings) if f.metadata)
 
@@ -179,6 +176,7 @@ class _Reader:
     def __init__(self, env: Mapping[str, str]):
         self.env = env
         self.problems: list[str] = []
+        self.notices: list[str] = []
         self.given: set[str] = set()
 
     def read(self, field: dataclasses.Field, earlier: dict):
@@ -189,6 +187,8 @@ class _Reader:
         if raw is None or raw.strip() == "":
             return field.default
         self.given.add(name)
+        if used == meta["former"]:
+            self.notices.append(f"{used} is the former name of {name}: it is still read; rename it")
         return getattr(self, "_" + meta["kind"])(used, raw.strip(), field, earlier)
 
     def _bool(self, name, raw, field, earlier):
@@ -212,6 +212,10 @@ class _Reader:
 
     def _choice(self, name, raw, field, earlier):
         value, choices = raw.lower(), field.metadata["choices"]
+        if value in field.metadata["spellings"]:
+            now = field.metadata["spellings"][value]
+            self.notices.append(f"{name}={raw} is the former spelling of {name}={now}: it still works; use {now}")
+            value = now
         if value not in choices:
             self.problems.append(f"{name}={raw!r} is not valid; use one of {', '.join(choices)}")
             return field.default

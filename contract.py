@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import os
 from typing import ClassVar, Sequence
 
 import numpy as np
@@ -21,6 +22,40 @@ DETECTION = "detection"
 
 STRETCH = "stretch"      # the whole image is resized to `input_size`, aspect ratio not kept
 LETTERBOX = "letterbox"  # resized to fit `input_size`, aspect ratio kept, padded
+
+
+# What executes the built-in networks (InferenceOptions.runtime): OpenVINO, or each model's own
+# framework (TensorFlow for the Keras classifiers, torch for ImageAI's detectors).
+OPENVINO = "openvino"
+FRAMEWORK = "framework"
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceOptions:
+    """How models execute, from the settings (INFERENCE_RUNTIME, INFERENCE_PRECISION,
+    INTRA_OP_THREADS, INTER_OP_THREADS): handed to every model when it is created and to the
+    frameworks when they are imported, never kept in a global."""
+    runtime: str = OPENVINO       # OPENVINO or FRAMEWORK
+    precision: str = "f32"        # OpenVINO's arithmetic: f32 or bf16
+    intra_op_threads: int = 0     # threads inside one model call; 0: the CPUs this process may use
+    inter_op_threads: int = 1     # operations run side by side (TensorFlow, torch)
+
+    @property
+    def threads(self) -> int:
+        """Threads inside one model call."""
+        return self.intra_op_threads or len(os.sched_getaffinity(0)) or 1
+
+
+class ModelUnavailable(Exception):
+    """A model cannot load for a reason an operator can act on: its weights are missing, its
+    folder does not match the model, its inference engine is down. Raised by the model families,
+    the files and the runtimes below the registry, which reports `reason` as it is (/ready, the
+    log) without a traceback. The reason never holds a path outside MODELS_DIR, a secret or an
+    exception's own text."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +128,8 @@ class Model(abc.ABC):
     def load_failure(self, exc: Exception) -> str:
         """What an operator should read when `load()` raised `exc`: the cause, and the fix.
         Never a path outside MODELS_DIR, never the exception's own text (it may hold both)."""
+        if isinstance(exc, ModelUnavailable):
+            return exc.reason
         return f"the model could not be loaded ({type(exc).__name__})"
 
 

@@ -12,7 +12,6 @@ from api.annotate import annotate
 from api.parsing import bool_arg, float_arg, int_arg, list_arg, read_sources
 from dataplane.pipeline import Pipeline
 from errors import InvalidParameter
-from serving import memory
 
 bp = Blueprint("inference", __name__)
 
@@ -94,8 +93,7 @@ def detect_v2():
     result = answers.single(results, slot.name)
     annotated = annotate(result.image, result.value, full_size=(result.width, result.height))
     result.image = None   # the full-size image: freed now, and its pages handed back when large
-    if result.width * result.height >= memory.LARGE_IMAGE_PIXELS:
-        memory.release_free_memory()
+    _pipeline().after_images(result.width * result.height)
     response = Response(annotated.jpeg, mimetype="image/jpeg")
     response.headers["X-Detections"] = str(len(result.value))     # found
     response.headers["X-Detections-Drawn"] = str(annotated.drawn)

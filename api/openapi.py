@@ -30,7 +30,7 @@ _BATCH_BODY = {
     "content": {
         "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {
             "image": {"type": "array", "items": {"type": "string", "format": "binary"},
-                      "description": "one or more image parts, at most MAX_BATCH"}}}},
+                      "description": "one or more image parts, at most MAX_IMAGES_PER_REQUEST"}}}},
         "application/json": {"schema": {"oneOf": [
             {"$ref": "#/components/schemas/ImageReference"},
             {"type": "object", "required": ["images"], "properties": {

@@ -13,7 +13,6 @@ from api.errors import error_body
 from api.middleware import html_page
 from api.openapi import openapi_document
 from registry import TASKS
-from serving import metrics as metrics_module
 
 bp = Blueprint("operations", __name__)
 
@@ -112,8 +111,8 @@ def model_labels(name: str):
 
 @bp.get("/metrics")
 def metrics():
-    return Response(current_app.extensions["metrics"].render(), mimetype=None,
-                    content_type=metrics_module.CONTENT_TYPE)
+    registry = current_app.extensions["metrics"]
+    return Response(registry.render(), mimetype=None, content_type=registry.content_type)
 
 
 @bp.get("/report")

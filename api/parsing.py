@@ -12,7 +12,6 @@ import re
 import numpy as np
 from flask import Request, request
 
-from config import parse_bool
 from dataplane.sources import ImageSource
 from errors import ApiError, InvalidImage, InvalidParameter, MalformedBody, MissingImage, UnsupportedMediaType
 
@@ -31,6 +30,22 @@ _BRACKET_STEPS[[ord("]"), ord("}")]] = -1
 MAX_NUMBER_CHARS = 32
 _WHOLE = re.compile(r"[0-9]+")
 _DECIMAL = re.compile(r"[0-9]+\.?[0-9]*|\.[0-9]+")
+
+
+# Booleans in query strings and in the environment (config.py reads its variables with these).
+TRUE_WORDS = frozenset({"1", "true", "yes", "on", "y", "t"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off", "n", "f"})
+BOOLEAN_HELP = "use one of true/false, 1/0, yes/no, on/off"
+
+
+def parse_bool(text: str) -> bool | None:
+    """True or False for the accepted spellings (any case, surrounding spaces ignored); None otherwise."""
+    value = text.strip().lower()
+    if value in TRUE_WORDS:
+        return True
+    if value in FALSE_WORDS:
+        return False
+    return None
 
 
 # --- images ----------------------------------------------------------------------------------
@@ -108,7 +123,7 @@ def _check_count(count: int, max_images: int) -> None:
     if count > 1 and max_images == 1:
         raise InvalidParameter(ONE_IMAGE_ONLY)
     if count > max_images:
-        raise InvalidParameter(f"At most {max_images} images per request (MAX_BATCH); this one has {count}.")
+        raise InvalidParameter(f"At most {max_images} images per request (MAX_IMAGES_PER_REQUEST); this one has {count}.")
 
 
 def _json_item_or_error(item) -> ImageSource:

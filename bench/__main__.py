@@ -112,16 +112,21 @@ def model_task(name: str) -> str:
     return "classification" if name in TASKS["classification"].builtins else "detection"
 
 
-def use_service_threads() -> None:
-    """In-process measurements at the thread count the service's processes get (INTRA_OP_THREADS,
-    or the CPUs divided among WORKERS, as serving/workers.py divides them), so the raw costs,
-    the convolution rate and the service are timed alike."""
+def service_options(runtime: str = "openvino"):
+    """How a serving process runs `runtime` (openvino, or the model's framework): in-process
+    measurements at the thread count the service's processes get (INTRA_OP_THREADS, or the CPUs
+    divided among WORKERS, as serving/workers.py divides them), so the raw costs, the convolution
+    rate and the service are timed alike."""
+    import dataclasses
+
     from config import Settings
-    from runtimes import frameworks
+    from contract import FRAMEWORK, OPENVINO
 
     settings = Settings.from_env()
-    frameworks.set_threads(settings.intra_op_threads or max(1, len(os.sched_getaffinity(0)) // settings.workers),
-                           settings.inter_op_threads)
+    return dataclasses.replace(settings.inference_options,
+                               runtime=OPENVINO if runtime == OPENVINO else FRAMEWORK,
+                               intra_op_threads=settings.intra_op_threads
+                               or max(1, len(os.sched_getaffinity(0)) // settings.workers))
 
 
 def require_frameworks(names: list[str], models_dir: Path) -> None:
@@ -135,13 +140,14 @@ def require_frameworks(names: list[str], models_dir: Path) -> None:
 
 
 def load_model(name: str, models_dir: Path, runtime: str):
-    """The built-in model loaded in this process on `runtime` (openvino, or its framework)."""
+    """The built-in model loaded in this process on `runtime` (openvino, or its framework), as
+    a serving process would run it."""
     from registry import create_model
     from runtimes import frameworks
 
-    frameworks.set_inference(runtime, frameworks.inference_precision())
-    model = create_model(model_task(name), name, models_dir, download=False)
-    frameworks.require(model.frameworks)   # a no-op where main() imported them already
+    options = service_options(runtime)
+    model = create_model(model_task(name), name, models_dir, download=False, options=options)
+    frameworks.require(model.frameworks, options)   # a no-op where main() imported them already
     model.load()
     if runtime == "openvino" and model.runtime != runtime:
         raise RuntimeError(f"{name} runs on {model.runtime}, not OpenVINO: {model.describe()}")
@@ -184,7 +190,7 @@ def raw_cost(name: str, models_dir: Path, images: dict[str, bytes], repeat: int,
         detect8 = timed(lambda: model.predict([image] * 8, 0.3), max(3, repeat // 2), sync)
         entry = {"decode_ms": decode * 1e3, "detect_ms": detect * 1e3, "raw_ms": (decode + detect) * 1e3,
                  "detect_batch8_ms": detect8 * 1e3, "detect_batch8_speedup": 8 * detect / detect8}
-        if model.spec.model_type != "RetinaNet":
+        if model.model_type != "RetinaNet":
             # The network's forward pass, its detection layers included, on this runtime.
             import torch
 
@@ -221,7 +227,6 @@ def in_own_process(module_and_args: list[str], what: str, env: dict | None = Non
 
 
 def _raw_cost_child(name: str, runtime: str, repeat: str, models_dir: str, sizes: str) -> int:
-    use_service_threads()   # load_model (in raw_cost) selects the runtime before the frameworks load
     images = {size: data for size, data in bench_images().items() if size in sizes.split(",")}
     raw, device = raw_cost(name, Path(models_dir), images, int(repeat), runtime)
     print(json.dumps({"raw": raw, "device": device}))
@@ -395,7 +400,7 @@ def cold_start_without_cache(name: str, models_dir: Path) -> float:
     of links to the same weight files (the real one's cache is left alone)."""
     import tempfile
 
-    from models.weights import CATALOG
+    from models.builtins import CATALOG
 
     with tempfile.TemporaryDirectory() as scratch:
         weights = CATALOG[name].path(models_dir).resolve()
@@ -439,9 +444,9 @@ def network_input_shape(name: str, models_dir: Path) -> tuple[int, ...] | None:
     from registry import TASKS, create_model
 
     if name in TASKS["classification"].builtins:
-        size = create_model("classification", name, models_dir, download=False).spec.size
-        return (1, size, size, 3)
-    if create_model("detection", name, models_dir, download=False).spec.model_type == "RetinaNet":
+        side = create_model("classification", name, models_dir, download=False).side
+        return (1, side, side, 3)
+    if create_model("detection", name, models_dir, download=False).model_type == "RetinaNet":
         return None
     return (1, 3, YOLO_INPUT, YOLO_INPUT)
 
@@ -453,9 +458,8 @@ def add_compute(report: dict, names: list[str], models_dir: Path) -> None:
     """The machine's measured convolution rate (bench/compute.py) and, per model, its network's
     GFLOP and the GFLOP/s each runtime's network timing achieved."""
     from bench.compute import conv_rate, network_gflop, served_entry
-    from runtimes import frameworks
 
-    threads = frameworks.intra_op_threads()
+    threads = service_options().threads
     try:
         report["compute"] = {"threads": threads, "conv_gflops_per_s": conv_rate(threads)}
     except Exception as exc:   # a side measurement: the run's results are kept without it
@@ -521,7 +525,6 @@ def main(argv: list[str] | None = None) -> int:
         candidates = None if args.worst_case else CALIBRATED_CANDIDATES
         written = {name: kind for name in write_missing(names, args.models_dir, candidates)}
 
-    use_service_threads()   # the convolution rate's threads; each raw cost runs in a process of its own
     images = bench_images()
     sizes = ["640x480"] if args.smoke else [size.strip() for size in args.sizes.split(",") if size.strip()]
     if set(sizes) - set(images):
@@ -531,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
               "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "load_average_at_start": os.getloadavg(),
               "device": describe_device(),
-              "settings": {k: os.environ[k] for k in ("WORKERS", "WAITRESS_THREADS", "MAX_QUEUE", "MAX_BATCH_SIZE",
+              "settings": {k: os.environ[k] for k in ("WORKERS", "INFERENCE_CONCURRENCY", "MAX_QUEUE", "MAX_BATCH_SIZE",
                                                        "BATCH_TIMEOUT_MS", "INTRA_OP_THREADS") if k in os.environ},
               "weights": str(args.models_dir),
               "weights_written": written,

@@ -53,7 +53,7 @@ def start(name: str, variant: str, models_dir: Path, body: bytes, content_type: 
     """One start: seconds to /ready and to the first answer. Raises where the start did not
     run what the variant names (a GPU host keeps the framework; a read-only MODELS_DIR has no
     warm cache)."""
-    from models.weights import CATALOG
+    from models.builtins import CATALOG
 
     with tempfile.TemporaryDirectory() as scratch:
         if variant == "openvino_convert":   # the same weights file, an empty converted-model cache

@@ -84,7 +84,7 @@ def weights_file(model: str, models_dir: Path, random_weights: bool) -> str:
     """What the run measures with: the file in models_dir, or (with --random-weights, when it is
     missing) the real architecture with random weights calibrated to about 15 candidates per
     photo, as real weights give (plain random weights pass thousands and time NMS instead)."""
-    from models.weights import CATALOG
+    from models.builtins import CATALOG
 
     path = CATALOG[model].path(models_dir)
     if path.exists():

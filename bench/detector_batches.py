@@ -44,10 +44,11 @@ def measure(name: str, models_dir: Path, repeat: int) -> dict:
     import torch
 
     from bench.random_weights import sample_image
+    from contract import FRAMEWORK, InferenceOptions
     from detectors.imageai_yolo import letterboxed
     from registry import create_model
-
-    detector = create_model("detection", name, models_dir, download=False)
+    # The framework's path: torch, on a GPU where it sees one.
+    detector = create_model("detection", name, models_dir, download=False, options=InferenceOptions(runtime=FRAMEWORK))
     detector.load()
     # On torch the network may sit on a GPU: its timings wait for the device's queued work.
     sync = torch_device(detector._detector._ObjectDetection__model)[1] if detector.runtime == "torch" else (lambda: None)
@@ -78,7 +79,6 @@ def main(argv: list[str] | None = None) -> int:
     from runtimes import frameworks
 
     frameworks.require({frameworks.TORCH})
-    frameworks.set_inference("tensorflow", "f32")   # the framework's path: torch, on a GPU where it sees one
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     if args.random_weights:
         from bench.random_weights import write_missing

@@ -13,7 +13,7 @@ from runtimes import frameworks
 
 
 def build(model_name: str, models_dir: str):
-    from models.weights import CATALOG
+    from models.builtins import CATALOG
     from registry import TASKS
 
     frameworks.require({frameworks.TORCH, frameworks.TENSORFLOW})
@@ -24,13 +24,13 @@ def build(model_name: str, models_dir: str):
         import numpy as np
         from PIL import Image
 
-        from classifiers.keras_applications import SPECS
-        spec = SPECS[model_name]
-        module = importlib.import_module(f"keras.applications.{spec.module}")
-        model = getattr(module, spec.constructor)(weights=path)
+        from models.builtins import BUILTINS
+        spec = BUILTINS[model_name].architecture
+        module = importlib.import_module(f"keras.applications.{spec['module']}")
+        model = getattr(module, spec["constructor"])(weights=path)
 
         def run(data: bytes):
-            img = Image.open(io.BytesIO(data)).convert("RGB").resize((spec.size, spec.size))
+            img = Image.open(io.BytesIO(data)).convert("RGB").resize((spec["side"], spec["side"]))
             x = module.preprocess_input(np.expand_dims(np.asarray(img, dtype=np.float32), 0))
             probabilities = model.predict(x, verbose=0)[0]
             return [[str(i), float(probabilities[i])] for i in probabilities.argsort()[::-1][:5]]
@@ -41,9 +41,9 @@ def build(model_name: str, models_dir: str):
     from imageai.Detection import ObjectDetection
     from PIL import Image
 
-    from detectors.imageai_detectors import SPECS
+    from models.builtins import BUILTINS
     detector = ObjectDetection()
-    getattr(detector, f"setModelTypeAs{SPECS[model_name].model_type}")()
+    getattr(detector, f"setModelTypeAs{BUILTINS[model_name].architecture['model_type']}")()
     detector.setModelPath(path)
     detector.loadModel()
     lock = threading.Lock()

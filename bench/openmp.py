@@ -23,17 +23,15 @@ SETTINGS = {"libgomp default": {"OMP_WAIT_POLICY": ""}, "service default": {},
 
 
 def child(name: str, runtime: str, repeat: int, models_dir: Path) -> dict:
-    from bench.__main__ import bench_images, load_model, timed, use_service_threads
-
-    use_service_threads()   # as the service for `runtime`; load_model selects the runtime before torch loads
     import numpy as np
 
+    from bench.__main__ import bench_images, load_model, timed
     from dataplane.images import decode_image
 
     model = load_model(name, models_dir, runtime)
     image = decode_image(bench_images()["640x480"]).image
     result = {"predict_ms": timed(lambda: model.predict([image], 0.3), repeat) * 1e3}
-    if model.spec.model_type != "RetinaNet":
+    if model.model_type != "RetinaNet":
         from detectors.imageai_yolo import letterboxed
 
         tensor = letterboxed(np.asarray(image))

@@ -22,14 +22,14 @@ from bench.random_weights import object_photos
 
 
 def measure(name: str, models_dir: Path, photos: list[Path]) -> dict:
+    from contract import InferenceOptions
     from dataplane.images import decode_image
     from registry import create_model
-    from runtimes import frameworks
 
     runs = {}
     for precision in ("f32", "bf16"):
-        frameworks.set_inference("openvino", precision)
-        model = create_model("classification", name, models_dir, download=False)
+        model = create_model("classification", name, models_dir, download=False,
+                             options=InferenceOptions(precision=precision))
         model.load()
         images = [decode_image(p.read_bytes(), size_hint=model.input_size).image for p in photos]
         probabilities = np.stack([np.asarray(model.predict([image])[0]) for image in images])

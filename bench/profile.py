@@ -58,7 +58,7 @@ def summarise(raw: Path) -> dict:
             startup += samples
             continue
         total += samples
-        by_thread["model thread" if "dataplane/batching.py" in stack else
+        by_thread["model thread" if "registry/batching.py" in stack else
                   "waitress threads" if "waitress/" in stack else "other"] += samples
         by_category[next((name for name, markers in CATEGORIES if any(m in stack for m in markers)), "other")] += samples
     share = (lambda counter: {k: round(100 * v / total, 1) for k, v in counter.most_common()}) if total else dict

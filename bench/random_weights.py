@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from models.weights import CATALOG
+from models.builtins import CATALOG
 from runtimes import frameworks
 
 
@@ -86,13 +86,13 @@ def write_keras_weights(name: str, models_dir: Path) -> Path:
     import keras
     from keras.src.legacy.saving import legacy_h5_format
 
-    from classifiers.keras_applications import SPECS
+    from models.builtins import BUILTINS
 
-    spec = SPECS[name]
-    module = importlib.import_module(f"keras.applications.{spec.module}")
+    spec = BUILTINS[name].architecture
+    module = importlib.import_module(f"keras.applications.{spec['module']}")
     keras.utils.set_random_seed(1234)
-    model = getattr(module, spec.constructor)(weights=None)
-    batch = module.preprocess_input(calibration_images(spec.size))
+    model = getattr(module, spec["constructor"])(weights=None)
+    batch = module.preprocess_input(calibration_images(spec["side"]))
     calibrate_batchnorm(model, batch)
     spread_logits(model, batch)
     path = CATALOG[name].path(models_dir)

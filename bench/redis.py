@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    from models.weights import CATALOG
+    from models.builtins import CATALOG
     if args.random_weights and args.model in CATALOG and not CATALOG[args.model].path(args.models_dir).exists():
         from bench.random_weights import write_weights
         write_weights(args.model, args.models_dir)

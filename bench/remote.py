@@ -178,7 +178,7 @@ def run(args) -> dict:
                 report["detector_calls_ms"], report["detector_calls_thread_cpu_ms"] = calls, cpu
             env = {"IMAGE_CLASSIFICATION_ENABLED": "true", "IMAGE_CLASSIFICATION_MODEL": ",".join((LOCAL, *REMOTES)),
                    "MODELS_DIR": str(models_dir), "PRELOAD_MODELS": "true", "CACHE_MAXSIZE": "0",
-                   "WAITRESS_THREADS": "8", "MAX_QUEUE": "16", "MAX_BATCH_SIZE": "8", "OBJECT_DETECTION_ENABLED": "false",
+                   "INFERENCE_CONCURRENCY": "8", "MAX_QUEUE": "16", "MAX_BATCH_SIZE": "8", "OBJECT_DETECTION_ENABLED": "false",
                    "BATCH_TIMEOUT_MS": str(args.batch_timeout_ms)}
             server = Server([sys.executable, "app.py"], env, "/ready")
             try:
@@ -197,7 +197,7 @@ def run(args) -> dict:
             engine.stop()
     report["machine"] = {"platform": platform.platform(), "cpus": len(os.sched_getaffinity(0)),
                          "python": platform.python_version(), "date": date.today().isoformat()}
-    report["settings"] = {"BATCH_TIMEOUT_MS": args.batch_timeout_ms, "MAX_BATCH_SIZE": 8, "WAITRESS_THREADS": 8}
+    report["settings"] = {"BATCH_TIMEOUT_MS": args.batch_timeout_ms, "MAX_BATCH_SIZE": 8, "INFERENCE_CONCURRENCY": 8}
     report["command"] = "python -m bench.remote " + " ".join(sys.argv[1:])
     return report
 

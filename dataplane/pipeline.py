@@ -36,7 +36,6 @@ from dataplane.report import UsageReport
 from dataplane.sources import ImageSource
 from errors import ApiError, InferenceFailed
 from registry import ModelSlot, Registry
-from serving import memory
 
 log = logging.getLogger(__name__)
 # A detection's score may sit this far below the request's threshold: a model compares in float32.
@@ -74,9 +73,13 @@ class Job:
 
 class Pipeline:
     def __init__(self, registry: Registry, cache: ResultCache, report: UsageReport,
-                 fetcher: Fetcher, limits: ImageLimits, metrics=None):
+                 fetcher: Fetcher, limits: ImageLimits, metrics=None,
+                 after_images: Callable[[int], None] = lambda pixels: None):
+        """`after_images(pixels)`: told the largest image a request decoded, once it is done
+        (the serving layer hands freed memory back after large ones)."""
         self.registry, self.cache, self.report = registry, cache, report
         self.fetcher, self.limits, self.metrics = fetcher, limits, metrics
+        self.after_images = after_images
         self._labels: dict[str, Mapping[str, frozenset]] = {}  # model -> label -> its class ids
         self._uncached: set[str] = set()  # models warned about: scores outside [0, 1]
 
@@ -174,8 +177,7 @@ class Pipeline:
         """Every image counts for its model and route; only an image that was read gets an
         image key in the report: a URL that was refused or failed is a client's text, and
         recording it would let any client grow the report (and fill it with its own text)."""
-        if any((r.width or 0) * (r.height or 0) >= memory.LARGE_IMAGE_PIXELS and not r.cached for r in results):
-            memory.release_free_memory()
+        self.after_images(max(((r.width or 0) * (r.height or 0) for r in results if not r.cached), default=0))
         for result in results:
             self.report.record(image_key=result.key if result.read else None, model=model,
                                route=route, seconds=result.seconds, cache_hit=result.cached,

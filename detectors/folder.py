@@ -9,10 +9,10 @@ from models.folder_model import FolderModel
 
 
 class FolderDetector(FolderModel, Detector):
-    def check_outputs(self, runtime, where):
+    def check_outputs(self, executor, where):
         classes = len(self.spec.labels)
         width = 4 + classes if self.spec.layout == "yolov8" else 5 + classes
-        shape = runtime.outputs[0].shape
+        shape = executor.outputs[0].shape
         if len(shape) != 3 or width not in shape[1:]:
             layout = "[1, 4+C, N] or [1, N, 4+C]" if self.spec.layout == "yolov8" else "[1, N, 5+C]"
             return [f"{where}: 'labels' has {classes} lines, but the output shape {list(shape)} "
@@ -24,7 +24,7 @@ class FolderDetector(FolderModel, Detector):
 
     def _detect(self, image: Image.Image, min_score: float) -> list[Detection]:
         batch, placements = self.inputs([image])
-        output = self._runtime.run(batch)[0][0]
+        output = self._executor.run(batch)[0][0]
         boxes, scores, class_ids = decode(output, self.spec.layout, len(self.spec.labels),
                                           self.spec.box_units, self.input_size, min_score)
         keep = nms(boxes, scores, class_ids, self.spec.iou_threshold)

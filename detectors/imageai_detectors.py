@@ -24,7 +24,6 @@ torchvision's network); a model OpenVINO cannot run stays on torch.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import importlib.metadata
 import importlib.util
@@ -35,124 +34,63 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from contract import LETTERBOX, Detection, Detector
+from contract import LETTERBOX, OPENVINO, Detection, Detector
 from detectors import imageai_retinanet, imageai_yolo
-from models.weights import CATALOG, WeightFile, ensure_weights
+from models.builtin_model import BuiltinModel
 from runtimes import frameworks, openvino
 
 log = logging.getLogger(__name__)
-TORCH = "torch"
 
 
-@dataclasses.dataclass(frozen=True)
-class ImageAISpec:
-    name: str
-    model_type: str  # ObjectDetection.setModelTypeAs<model_type>
-
-    @property
-    def weights(self) -> WeightFile:
-        return CATALOG[self.name]
-
-
-SPECS = {s.name: s for s in (
-    ImageAISpec("yolo", "YOLOv3"),
-    ImageAISpec("tiny_yolo", "TinyYOLOv3"),
-    ImageAISpec("retina", "RetinaNet"),
-)}
-
-
-def create(name: str, models_dir: Path, download: bool = True) -> "ImageAIDetector":
-    return ImageAIDetector(SPECS[name], models_dir, download)
-
-
-class ImageAIDetector(Detector):
+class ImageAIDetector(BuiltinModel, Detector):
+    """A built-in row's `architecture`: model_type (ObjectDetection.setModelTypeAs<model_type>)."""
+    framework = frameworks.TORCH
+    framework_label = "torch"
     frameworks = frozenset({frameworks.TORCH})
 
-    def __init__(self, spec: ImageAISpec, models_dir: Path, download: bool = True):
-        self.spec = spec
-        self.name = spec.name
-        self.models_dir = Path(models_dir)
-        self.download = download
-        self.wanted_runtime = frameworks.inference_runtime()
-        self.precision = frameworks.inference_precision()
-        self._runtime: str | None = None          # what runs the network, once loaded
-        self._runtime_reason: str | None = None   # why that is not the configured runtime
-        self._precision_in_use: str | None = None
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.model_type = self.builtin.architecture["model_type"]
         self._forward = None   # YOLO: letterboxed input batch -> the network's output, on its device
         self._detector = None
         self._retinanet_steps = None   # RetinaNet: the network whose transform, anchors and NMS run
         self._lock = threading.Lock()
         # YOLO stacks a micro-batch into one network call. RetinaNet runs one image per call:
-        # measured on an H200 (f32), 8 images of one size in one call took 428 ms, one alone
-        # 42 ms (8 x 42 = 336); on the CPU OpenVINO runs its network one image at a time anyway.
-        self.batchable = spec.model_type != "RetinaNet"
+        # a batch was measured slower than the images one by one on a GPU (docs/benchmarks.md),
+        # and on the CPU OpenVINO runs its network one image at a time anyway.
+        self.batchable = self.model_type != "RetinaNet"
         # YOLO letterboxes to 416x416; RetinaNet resizes inside the network (shorter side 800).
-        self.resize_mode = None if spec.model_type == "RetinaNet" else LETTERBOX
+        self.resize_mode = None if self.model_type == "RetinaNet" else LETTERBOX
 
     @property
     def labels(self) -> list[str]:
-        return _imageai_classes("coco91_classes.txt" if self.spec.model_type == "RetinaNet"
-                                else "coco_classes.txt")
+        return _imageai_classes("coco91_classes.txt" if self.model_type == "RetinaNet" else "coco_classes.txt")
 
     @property
     def input_size(self) -> tuple[int, int] | None:
         return None if self.resize_mode is None else (imageai_yolo.YOLO_INPUT, imageai_yolo.YOLO_INPUT)
 
     @property
-    def runtime(self) -> str:
-        """The configured runtime until loaded (openvino, or the framework: torch); then the
-        one that runs the network."""
-        if self._runtime:
-            return self._runtime
-        return openvino.OPENVINO if self.wanted_runtime == openvino.OPENVINO else TORCH
-
-    @property
     def device(self) -> str:
-        if self._detector is None or self._runtime == openvino.OPENVINO:
+        if self._detector is None or self._runtime == OPENVINO:
             return "cpu"
         return str(self._network_device())
 
-    def describe(self) -> dict:
-        info = {"format": "imageai", "builtin": True, "architecture": self.spec.model_type,
-                "weights": self.spec.weights.filename}
-        return openvino.with_runtime_details(info, self._runtime, self._precision_in_use, self._runtime_reason)
-
-    def load_failure(self, exc: Exception) -> str:
-        return self.spec.weights.unreadable(exc)
+    def described(self) -> dict:
+        return {"format": "imageai", "architecture": self.model_type}
 
     def build(self, weights_path: Path):
         """ImageAI's ObjectDetection with the weights loaded (raises on a bad file)."""
         from imageai.Detection import ObjectDetection
 
         detector = ObjectDetection()
-        getattr(detector, f"setModelTypeAs{self.spec.model_type}")()
+        getattr(detector, f"setModelTypeAs{self.model_type}")()
         detector.setModelPath(str(weights_path))
         detector.loadModel()
         return detector
 
-    def load(self) -> None:
-        path = ensure_weights(self.spec.weights, self.models_dir, download=self.download,
-                              check=self.build)
-        detector = openvino.FrameworkModel(lambda: self.build(path))
-        if self.wanted_runtime == openvino.OPENVINO:
-            reason = self._gpu_in_use()
-            if reason is None:
-                forward, reason = openvino.attempt(self.name, "torch", lambda: self._openvino(detector, path),
-                                                   detector)
-                if forward is not None:
-                    self._forward, self._runtime = forward, openvino.OPENVINO
-                    return
-            self._runtime_reason = reason
-        self._detector = detector()
-        if self.spec.model_type == "RetinaNet":
-            self._retinanet_steps = self._detector._ObjectDetection__model
-        else:
-            self._forward = self._torch_forward()
-        self._runtime = TORCH
-
-    def _gpu_in_use(self) -> str | None:
-        """Where ImageAI puts the network on a GPU (it does wherever torch sees one), torch runs
-        it there (the reason); else None."""
+    def gpu_in_use(self) -> str | None:
+        """ImageAI places the network on a GPU wherever torch sees one."""
         import torch
 
         if not torch.cuda.is_available():
@@ -160,26 +98,32 @@ class ImageAIDetector(Detector):
         log.info("model '%s': ImageAI places the network on a GPU, where torch runs it", self.name)
         return "a GPU is visible to torch: its GPU path runs the model"
 
-    def _openvino(self, detector: openvino.FrameworkModel, weights: Path):
+    def load_framework(self, detector) -> None:
+        self._detector = detector
+        if self.model_type == "RetinaNet":
+            self._retinanet_steps = detector._ObjectDetection__model
+        else:
+            self._forward = self._torch_forward()
+
+    def load_openvino(self, detector: openvino.FrameworkModel, weights: Path) -> str:
         """The network's convolutions compiled by OpenVINO (checked against torch at load);
         ImageAI's detection layers, thresholds and NMS stay in Python."""
         import torch
 
         source = f"torch{torch.__version__}-imageai{importlib.metadata.version('imageai')}"
-        code = (__file__, (imageai_retinanet if self.spec.model_type == "RetinaNet" else imageai_yolo).__file__)
+        code = (__file__, (imageai_retinanet if self.model_type == "RetinaNet" else imageai_yolo).__file__)
         key = openvino.cache_key(self.name, weights, source, code, models_dir=self.models_dir)
-        if self.spec.model_type == "RetinaNet":
+        if self.model_type == "RetinaNet":
             # The transform, anchors and NMS around the converted part need no weights.
             self._retinanet_steps = imageai_retinanet.skeleton()
             compiled = imageai_retinanet.compile_dense(lambda: detector()._ObjectDetection__model,
-                                                       self._retinanet_steps, key, self.models_dir,
-                                                       self.precision)
-            self._precision_in_use = compiled.precision
-            return compiled
+                                                       self._retinanet_steps, key, self.models_dir, self.options)
+            self._forward = compiled
+            return compiled.precision
         compiled, layers = imageai_yolo.compile_heads(lambda: detector()._ObjectDetection__model, key,
-                                                      self.models_dir, self.precision)
-        self._precision_in_use = compiled.precision
-        return lambda inputs: imageai_yolo.decode_heads(layers, compiled(inputs.numpy()))
+                                                      self.models_dir, self.options)
+        self._forward = lambda inputs: imageai_yolo.decode_heads(layers, compiled(inputs.numpy()))
+        return compiled.precision
 
     def _torch_forward(self):
         import torch
@@ -193,7 +137,7 @@ class ImageAIDetector(Detector):
         return forward
 
     def predict(self, images: list[Image.Image], min_score: float) -> list[list[Detection]]:
-        retinanet = self.spec.model_type == "RetinaNet"
+        retinanet = self.model_type == "RetinaNet"
         # RetinaNet's tensor shares the array's memory (a writable copy: torch refuses a
         # read-only one); YOLO only reads the pixels to letterbox them.
         rgbs = [np.array(image) if retinanet else np.asarray(image) for image in images]
@@ -213,14 +157,14 @@ class ImageAIDetector(Detector):
         import torch
 
         network, classes = self._retinanet_steps, self.labels
-        device = torch.device("cpu") if self._runtime == openvino.OPENVINO else self._network_device()
+        device = torch.device("cpu") if self._runtime == OPENVINO else self._network_device()
         found: list[list[tuple]] = []
         for rgb in rgbs:
             if _resized_away(network.transform, *rgb.shape[:2]):
                 found.append([])   # nothing to detect in a strip torchvision would resize to 0 pixels
                 continue
             tensor = torch.from_numpy(rgb).permute(2, 0, 1).to(device).float().div(255.0)
-            if self._runtime == openvino.OPENVINO:
+            if self._runtime == OPENVINO:
                 output = imageai_retinanet.detections(network, self._forward, tensor)
             else:
                 with torch.no_grad():

@@ -10,7 +10,7 @@ returns one channel of each pyramid level: the anchor generator reads only their
 Around the converted part, a `skeleton()` of torchvision's network supplies those steps: the
 network built as ImageAI builds it, but without weights, so a start from the converted-model
 cache neither reads the weights file nor initialises 34 million random parameters to
-overwrite them: building ImageAI's network took 0.49 s here, as long as torch's whole start.
+overwrite them (building ImageAI's network took as long as torch's whole start).
 """
 from __future__ import annotations
 
@@ -18,9 +18,11 @@ import warnings
 
 import numpy as np
 
+from contract import InferenceOptions
+
 # The input the load-time check runs at: a small padded size (multiples of 32, as the transform
-# pads). The dense part takes any size; at the transform's ~800x1066 one check took 2 s here,
-# at 224x320 0.23 s, at 128x128 0.07 s. A conversion is also checked once at serving size.
+# pads). The dense part takes any size, and a check at the transform's ~800x1066 would cost a
+# large part of a start (docs/benchmarks.md). A conversion is also checked once at serving size.
 PROBE_SIZE = (128, 128)
 
 
@@ -83,7 +85,7 @@ def detections(network, dense, tensor):
         return network.transform.postprocess(found, images.image_sizes, original_sizes)[0]
 
 
-def compile_dense(network, parts, key: str, models_dir, precision: str):
+def compile_dense(network, parts, key: str, models_dir, options: InferenceOptions):
     """The dense part compiled by OpenVINO with a dynamic input size, checked against torch.
     `network()` gives ImageAI's loaded network (called only where the converted-model cache has
     no valid entry); `parts` is its skeleton, whose transform makes the probe."""
@@ -115,4 +117,4 @@ def compile_dense(network, parts, key: str, models_dir, precision: str):
     conversion = openvino.Conversion(
         key=key, probe=lambda compiled: compiled(batch.numpy()), source=source,
         input_shapes=[[1, 3, -1, -1]])
-    return openvino.compile_network(conversion, models_dir, precision)
+    return openvino.compile_network(conversion, models_dir, options)

@@ -2,8 +2,8 @@
 for a batch of images in one network call, and the network split before its detection layers
 so OpenVINO can run the convolutions.
 
-Measured with `python -m bench`: ImageAI's `detectObjectsFromImage` spent 2.8x (TinyYOLOv3)
-and 3.4x (YOLOv3) the network's forward pass outside it: converting and copying the full
+Measured with `python -m bench` (docs/benchmarks.md): ImageAI's `detectObjectsFromImage` spent
+several times the network's forward pass outside it: converting and copying the full
 image twice, drawing every box on it, and running non-maximum suppression one box at a time
 through torch calls. This module keeps ImageAI's own network, letterbox (`prepare_image`)
 and arithmetic, stacks the letterboxed images of a micro-batch into one network call, and
@@ -26,10 +26,12 @@ import copy
 
 import numpy as np
 
+from contract import InferenceOptions
+
 YOLO_INPUT = 416
 # The load check's input side (a multiple of the network's stride, 32): a start from the cache
-# checks the compiled network on it. At 416 the check was one full forward pass, 0.40 s of a
-# YOLOv3 start here; at 128, 0.13 s (the first call at 416 then costs 0.05 s more than later ones).
+# checks the compiled network on it. At 416 the check would be a full forward pass, a large part
+# of a YOLOv3 start (docs/benchmarks.md); the first call at 416 then costs a little more.
 PROBE_SIDE = 128
 OBJECTNESS = 0.5   # ImageAI ObjectDetection.__objectness_score
 NMS_IOU = 0.4      # ImageAI ObjectDetection.__nms_score
@@ -147,7 +149,7 @@ def head_outputs(network):
     return module, [layer for layer, _ in module.taken]
 
 
-def compile_heads(network, key: str, models_dir, precision: str):
+def compile_heads(network, key: str, models_dir, options: InferenceOptions):
     """(compiled network, detection layers): the head outputs compiled by OpenVINO for any
     batch and input size, checked against torch on a PROBE_SIDE probe: the raw head outputs, and
     the network's whole output (the detection layers, made from what the cache entry records,
@@ -186,13 +188,12 @@ def compile_heads(network, key: str, models_dir, precision: str):
         return [*raw, decode_heads(layers, raw).numpy()]
 
     conversion = openvino.Conversion(
-        # Any batch size: a micro-batch is one call (measured here: 8 images in 214 ms at once
-        # against 225 ms one at a time; one image costs the same as on a batch-1 network).
-        # Any input size, for the small load check: serving at 416 costs the same as on a
-        # network compiled for 416 only (YOLOv3 299 against 298 ms, TinyYOLOv3 25.6 against
-        # 25.9 ms per image here).
+        # Any batch size: a micro-batch is one call, a little faster than one call per image,
+        # and one image costs the same as on a batch-1 network. Any input size, for the small
+        # load check: serving at 416 costs the same as on a network compiled for 416 only
+        # (docs/benchmarks.md has the measurements).
         key=key, probe=answers, source=source, input_shapes=[[-1, 3, -1, -1]])
-    compiled = openvino.compile_network(conversion, models_dir, precision)
+    compiled = openvino.compile_network(conversion, models_dir, options)
     return compiled, [detection_layer(spec) for spec in compiled.details["layers"]]
 
 
@@ -236,8 +237,8 @@ def letterboxed(rgb: np.ndarray):
     array its YOLO path expects. That letterboxes the BGR pixels (cv2 cubic resize onto an
     int64 canvas of 128), flips them back to RGB and divides by 255 in float32. The resize
     treats the channels alike, so the two flips cancel: the same resize of the RGB pixels,
-    divided the same way, gives the same tensor without the full-size BGR copy (47 ms of a
-    12 MP photo's 140 ms) and the int64 canvas."""
+    divided the same way, gives the same tensor without the full-size BGR copy (a third of
+    the step for a 12 MP photo) and the int64 canvas."""
     import cv2
     import torch
 

@@ -47,13 +47,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"The model file could not be opened: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
 
-    runtime = model.tensors
+    executor = model.tensors
     print(f"model    {spec.name}: {spec.task}, {spec.format}, {len(spec.labels)} labels")
-    print(f"input    {runtime.input.name} {list(d or -1 for d in runtime.input.shape)} "
-          f"{runtime.input.dtype.name} {runtime.layout}"
-          + (f" quantized scale={runtime.input.scale:g} zero_point={runtime.input.zero_point}"
-             if runtime.input.quantized else ""))
-    for out in runtime.outputs:
+    print(f"input    {executor.input.name} {list(d or -1 for d in executor.input.shape)} "
+          f"{executor.input.dtype.name} {executor.layout}"
+          + (f" quantized scale={executor.input.scale:g} zero_point={executor.input.zero_point}"
+             if executor.input.quantized else ""))
+    for out in executor.outputs:
         print(f"output   {out.name} {list(d or -1 for d in out.shape)} {out.dtype.name}"
               + (f" quantized scale={out.scale:g} zero_point={out.zero_point}" if out.quantized else ""))
     print(f"resize   {spec.resize} to {list(model.input_size)}, (pixel - {list(spec.mean)}) / {list(spec.std)}")

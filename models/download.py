@@ -11,7 +11,8 @@ import logging
 import sys
 
 from config import ConfigError, Settings
-from models.weights import CATALOG, WeightsUnavailable, ensure_weights
+from models.builtins import BUILTINS, CATALOG
+from models.weights import WeightsUnavailable, ensure_weights
 from registry import TASKS, create_model
 
 
@@ -19,9 +20,9 @@ def _loads_into_architecture(name: str, settings: Settings):
     """The model family's structural check: the downloaded file must load into its architecture."""
     def check(path):
         from runtimes import frameworks
-        task = next(task for task, entry in TASKS.items() if name in entry.builtins)
-        model = create_model(task, name, settings.models_dir)
-        frameworks.require(set(model.frameworks))
+        options = settings.inference_options
+        model = create_model(BUILTINS[name].task, name, settings.models_dir, options=options)
+        frameworks.require(set(model.frameworks), options)
         model.build(path)
     return check
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from contract import LETTERBOX, STRETCH
-from runtimes import REMOTE_FORMATS
+from contract import LETTERBOX, STRETCH, ModelUnavailable
+from runtimes.formats import FORMATS, REMOTE_FORMATS, TRANSPORT_SCHEMES, default_runtime
 from runtimes.remote import (
     DEFAULT_PORTS,
     GRPC_SCHEMES,
@@ -31,21 +31,20 @@ from runtimes.remote import (
 log = logging.getLogger(__name__)
 
 SPEC_FILE = "model.json"
+# A model folder is MODELS_DIR/<name>/model.json; names stay URL- and path-safe (built-in names too).
+FOLDER_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 TASKS = ("classification", "detection")
-FORMATS = ("keras", "tflite", "onnx", *REMOTE_FORMATS)
 RESIZES = (STRETCH, LETTERBOX)
 OUTPUTS = ("softmax", "logits")
 LAYOUTS = ("yolov8", "yolov5")
 BOX_UNITS = ("normalized", "pixels")
 TENSOR_LAYOUTS = ("NHWC", "NCHW")
 ENCODINGS = ("auto", "json", "binary")
-_REMOTE_KEYS = {"url", "model", "version", "timeout_s", "headers_env", "encoding", "signature_name"}
+# Every remote format's fields; the formats' own fields (encoding, signature_name) come from the table.
+_FORMAT_FIELDS = frozenset().union(*(row.fields for row in FORMATS.values()))
+_REMOTE_KEYS = {"url", "model", "version", "timeout_s", "headers_env"} | _FORMAT_FIELDS
 _KEYS = {"task", "format", "file", "labels", "input", "output", "layout", "box_units", "iou_threshold",
          "runtime"} | _REMOTE_KEYS
-# What may execute a model file of each format (model.json "runtime"); the default is
-# default_file_runtime's, chosen by measurement (docs/benchmarks.md, "Users' model files:
-# OpenVINO vs LiteRT and ONNX Runtime").
-FILE_RUNTIMES = {"tflite": ("litert", "openvino"), "onnx": ("onnxruntime", "openvino"), "keras": ("tensorflow",)}
 _INPUT_KEYS = {"size", "resize", "mean", "std", "layout"}
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
@@ -56,22 +55,10 @@ _FLOAT32_MAX, _FLOAT32_TINY = float(np.finfo(np.float32).max), float(np.finfo(np
 _LISTED_LINES = 10   # line numbers a problem lists before "and N more"
 
 
-def default_file_runtime(fmt: str) -> str:
-    """What runs a model file when model.json does not say. ONNX: OpenVINO, which ran the float
-    YOLOv5n of ../shared 15-25 % faster than ONNX Runtime here with the same detections (and is
-    checked against ONNX Runtime at load, which runs the model where it answers otherwise),
-    unless ONNX Runtime can use a GPU. TFLite: LiteRT, because OpenVINO answered all three
-    quantized TFLite models of ../shared differently (its integer kernels round otherwise: the
-    load check kept them on LiteRT), so its speed on them could not buy the same answers."""
-    if fmt == "onnx":
-        import onnxruntime
+class SpecError(ModelUnavailable):
+    """A model folder that is not what its model.json says: every problem, each naming the
+    folder and the field."""
 
-        gpu = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
-        return "onnxruntime" if gpu else "openvino"
-    return FILE_RUNTIMES[fmt][0]
-
-
-class SpecError(Exception):
     def __init__(self, problems: list[str]):
         self.problems = problems
         super().__init__("; ".join(problems))
@@ -96,7 +83,7 @@ class FolderSpec:
     iou_threshold: float = 0.45
     remote: RemoteTarget | None = None     # the engine, for kserve_v2 and tfserving folders
     tensor_layout: str | None = None       # input.layout: NHWC or NCHW, for engines without metadata
-    runtime: str | None = None             # what executes a model file (FILE_RUNTIMES); None for engines
+    runtime: str | None = None             # what executes a model file (its format's runtimes); None for engines
 
     @property
     def path(self) -> Path:
@@ -149,16 +136,17 @@ def load_spec(folder: Path, allow_hosts: frozenset[str] = frozenset()) -> Folder
     for key in sorted(set(raw) - _KEYS):
         reader.problem(key, f"is not a known field; known fields: {', '.join(sorted(_KEYS))}")
     task = reader.choice("task", TASKS, required=True)
-    fmt = reader.choice("format", FORMATS, required=True)
+    fmt = reader.choice("format", tuple(FORMATS), required=True)
     remote, file, runtime = None, "", None
     if fmt in REMOTE_FORMATS:
         remote = RemoteSpecReader(reader).target(fmt)
         if "runtime" in raw:
-            reader.problem("runtime", "is for model files (format tflite, onnx or keras)")
+            files = " or ".join(name for name, row in FORMATS.items() if not row.remote)
+            reader.problem("runtime", f"is for model files (format {files})")
     else:
         file = reader.relative_file("file")
-        if fmt in FILE_RUNTIMES:
-            runtime = reader.choice("runtime", FILE_RUNTIMES[fmt], default=default_file_runtime(fmt))
+        if fmt is not None:
+            runtime = reader.choice("runtime", FORMATS[fmt].runtimes, default=default_runtime(FORMATS[fmt]))
         for key in sorted(_REMOTE_KEYS & set(raw)):
             reader.problem(key, f"is for models on a remote engine (format {' or '.join(REMOTE_FORMATS)})")
     labels_file = reader.relative_file("labels", resolved_inside=True)
@@ -338,22 +326,24 @@ class RemoteSpecReader:
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout <= 3600:
             self.reader.problem("timeout_s", "must be a number of seconds above 0 and at most 3600")
         pairs, values = self._headers()
-        encoding = self.reader.choice("encoding", ENCODINGS, default="auto")
-        if fmt == "tfserving" and "encoding" in self.raw:
-            self.reader.problem("encoding", "is for kserve_v2: TF Serving's REST API sends JSON only")
+        row = FORMATS[fmt]
+        for field in sorted(_FORMAT_FIELDS & set(self.raw) - row.fields):
+            owners = " or ".join(name for name, other in FORMATS.items() if field in other.fields)
+            self.reader.problem(field, f"is for {owners}, not {fmt}")
+        encoding = self.reader.choice("encoding", ENCODINGS, default="auto") if "encoding" in row.fields else "json"
         grpc = urllib.parse.urlsplit(url).scheme in GRPC_SCHEMES
-        if grpc and encoding == "json":
+        if grpc and "encoding" in row.fields and encoding == "json":
             self.reader.problem("encoding", "is 'json', but gRPC carries tensors as raw bytes: use an http(s):// URL "
                                             "for JSON tensors")
         if grpc:
             self._grpc_metadata(pairs, values)
-        signature = self.raw.get("signature_name")
-        if signature is not None and (fmt != "tfserving" or not isinstance(signature, str) or not signature):
-            self.reader.problem("signature_name", "is for tfserving: the name of one of the model's signatures")
+        signature = self.raw.get("signature_name") if "signature_name" in row.fields else None
+        if signature is not None and (not isinstance(signature, str) or not signature):
+            self.reader.problem("signature_name", "must be the name of one of the model's signatures")
         if len(self.reader.problems) > problems_before:
             return None
         return RemoteTarget(url=url, model=model, version=version, timeout_s=float(timeout), headers_env=pairs,
-                            encoding="binary" if grpc else encoding if fmt == "kserve_v2" else "json",
+                            encoding="binary" if grpc else encoding,
                             signature_name=signature,
                             headers=values, allow_hosts=self.reader.allow_hosts)
 
@@ -368,9 +358,12 @@ class RemoteSpecReader:
         except ValueError:
             self.reader.problem("url", "has an invalid port")
             return ""
-        schemes = ("http", "https", *GRPC_SCHEMES) if fmt == "kserve_v2" else ("http", "https")
+        schemes = FORMATS[fmt].schemes
         if parts.scheme not in schemes or not parts.hostname:
-            grpc = " (grpc:// and grpcs:// are for kserve_v2)" if parts.scheme in GRPC_SCHEMES else ""
+            takers = [name for name, row in FORMATS.items() if parts.scheme in row.schemes]
+            kin = next((schemes for schemes in TRANSPORT_SCHEMES.values() if parts.scheme in schemes), ())
+            grpc = (f" ({' and '.join(f'{scheme}://' for scheme in kin)} are for {' or '.join(takers)})"
+                    if takers else "")
             listed = ", ".join(f"{scheme}://" for scheme in schemes[:-1]) + f" or {schemes[-1]}://"
             self.reader.problem("url", f"must be an {listed} URL with a host{grpc}")
         elif parts.username is not None or parts.password is not None:

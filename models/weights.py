@@ -1,4 +1,5 @@
-"""The catalogue of official weight files and the verified download into MODELS_DIR.
+"""Official weight files (models/builtins.py names each built-in's) and the verified download
+into MODELS_DIR.
 
 A download goes to a temporary file beside its destination and is renamed into place only
 when it is complete (Content-Length), matches the publisher's checksum or known size, and
@@ -15,10 +16,9 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-log = logging.getLogger(__name__)
+from contract import ModelUnavailable
 
-KERAS_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/"
-IMAGEAI_BASE = "https://github.com/OlafenwaMoses/ImageAI/releases/download/3.0.0-pretrained/"
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,32 +45,8 @@ class WeightFile:
                 f"fetch it again with `{self.fetch_command}`")
 
 
-CATALOG: dict[str, WeightFile] = {w.model: w for w in (
-    WeightFile("mobilenet", "classify",
-               "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5",
-               KERAS_BASE + "mobilenet_v2/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5",
-               size=14_536_120),  # Keras' source has no hash for this file
-    WeightFile("resnet", "classify", "resnet50_weights_tf_dim_ordering_tf_kernels.h5",
-               KERAS_BASE + "resnet/resnet50_weights_tf_dim_ordering_tf_kernels.h5",
-               md5="2cb95161c43110f7111970584f804107"),
-    WeightFile("inception", "classify", "inception_v3_weights_tf_dim_ordering_tf_kernels.h5",
-               KERAS_BASE + "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels.h5",
-               md5="9a0d58056eeedaa3f26cb7ebd46da564"),
-    WeightFile("densenet", "classify", "densenet121_weights_tf_dim_ordering_tf_kernels.h5",
-               KERAS_BASE + "densenet/densenet121_weights_tf_dim_ordering_tf_kernels.h5",
-               md5="9d60b8095a5708f2dcce2bca79d332c7"),
-    # ImageAI publishes no checksum or size for its YOLO files: they are verified by
-    # Content-Length and by loading them into the architecture before they are kept.
-    WeightFile("yolo", "detect", "yolov3.pt", IMAGEAI_BASE + "yolov3.pt"),
-    WeightFile("tiny_yolo", "detect", "tiny-yolov3.pt", IMAGEAI_BASE + "tiny-yolov3.pt"),
-    WeightFile("retina", "detect", "retinanet_resnet50_fpn_coco-eeacb38b.pth",
-               IMAGEAI_BASE + "retinanet_resnet50_fpn_coco-eeacb38b.pth",
-               sha256_prefix="eeacb38b"),
-)}
-
-
-class WeightsUnavailable(Exception):
-    """The weight file is missing and could not be fetched; the message says how to fix it."""
+class WeightsUnavailable(ModelUnavailable):
+    """The weight file is missing and could not be fetched; the reason says how to fix it."""
 
 
 class WeightsCorrupt(Exception):

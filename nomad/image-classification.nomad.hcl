@@ -84,12 +84,12 @@ job "image-classification" {
         # Serving processes in this task, each with its own models: 1 on CPUs (the model uses
         # every core already); on a GPU host, more (README, "Several serving processes").
         WORKERS                      = "1"
-        WAITRESS_THREADS             = "4"
+        INFERENCE_CONCURRENCY             = "4"
         PORT                         = "5001"
         MAX_UPLOAD_MB                = "10"
         MAX_IMAGE_PIXELS             = "40000000"
         FETCH_ALLOW_HOSTS            = ""
-        MAX_BATCH                    = "16"
+        MAX_IMAGES_PER_REQUEST                    = "16"
         CACHE_MAXSIZE                = "1024"
         CACHE_TTL                    = "3600"
         MONITOR_WINDOW               = "259200"

@@ -1,4 +1,4 @@
-"""The runtime interface and the quantization arithmetic every runtime shares."""
+"""The executor interface and the quantization arithmetic every executor shares."""
 from __future__ import annotations
 
 import abc
@@ -44,10 +44,15 @@ def dequantize(y: np.ndarray, info: TensorInfo) -> np.ndarray:
     return y.astype(np.float32, copy=False)
 
 
-class Runtime(abc.ABC):
-    format: str
+class Executor(abc.ABC):
+    """An opened model (a file, or a model on a remote engine) that runs tensors."""
     input: TensorInfo
     outputs: list[TensorInfo]
+
+    @classmethod
+    def sees_gpu(cls) -> bool:
+        """Whether this executor would run its models on a GPU here."""
+        return False
 
     @property
     def layout(self) -> str:

@@ -1,8 +1,8 @@
 """sha256 of the large files a start from the converted-model cache reads (the weights, for the
 cache key; the cached network, against its manifest), remembered between starts.
 
-Hashing YOLOv3's weights and its converted network took 0.31 s of a 1.15 s load from the cache
-on the development machine (torch's whole load: 0.71 s). A digest is remembered in
+Hashing YOLOv3's weights and its converted network was a quarter of a load from the cache
+(docs/benchmarks.md). A digest is remembered in
 MODELS_DIR/.openvino/digests.json with the identity of the file it was computed from (device,
 inode, size, and the modification and change times in nanoseconds) and reused only while that
 identity is unchanged: any write or replacement of the file changes its change time, which no

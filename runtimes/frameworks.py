@@ -7,29 +7,33 @@ configured models need, so the first model to load decides nothing about the ord
 
 The frameworks' own objects (millions: modules, functions, op registries) live as long as the
 process. Once they are imported they are frozen out of the garbage collector's reach
-(`gc.freeze`), so a full collection no longer walks them all: on the development machine one
-such walk cost 0.15 s of every OpenVINO start (it fell inside `import openvino`), and it also
-paused whatever request was running when it came.
+(`gc.freeze`), so a full collection no longer walks them all: such a walk fell inside whatever
+ran next (an OpenVINO start, a request) and paused it.
 
 torch's CPU threads are OpenMP's (libgomp). An OpenMP worker that finishes a parallel operation
-spins before it sleeps, by default 300,000 rounds: ~8 ms of a core after every operation on the
-development machine. Where OpenVINO runs the network and torch only decodes and filters around
-it (YOLO's detection layers and NMS), those spinning workers took the cores from the next
-network call. So with INFERENCE_RUNTIME=openvino they spin 3,000 rounds (GOMP_SPINCOUNT),
-~0.1 ms: TinyYOLOv3's predict() on OpenVINO took 47.9 ms with libgomp's default and 34.0 ms
-with the short spin (`python -m bench.openmp`, docs/benchmarks.md). Sleeping at once
-(OMP_WAIT_POLICY=PASSIVE) did as well there, but made torch's own networks slower. Inside a
-forward pass the next operation comes within microseconds, and a short spin still cost torch's
-YOLOv3 forward 3-5 %. So where torch runs the networks (INFERENCE_RUNTIME=tensorflow) libgomp
-keeps its default. It is set just before torch loads libgomp, and never where the deployment set
-OMP_WAIT_POLICY or GOMP_SPINCOUNT itself.
+spins before it sleeps (by default 300,000 rounds). Where OpenVINO runs the network and torch
+only decodes and filters around it (YOLO's detection layers and NMS), those spinning workers
+take the cores from the next network call, so with OpenVINO running the networks they spin
+3,000 rounds (GOMP_SPINCOUNT). Sleeping at once (OMP_WAIT_POLICY=PASSIVE) did as well there
+but made torch's own networks slower, and inside a forward pass even a short spin costs torch a
+little: where torch runs the networks, libgomp keeps its default. It is set just before torch
+loads libgomp, and never where the deployment set OMP_WAIT_POLICY or GOMP_SPINCOUNT itself.
+(docs/benchmarks.md has the measurements: `python -m bench.openmp`.)
+
+The thread counts and the runtime choice come from the caller (contract.InferenceOptions); the
+pools they set are process-wide, as the frameworks' own are, and set once, at the import.
 """
 from __future__ import annotations
 
 import gc
 import importlib
+import logging
 import os
 import threading
+
+from contract import OPENVINO, InferenceOptions, ModelUnavailable
+
+log = logging.getLogger(__name__)
 
 TORCH = "torch"
 TENSORFLOW = "tensorflow"
@@ -42,37 +46,10 @@ _ORDER = {
 OPENMP_SPIN_COUNT = "3000"
 _lock = threading.Lock()
 _done: set[str] = set()
-_threads = {"intra": 0, "inter": 1}
-# INFERENCE_RUNTIME and INFERENCE_PRECISION: read by the built-in models when they are created.
-_inference = {"runtime": "openvino", "precision": "f32"}
 
 
-def set_threads(intra: int, inter: int) -> None:
-    """Thread pools for the frameworks imported from now on (process-wide, like the pools).
-    intra 0 means the CPU count."""
-    _threads.update(intra=intra, inter=inter)
-
-
-def set_inference(runtime: str, precision: str) -> None:
-    """What runs the built-in networks from now on: "openvino" or their framework ("tensorflow":
-    TensorFlow for the classifiers, torch for the detectors), and OpenVINO's precision."""
-    _inference.update(runtime=runtime, precision=precision)
-
-
-def inference_runtime() -> str:
-    return _inference["runtime"]
-
-
-def inference_precision() -> str:
-    return _inference["precision"]
-
-
-def intra_op_threads() -> int:
-    return _threads["intra"] or len(os.sched_getaffinity(0)) or 1
-
-
-def _configure(framework: str) -> None:
-    intra, inter = intra_op_threads(), _threads["inter"]
+def _configure(framework: str, options: InferenceOptions) -> None:
+    intra, inter = options.threads, options.inter_op_threads
     if framework == TORCH:
         import torch
         torch.set_num_threads(intra)
@@ -94,16 +71,18 @@ def import_failure(exc: Exception) -> str:
             f"importing {module}); the installation is incomplete, the weights are not at fault")
 
 
-def _short_openmp_spin() -> None:
+def _short_openmp_spin(options: InferenceOptions) -> None:
     """GOMP_SPINCOUNT for torch's libgomp where OpenVINO runs the networks, read when torch loads
     it; a deployment's own OMP_WAIT_POLICY or GOMP_SPINCOUNT is left as it is."""
-    if _inference["runtime"] != "openvino":
+    if options.runtime != OPENVINO:
         return
     if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
         os.environ["GOMP_SPINCOUNT"] = OPENMP_SPIN_COUNT
 
 
-def require(needed: set[str]) -> None:
+def require(needed: set[str], options: InferenceOptions = InferenceOptions()) -> None:
+    """Import `needed` (and set their thread pools from `options`), torch's stack first; a
+    framework already imported is left as it is."""
     unknown = set(needed) - set(_ORDER)
     if unknown:
         raise ValueError(f"unknown frameworks: {sorted(unknown)}")
@@ -112,11 +91,22 @@ def require(needed: set[str]) -> None:
         for framework in (TORCH, TENSORFLOW):  # torch stack first, always
             if framework in needed and framework not in _done:
                 if framework == TORCH:
-                    _short_openmp_spin()
+                    _short_openmp_spin(options)
                 for module in _ORDER[framework]:
                     importlib.import_module(module)
-                _configure(framework)
+                _configure(framework, options)
                 _done.add(framework)
                 imported = True
         if imported:
             gc.freeze()
+
+
+def prepare(needed: set[str], options: InferenceOptions = InferenceOptions()) -> None:
+    """`require`, for a model's load: a framework that cannot be imported (a missing system
+    library, say) is logged with its traceback and raised as ModelUnavailable naming the module,
+    never blaming the model's files."""
+    try:
+        require(needed, options)
+    except Exception as exc:
+        log.exception("importing the frameworks %s failed", sorted(needed))
+        raise ModelUnavailable(import_failure(exc)) from None

@@ -5,13 +5,13 @@ from pathlib import Path
 
 import numpy as np
 
-from runtimes.base import Runtime, TensorInfo
+from runtimes.base import Executor, TensorInfo
 
 
-class KerasFileRuntime(Runtime):
-    format = "keras"
+class KerasFileExecutor(Executor):
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, threads: int | None = None):
+        """`threads`: TensorFlow's pools are the process' (runtimes.frameworks sets them)."""
         import keras
         import tensorflow as tf
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtimes.base import Runtime, TensorInfo
+from runtimes.base import Executor, TensorInfo
 
 _ONNX_TYPES = {
     "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -19,8 +19,13 @@ def _info(arg) -> TensorInfo:
     return TensorInfo(arg.name, shape, np.dtype(_ONNX_TYPES.get(arg.type, np.float32)))
 
 
-class OnnxRuntime(Runtime):
-    format = "onnx"
+class OnnxExecutor(Executor):
+
+    @classmethod
+    def sees_gpu(cls) -> bool:
+        import onnxruntime
+
+        return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
 
     def __init__(self, path: Path, threads: int | None = None):
         import onnxruntime as ort

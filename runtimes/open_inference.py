@@ -18,7 +18,7 @@ import numpy as np
 import orjson
 
 from runtimes.base import TensorInfo
-from runtimes.remote import FAILED, NOT_READY, EngineProblem, RemoteRuntime, expect_ok, malformed, parse_json, url_path
+from runtimes.remote import FAILED, NOT_READY, EngineProblem, RemoteExecutor, expect_ok, malformed, parse_json, url_path
 
 V2_TYPES = {
     "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
@@ -31,8 +31,7 @@ BINARY_EXTENSION = "binary_tensor_data"   # what Triton lists in its server meta
 _INFER = "the inference request"
 
 
-class KServeV2Runtime(RemoteRuntime):
-    format = "kserve_v2"
+class KServeV2Executor(RemoteExecutor):
     binary = False   # the binary tensor extension, decided once when the model is opened
 
     @property

@@ -26,7 +26,7 @@ from runtimes import open_inference_pb2 as pb
 from runtimes import remote
 from runtimes.base import TensorInfo
 from runtimes.open_inference import V2_TYPES, metadata_tensor, v2_name
-from runtimes.remote import EngineProblem, RemoteRuntime, RemoteTarget
+from runtimes.remote import EngineProblem, RemoteExecutor, RemoteTarget
 
 _SERVICE = "/inference.GRPCInferenceService/"
 # The largest answer the service takes from an engine (gRPC's own default is 4 MiB: too small
@@ -149,8 +149,7 @@ class GrpcEngine:
         raise EngineProblem(remote.FAILED, f"answered gRPC status {code.name} to {what}{hint}")
 
 
-class KServeV2GrpcRuntime(RemoteRuntime):
-    format = "kserve_v2"
+class KServeV2GrpcExecutor(RemoteExecutor):
 
     def _connect(self, target: RemoteTarget) -> GrpcEngine:
         return GrpcEngine(target)

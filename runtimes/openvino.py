@@ -37,12 +37,12 @@ from typing import Callable, TypeVar
 
 import numpy as np
 
-from runtimes import file_digests, frameworks
+from contract import OPENVINO, InferenceOptions
+from runtimes import file_digests
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-OPENVINO = "openvino"
 F32, BF16 = "f32", "bf16"
 CACHE_FOLDER = ".openvino"
 # Largest |difference| allowed between the compiled network (at f32) and the framework on the
@@ -278,7 +278,8 @@ def cpu_fingerprint() -> str:
     return hashlib.sha256("|".join(described).encode()).hexdigest()[:8]
 
 
-def compile_network(conversion: Conversion, models_dir: Path, precision: str = F32) -> CompiledNetwork:
+def compile_network(conversion: Conversion, models_dir: Path,
+                    options: InferenceOptions = InferenceOptions()) -> CompiledNetwork:
     """The checked, compiled network (its `details` set): from the cache when a valid entry
     exists and answers as it recorded, else converted now from the framework's model (and
     cached where MODELS_DIR is writable). Raises Unusable, or the framework's own exception
@@ -289,7 +290,7 @@ def compile_network(conversion: Conversion, models_dir: Path, precision: str = F
     if entry is not None:
         model, expected, details = entry
         try:
-            network = _checked(ov, model, conversion, expected, details, precision)
+            network = _checked(ov, model, conversion, expected, details, options)
             cache.mark_used(conversion.key)
             return network
         except Exception as exc:
@@ -306,7 +307,7 @@ def compile_network(conversion: Conversion, models_dir: Path, precision: str = F
         raise Unusable(f"the conversion to OpenVINO failed ({type(exc).__name__})") from None
     try:
         network = _checked(ov, converted, conversion, [Expected.of(o) for o in source.expected],
-                           source.details, precision)
+                           source.details, options)
         if source.verify is not None:
             source.verify(network)
     except Unusable:
@@ -355,11 +356,11 @@ def _reason(exc: Exception) -> str:
 
 
 def _checked(ov, model, conversion: Conversion, expected: list[Expected], details: dict,
-             precision: str) -> CompiledNetwork:
+             options: InferenceOptions) -> CompiledNetwork:
     """Compiled at full precision and checked against the framework's answers; then, for bf16,
     compiled again at that precision (bf16 moves answers by design: the check is of the
     conversion, at f32)."""
-    network = _compile(ov, model, conversion, F32)
+    network = _compile(ov, model, conversion, F32, options.threads)
     network.details = details
     answers = conversion.probe(network)
     if len(answers) != len(expected):
@@ -367,17 +368,17 @@ def _checked(ov, model, conversion: Conversion, expected: list[Expected], detail
                        f"the framework's {len(expected)}")
     for got, wanted in zip(answers, expected):
         wanted.check(conversion.model, got)
-    if precision != F32:
-        network = _compile(ov, model, conversion, precision)
+    if options.precision != F32:
+        network = _compile(ov, model, conversion, options.precision, options.threads)
         network.details = details
     return network
 
 
-def _compile(ov, model, conversion: Conversion, precision: str) -> CompiledNetwork:
+def _compile(ov, model, conversion: Conversion, precision: str, threads: int) -> CompiledNetwork:
     model = model.clone()
     model.reshape({i: ov.PartialShape(shape) for i, shape in enumerate(conversion.input_shapes)})
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision,
-              "INFERENCE_NUM_THREADS": frameworks.intra_op_threads()}
+              "INFERENCE_NUM_THREADS": threads}
     return CompiledNetwork(_core(ov).compile_model(model, "CPU", config))
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from runtimes import openvino
-from runtimes.base import Runtime
+from runtimes.base import Executor
 
 # Largest difference allowed on the probe, in units of the output's range (float outputs) or
 # of its quantization step (quantized outputs: integer kernels may round differently).
@@ -22,9 +22,8 @@ FLOAT_TOLERANCE = 1e-3
 QUANTIZED_STEPS = 2
 
 
-class OpenVINOFileRuntime(Runtime):
-    def __init__(self, reference: Runtime, path: Path, threads: int | None = None):
-        self.format = reference.format
+class OpenVINOFileExecutor(Executor):
+    def __init__(self, reference: Executor, path: Path, threads: int | None = None):
         self.input, self.outputs = reference.input, reference.outputs
         model = openvino.core().read_model(str(path))
         if len(model.inputs) != 1 or len(model.outputs) != len(self.outputs):
@@ -53,23 +52,23 @@ def _output_order(compiled, outputs) -> list[int]:
     return order if None not in order and len(set(order)) == len(order) else list(range(len(outputs)))
 
 
-def probe(runtime: Runtime) -> np.ndarray:
+def probe(executor: Executor) -> np.ndarray:
     """Two structured images in the model's layout, spanning its input range: 0-1 for a float
     input, the whole integer range for a quantized one (as real values, which `run` quantizes
     back exactly)."""
-    batch = openvino.probe_batch(*(runtime.fixed_size or (224, 224)))
-    info = runtime.input
+    batch = openvino.probe_batch(*(executor.fixed_size or (224, 224)))
+    info = executor.input
     if info.quantized:
         batch = (np.round(batch) + np.iinfo(info.dtype).min - info.zero_point) * np.float32(info.scale)
     elif not np.issubdtype(info.dtype, np.integer):
         batch = batch / np.float32(255)
-    return batch if runtime.layout == "NHWC" else batch.transpose(0, 3, 1, 2)
+    return batch if executor.layout == "NHWC" else batch.transpose(0, 3, 1, 2)
 
 
-def check(runtime: Runtime, reference: Runtime, name: str) -> None:
+def check(executor: Executor, reference: Executor, name: str) -> None:
     """Raise openvino.Unusable unless OpenVINO answers as the reference runtime on the probe."""
     batch = probe(reference)
-    for got, wanted, info in zip(runtime.run(batch), reference.run(batch), runtime.outputs, strict=True):
+    for got, wanted, info in zip(executor.run(batch), reference.run(batch), executor.outputs, strict=True):
         if info.quantized:
             openvino.check_close(name, got / info.scale, wanted / info.scale, tolerance=QUANTIZED_STEPS)
         else:

@@ -25,8 +25,9 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
+from contract import ModelUnavailable
 from errors import ApiError, InferenceTimeout, ModelNotReady, UpstreamError
-from runtimes.base import Runtime, TensorInfo
+from runtimes.base import Executor, TensorInfo
 
 log = logging.getLogger(__name__)
 
@@ -188,12 +189,12 @@ def refusal_in(exc: BaseException | None) -> EngineAddressRefused | None:
     return None
 
 
-class EngineProblem(Exception):
+class EngineProblem(ModelUnavailable):
     """The engine could not be used. `reason` is our own text, never the engine's body."""
 
     def __init__(self, state: str, reason: str):
         super().__init__(reason)
-        self.state, self.reason = state, reason
+        self.state = state
 
     def api_error(self) -> ApiError:
         if self.state in (UNREACHABLE, NOT_READY):
@@ -297,7 +298,7 @@ class Health:
             self._busy.release()
 
 
-class RemoteRuntime(Runtime):
+class RemoteExecutor(Executor):
     """A model on a remote engine. Subclasses speak one protocol: `probe()` (is the model ready?),
     `_describe()` (its tensors), `_infer(batch)` (one remote call for the whole batch, outputs in
     `self.outputs` order)."""

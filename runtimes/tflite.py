@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtimes.base import Runtime, TensorInfo
+from runtimes.base import Executor, TensorInfo
 
 
 def _info(detail: dict) -> TensorInfo:
@@ -18,8 +18,7 @@ def _info(detail: dict) -> TensorInfo:
                       np.dtype(detail["dtype"]), float(scale), int(zero_point))
 
 
-class TFLiteRuntime(Runtime):
-    format = "tflite"
+class TFLiteExecutor(Executor):
 
     def __init__(self, path: Path, threads: int | None = None):
         from ai_edge_litert.interpreter import Interpreter

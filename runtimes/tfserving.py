@@ -23,7 +23,7 @@ import numpy as np
 import orjson
 
 from runtimes.base import TensorInfo
-from runtimes.remote import FAILED, NOT_READY, EngineProblem, RemoteRuntime, expect_ok, malformed, parse_json, url_path
+from runtimes.remote import FAILED, NOT_READY, EngineProblem, RemoteExecutor, expect_ok, malformed, parse_json, url_path
 
 TF_TYPES = {
     "DT_FLOAT": np.float32, "DT_DOUBLE": np.float64, "DT_HALF": np.float16, "DT_BOOL": np.bool_,
@@ -42,8 +42,7 @@ def _field(obj, snake: str, camel: str):
     return obj[snake] if snake in obj else obj.get(camel)
 
 
-class TFServingRuntime(RemoteRuntime):
-    format = "tfserving"
+class TFServingExecutor(RemoteExecutor):
 
     @property
     def _model_path(self) -> str:

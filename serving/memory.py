@@ -30,6 +30,13 @@ def limit_arenas(count: int = 2) -> None:
         _libc.mallopt(_M_ARENA_MAX, count)
 
 
+def after_images(pixels: int) -> None:
+    """The data plane's report of the largest image a request decoded: past LARGE_IMAGE_PIXELS,
+    the pages freed since are handed back."""
+    if pixels >= LARGE_IMAGE_PIXELS:
+        release_free_memory()
+
+
 def release_free_memory() -> None:
     if _libc is not None:
         _libc.malloc_trim(0)

@@ -31,6 +31,8 @@ class _ModelStateCollector:
 
 
 class Metrics:
+    content_type = CONTENT_TYPE   # of render()'s text
+
     def __init__(self, shared_dir: str | None = None):
         """`shared_dir`: the workers' multiprocess directory (None: this process alone)."""
         self.shared_dir = shared_dir

@@ -52,7 +52,7 @@ def serve(app, settings) -> int:
     signal.signal(signal.SIGINT, lambda signum, _frame: drain.start(signum))
     serving.set()
     log.info("serving on port %d: %d inference workers, queue %d, %d server threads, up to %d connections",
-             settings.port, settings.waitress_threads, settings.max_queue, settings.server_threads,
+             settings.port, settings.inference_concurrency, settings.max_queue, settings.server_threads,
              server.adj.connection_limit)
     server.run()
     server.task_dispatcher.shutdown(cancel_pending=True, timeout=1)

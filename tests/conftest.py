@@ -64,7 +64,7 @@ def client(app):
 def random_models_dir(tmp_path_factory):
     """A MODELS_DIR holding all seven official weight files, real architectures, random weights."""
     from bench.random_weights import write_weights
-    from models.weights import CATALOG
+    from models.builtins import CATALOG
 
     models_dir = tmp_path_factory.mktemp("models")
     for name in CATALOG:

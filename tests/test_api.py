@@ -109,7 +109,7 @@ def test_json_batch_with_urls_and_base64(tmp_path):
 def test_batch_limits(tmp_path):
     client = make_app(tmp_path, max_request_images=2).test_client()
     response = post_images(client, "/v2/classify", RED, RED, RED)
-    assert response.status_code == 400 and "MAX_BATCH" in response.get_json()["error"]["message"]
+    assert response.status_code == 400 and "MAX_IMAGES_PER_REQUEST" in response.get_json()["error"]["message"]
     assert client.post("/v2/detect", json={"images": [{"image_base64": b64(RED)}] * 3}).status_code == 400
     assert client.post("/v2/detect", json={"images": []}).status_code == 400
     # v1 routes take one image.

@@ -12,9 +12,9 @@ from PIL import Image
 import errors
 from app import create_app
 from config import Settings
-from dataplane.batching import MicroBatcher
 from dataplane.images import decode_image
 from registry import create_model
+from registry.batching import MicroBatcher
 from tests.support import imaging
 from tests.support.fakes import FakeClassifier, FakeDetector
 
@@ -201,12 +201,12 @@ def test_http_requests_are_batched_beyond_the_worker_count_at_default_settings(t
     """Defaults: 4 workers, a queue of 8, batches of up to 8. A request waiting for the batched
     call hands its worker place on, so the batch is not capped at 4."""
     settings = Settings(classification_enabled=True, models_dir=tmp_path)
-    assert (settings.waitress_threads, settings.max_queue, settings.max_batch_size) == (4, 8, 8)
+    assert (settings.inference_concurrency, settings.max_queue, settings.max_batch_size) == (4, 8, 8)
     classifier = BatchRecorder(gate=lambda: app.extensions["admission"].admitted == 8)
     app = create_app(settings, classifier=classifier)
     assert concurrent_classify(app, 8) == [200] * 8
     assert sum(classifier.sizes) == 8 and len(classifier.sizes) < 8
-    assert max(classifier.sizes) > settings.waitress_threads, classifier.sizes
+    assert max(classifier.sizes) > settings.inference_concurrency, classifier.sizes
     # Every place came back: the next requests are admitted and answered.
     assert concurrent_classify(app, 12) == [200] * 12
     assert app.extensions["admission"].admitted == 0

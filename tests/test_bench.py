@@ -214,7 +214,7 @@ def test_profile_samples_are_summed_by_the_first_step_their_stack_names(tmp_path
         "process;_find_and_load (<frozen importlib._bootstrap>:1) 7\n"
         "thread;handler_thread (waitress/task.py:1);_parse_multipart (werkzeug/formparser.py:2) 3\n"
         "thread;handler_thread (waitress/task.py:1);decode_image (dataplane/images.py:9) 4\n"
-        "thread;run (dataplane/batching.py:5);_infer (runtimes/openvino.py:3) 12\n"
+        "thread;run (registry/batching.py:5);_infer (runtimes/openvino.py:3) 12\n"
         "thread;somewhere (x.py:1) 1\n")
     summary = summarise(raw)
     assert (summary["samples"], summary["startup_samples_left_out"]) == (20, 7)

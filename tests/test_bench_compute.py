@@ -100,19 +100,13 @@ def test_conv_rate_measures_float32_and_bf16_only_where_the_cpu_has_bf16_arithme
 def test_the_benchmark_times_in_process_at_the_service_s_thread_count(monkeypatch):
     """INTRA_OP_THREADS when set, else the CPUs divided among WORKERS (as the supervisor divides
     them), so the raw costs and the rate are measured at what each serving process runs with."""
-    from bench.__main__ import use_service_threads
-    from runtimes import frameworks
+    from bench.__main__ import service_options
 
-    saved = dict(frameworks._threads)
-    try:
-        monkeypatch.setenv("INTRA_OP_THREADS", "3")
-        monkeypatch.setenv("INTER_OP_THREADS", "2")
-        use_service_threads()
-        assert (frameworks.intra_op_threads(), frameworks._threads["inter"]) == (3, 2)
-        monkeypatch.delenv("INTRA_OP_THREADS")
-        monkeypatch.delenv("INTER_OP_THREADS")
-        monkeypatch.setenv("WORKERS", "2")
-        use_service_threads()
-        assert frameworks.intra_op_threads() == max(1, len(os.sched_getaffinity(0)) // 2)
-    finally:
-        frameworks._threads.update(saved)
+    monkeypatch.setenv("INTRA_OP_THREADS", "3")
+    monkeypatch.setenv("INTER_OP_THREADS", "2")
+    options = service_options("framework")
+    assert (options.threads, options.inter_op_threads, options.runtime) == (3, 2, "framework")
+    monkeypatch.delenv("INTRA_OP_THREADS")
+    monkeypatch.delenv("INTER_OP_THREADS")
+    monkeypatch.setenv("WORKERS", "2")
+    assert service_options().threads == max(1, len(os.sched_getaffinity(0)) // 2)

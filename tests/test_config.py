@@ -14,7 +14,7 @@ def test_defaults():
     assert (s.classification_enabled, s.classification_models) == (False, ("mobilenet",))
     assert (s.detection_enabled, s.detection_models) == (False, ("yolo",))
     assert s.models_dir == Path("./models") and s.model_download is True and s.preload_models is False
-    assert (s.waitress_threads, s.port, s.max_upload_mb, s.max_image_pixels) == (4, 5001, 10, 40_000_000)
+    assert (s.inference_concurrency, s.port, s.max_upload_mb, s.max_image_pixels) == (4, 5001, 10, 40_000_000)
 
 
 @pytest.mark.parametrize("raw,expected", [
@@ -32,6 +32,21 @@ def test_legacy_alias_for_classification():
     assert Settings.from_env(env).classification_enabled is False
 
 
+def test_former_names_and_spellings_still_work_with_one_notice_each():
+    """MAX_BATCH (images per /v2 request, beside MAX_BATCH_SIZE: two batches), WAITRESS_THREADS
+    (inference places, not waitress' thread count) and INFERENCE_RUNTIME=tensorflow (which also
+    meant torch for the detectors) were renamed; old deployments keep working and are told."""
+    s = Settings.from_env({"MAX_BATCH": "7", "WAITRESS_THREADS": "3", "INFERENCE_RUNTIME": "tensorflow"})
+    assert (s.max_request_images, s.inference_concurrency, s.inference_runtime) == (7, 3, "framework")
+    assert s.max_queue == 6 and len(s.notices) == 3
+    assert all(old in " ".join(s.notices) for old in ("MAX_BATCH", "WAITRESS_THREADS", "tensorflow"))
+    renamed = Settings.from_env({"MAX_IMAGES_PER_REQUEST": "5", "MAX_BATCH": "9", "INFERENCE_CONCURRENCY": "2"})
+    assert (renamed.max_request_images, renamed.inference_concurrency, renamed.notices) == (5, 2, ())
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"WAITRESS_THREADS": "four"})
+    assert "WAITRESS_THREADS='four' is not a whole number" in str(info.value)
+
+
 def test_model_names_are_case_insensitive():
     s = Settings.from_env({"IMAGE_CLASSIFICATION_MODEL": "DenseNet", "OBJECT_DETECTION_MODEL": " tiny_yolo "})
     assert (s.classification_models, s.detection_models) == (("densenet",), ("tiny_yolo",))
@@ -39,7 +54,7 @@ def test_model_names_are_case_insensitive():
 
 def test_every_problem_is_reported_at_once():
     env = {"IMAGE_CLASSIFICATION_MODEL": "vgg16", "OBJECT_DETECTION_MODEL": "ssd",
-           "OBJECT_DETECTION_ENABLED": "perhaps", "PORT": "http", "WAITRESS_THREADS": "0",
+           "OBJECT_DETECTION_ENABLED": "perhaps", "PORT": "http", "INFERENCE_CONCURRENCY": "0",
            "MAX_UPLOAD_MB": "1.5", "MAX_IMAGE_PIXELS": "-3"}
     with pytest.raises(ConfigError) as info:
         Settings.from_env(env)

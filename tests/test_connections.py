@@ -168,7 +168,7 @@ def keep_alive_client(port: int, index: int, outcomes: collections.Counter, fail
 
 
 def test_keep_alive_clients_lose_nothing_through_a_sigterm_drain(make_server):
-    server = make_server(FAKE_DELAY_S=0.2, PRELOAD_MODELS="true", WAITRESS_THREADS=2, MAX_QUEUE=4,
+    server = make_server(FAKE_DELAY_S=0.2, PRELOAD_MODELS="true", INFERENCE_CONCURRENCY=2, MAX_QUEUE=4,
                          DRAIN_GRACE_S=1, DRAIN_SECONDS=20)
     outcomes, failures = collections.Counter(), []
     clients = [threading.Thread(target=keep_alive_client, args=(server.port, i, outcomes, failures))

@@ -97,9 +97,9 @@ def test_nomad_kill_timeout_outlasts_the_drain_and_env_matches_the_code(nomad):
     assert seconds(task["kill_timeout"]) > settings.drain_seconds
     assert unquote(task["kill_signal"]) == "SIGTERM"
     # The job states the code's defaults (a deliberate change to either shows up here).
-    for name, field in (("PORT", "port"), ("WAITRESS_THREADS", "waitress_threads"), ("MAX_QUEUE", "max_queue"),
+    for name, field in (("PORT", "port"), ("INFERENCE_CONCURRENCY", "inference_concurrency"), ("MAX_QUEUE", "max_queue"),
                         ("DRAIN_SECONDS", "drain_seconds"), ("INFERENCE_TIMEOUT_S", "inference_timeout"),
-                        ("MAX_BATCH", "max_request_images"), ("CACHE_MAXSIZE", "cache_maxsize"), ("CACHE_TTL", "cache_ttl"),
+                        ("MAX_IMAGES_PER_REQUEST", "max_request_images"), ("CACHE_MAXSIZE", "cache_maxsize"), ("CACHE_TTL", "cache_ttl"),
                         ("MONITOR_WINDOW", "monitor_window"), ("CHANNEL_TIMEOUT_S", "channel_timeout"),
                         ("CONNECTION_LIMIT", "connection_limit"), ("MAX_UPLOAD_MB", "max_upload_mb"),
                         ("MAX_BATCH_SIZE", "max_batch_size"), ("BATCH_TIMEOUT_MS", "batch_timeout_ms"),

@@ -23,9 +23,9 @@ def test_imported_frameworks_are_frozen_out_of_full_collections():
 
 SPIN = """
 import os, resource, time
+from contract import InferenceOptions
 from runtimes import frameworks
-frameworks.set_inference(os.environ["TEST_RUNTIME"], "f32")
-frameworks.require({'torch'})
+frameworks.require({'torch'}, InferenceOptions(runtime=os.environ["TEST_RUNTIME"]))
 import torch
 x = torch.rand(4_000_000)   # large enough for torch to split over its threads
 def cpu():
@@ -57,7 +57,7 @@ def test_torch_s_idle_threads_spin_briefly_around_openvino_unless_the_deployment
     torch runs them, libgomp keeps its default spin."""
     spin, ms = _idle_after_a_parallel_op()
     assert spin == frameworks.OPENMP_SPIN_COUNT and ms < 3.0
-    spin, ms = _idle_after_a_parallel_op("tensorflow")
+    spin, ms = _idle_after_a_parallel_op("framework")
     assert spin == "None" and ms > 3.0   # ~8 ms: the default, measurably spinning
     # The deployment's choice is kept: with ACTIVE the worker spins through the whole 200 ms
     # sleep when it has a core (40 ms is far above the default's 8-9 ms and leaves room for a

@@ -1,6 +1,7 @@
 """The code's shape, as the README describes it: the design map names every module that exists
-(and nothing that does not), a handful of modules at the root, the model contract is declared
-rather than probed, and functions stay short."""
+(and nothing that does not), a handful of modules at the root, imports point down the layers,
+each built-in model's and each format's name is written in its table only, the model contract
+is declared rather than probed, and functions stay short."""
 from __future__ import annotations
 
 import ast
@@ -9,7 +10,11 @@ import subprocess
 
 from tests.support.paths import ROOT
 
-PACKAGES = ("api", "dataplane", "serving", "classifiers", "detectors", "runtimes", "models", "bench")
+PACKAGES = ("api", "dataplane", "registry", "serving", "classifiers", "detectors", "runtimes", "models", "bench")
+# The layers of the README's design map, top first: a module imports only from its own layer or
+# below. A `python -m` entry point (a module with a __main__ block) stands on top of them all.
+LAYERS = (("app", "serving", "config"), ("api",), ("dataplane",), ("registry",), ("classifiers", "detectors"),
+          ("models",), ("runtimes",), ("contract", "errors"))
 # Attributes the contract declares: probing for them means the contract is not trusted.
 CONTRACT = ("batchable", "resize_mode", "class_ids", "validate", "input_size", "labels", "runtime", "device",
             "load_failure", "describe", "frameworks")
@@ -46,8 +51,50 @@ def test_the_design_map_names_every_module_and_only_those():
 
 
 def test_a_handful_of_modules_at_the_root():
-    assert sorted(p.name for p in ROOT.glob("*.py")) == ["app.py", "config.py", "contract.py", "errors.py",
-                                                         "registry.py"]
+    assert sorted(p.name for p in ROOT.glob("*.py")) == ["app.py", "config.py", "contract.py", "errors.py"]
+
+
+def _imports(tree: ast.AST) -> list[tuple[int, str]]:
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.lineno, node.module))
+    return found
+
+
+def test_imports_point_down_the_layers():
+    rank = {top: index for index, layer in enumerate(LAYERS) for top in layer}
+    upward = []
+    for name in python_modules():
+        source = (ROOT / name).read_text()
+        if "__main__" in source or name.startswith("bench/"):
+            continue   # entry points stand on top
+        layer = rank[name.split("/")[0].removesuffix(".py")]
+        for line, module in _imports(ast.parse(source)):
+            target = rank.get(module.split(".")[0])
+            if target is not None and target < layer:
+                upward.append(f"{name}:{line} imports {module}")
+    assert upward == []
+
+
+def _code_with(literal: str) -> set[str]:
+    """The modules (tests, bench aside) whose code holds `literal` as a string; frameworks.py lists
+    Python modules to import, by their module names (keras, tensorflow), not formats."""
+    found = subprocess.run(["git", "grep", "-lF", literal, "--", "*.py", ":!tests/*", ":!bench/*",
+                            ":!runtimes/frameworks.py"], cwd=ROOT, capture_output=True, text=True).stdout
+    return set(found.split())
+
+
+def test_each_built_in_name_and_format_is_written_in_its_table_only():
+    from models.builtins import BUILTINS
+    from runtimes.formats import FORMATS
+
+    for name in BUILTINS:
+        assert _code_with(f'"{name}"') == {"models/builtins.py"}, name
+    for name in FORMATS:
+        assert _code_with(f'"{name}"') == {"runtimes/formats.py"}, name
 
 
 def test_the_model_contract_is_declared_not_probed():

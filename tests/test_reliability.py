@@ -31,7 +31,7 @@ def timed_get(url):
 
 
 def test_burst_gets_200s_or_quick_503s_and_recovers(make_server):
-    server = make_server(FAKE_DELAY_S=0.2, WAITRESS_THREADS=2, MAX_QUEUE=4)
+    server = make_server(FAKE_DELAY_S=0.2, INFERENCE_CONCURRENCY=2, MAX_QUEUE=4)
 
     def call(i):
         started = time.perf_counter()
@@ -50,7 +50,7 @@ def test_burst_gets_200s_or_quick_503s_and_recovers(make_server):
 
 
 def test_health_answers_fast_while_every_worker_is_busy(make_server):
-    server = make_server(FAKE_DELAY_S=0.5, WAITRESS_THREADS=2, MAX_QUEUE=4)
+    server = make_server(FAKE_DELAY_S=0.5, INFERENCE_CONCURRENCY=2, MAX_QUEUE=4)
     stop = time.monotonic() + 6
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
         def load(i):
@@ -73,7 +73,7 @@ def test_health_answers_fast_while_every_worker_is_busy(make_server):
 
 
 def test_hung_inference_times_out_with_504_and_capacity_comes_back(make_server):
-    server = make_server(FAKE_DELAY_S=4, WAITRESS_THREADS=1, MAX_QUEUE=1, INFERENCE_TIMEOUT_S=1)
+    server = make_server(FAKE_DELAY_S=4, INFERENCE_CONCURRENCY=1, MAX_QUEUE=1, INFERENCE_TIMEOUT_S=1)
     started = time.perf_counter()
     response = server.classify(seed=1)
     assert response.status_code == 504 and response.json()["error"]["type"] == "inference_timeout"
@@ -86,7 +86,7 @@ def test_hung_inference_times_out_with_504_and_capacity_comes_back(make_server):
 
 
 def test_sigterm_drains_in_flight_requests_and_exits_0(make_server):
-    server = make_server(FAKE_DELAY_S=1.5, WAITRESS_THREADS=2, MAX_QUEUE=2, DRAIN_SECONDS=10)
+    server = make_server(FAKE_DELAY_S=1.5, INFERENCE_CONCURRENCY=2, MAX_QUEUE=2, DRAIN_SECONDS=10)
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
         in_flight = [pool.submit(server.classify, seed) for seed in range(4)]
         time.sleep(0.5)

@@ -453,7 +453,7 @@ def remote_app(engine, tmp_path_factory):
                                         "std": [255, 255, 255], "layout": "NCHW"})
     settings = Settings(classification_enabled=True, classification_models=("mobilenet_v2_quant", *classifiers),
                         detection_enabled=True, detection_models=("yolov5n_onnx", "yolo_v2", "yolo_grpc", "yolo_v1"),
-                        models_dir=models_dir, cache_maxsize=0, waitress_threads=8, max_batch_size=8,
+                        models_dir=models_dir, cache_maxsize=0, inference_concurrency=8, max_batch_size=8,
                         batch_timeout_ms=50, inference_timeout=180)
     return create_app(settings)
 

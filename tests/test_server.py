@@ -19,7 +19,7 @@ def server(random_models_dir, tmp_path_factory):
     process, url = start_server({
         "IMAGE_CLASSIFICATION_ENABLED": "true", "OBJECT_DETECTION_ENABLED": "yes",
         "MODELS_DIR": str(random_models_dir), "MODEL_DOWNLOAD": "false", "PRELOAD_MODELS": "true",
-        "MAX_UPLOAD_MB": "2", "WAITRESS_THREADS": "4",
+        "MAX_UPLOAD_MB": "2", "INFERENCE_CONCURRENCY": "4",
     }, log_path)
     process.log_path = log_path
     try:
@@ -99,13 +99,13 @@ def test_chunked_body_over_the_limit_is_413_json(server):
 def test_invalid_configuration_stops_the_process_with_every_problem(tmp_path):
     started = time.monotonic()
     process, _ = start_server({"IMAGE_CLASSIFICATION_MODEL": "vgg", "OBJECT_DETECTION_ENABLED": "maybe",
-                               "WAITRESS_THREADS": "four"}, tmp_path / "server.log")
+                               "INFERENCE_CONCURRENCY": "four"}, tmp_path / "server.log")
     process.wait(timeout=30)
     assert time.monotonic() - started < 10
     output = (tmp_path / "server.log").read_text()
     assert process.returncode != 0
     assert "IMAGE_CLASSIFICATION_MODEL" in output and "mobilenet, resnet, inception, densenet" in output
-    assert "OBJECT_DETECTION_ENABLED" in output and "WAITRESS_THREADS" in output
+    assert "OBJECT_DETECTION_ENABLED" in output and "INFERENCE_CONCURRENCY" in output
     assert "Traceback" not in output
 
 

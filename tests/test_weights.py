@@ -7,7 +7,8 @@ import threading
 
 import pytest
 
-from models.weights import CATALOG, WeightFile, WeightsUnavailable, ensure_weights
+from models.builtins import CATALOG
+from models.weights import WeightFile, WeightsUnavailable, ensure_weights
 
 PAYLOAD = b"weights" * 1000
 

@@ -144,7 +144,7 @@ def test_a_dead_worker_is_started_again_and_counts_survive(supervised):
 
 def test_sigterm_drains_every_worker_and_the_supervisor_exits_0(supervised):
     # Admission is per worker and connections are not spread evenly: room for all 6 in either.
-    server = supervised(WORKERS=2, FAKE_DELAY_S=1.5, WAITRESS_THREADS=2, MAX_QUEUE=6, DRAIN_SECONDS=10,
+    server = supervised(WORKERS=2, FAKE_DELAY_S=1.5, INFERENCE_CONCURRENCY=2, MAX_QUEUE=6, DRAIN_SECONDS=10,
                         PRELOAD_MODELS="true")
     wait_until(lambda: len({server.worker_answering() for _ in range(20)}) == 2, 30, "both workers serving")
     workers = server.workers()

@@ -1,85 +1,26 @@
-"""The one registry of models: the table of tasks, the configured models' slots, lookup by name.
-
-`TASKS` holds each task's facts once (its variables, built-in names, how a built-in model or a
-user's model folder of that task is made); configuration, the app factory, readiness, the
-routes and the errors all read it. A `ModelSlot` loads its model exactly once (first use or
-preload) and runs every model call the same way: micro-batched where the model batches, under
-the inference time limit, timed for /metrics, failures turned into one API error.
+"""A configured model's slot: loads its model exactly once (first use or preload) and runs every
+model call the same way: micro-batched where the model batches, under the inference time limit,
+timed for /metrics, failures turned into one API error. Readiness and /models read its state.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib
 import logging
 import threading
 import time
-from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 import psutil
 
-from contract import CLASSIFICATION, DETECTION, Model
-from errors import ApiError, ClientGone, FeatureDisabled, InferenceFailed, ModelNotFound, ModelNotReady
-from models.folder_spec import SpecError, load_spec
-from models.weights import WeightsUnavailable
-from runtimes import frameworks
-from runtimes.remote import EngineProblem
+from contract import Model, ModelUnavailable
+from errors import ApiError, ClientGone, InferenceFailed, ModelNotReady
+from registry.batching import MicroBatcher
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("registry")
 
 NOT_LOADED, LOADING, READY, FAILED = "not_loaded", "loading", "ready", "failed"
 STATES = (NOT_LOADED, LOADING, READY, FAILED)
-
-
-@dataclasses.dataclass(frozen=True)
-class Task:
-    name: str
-    enable_variable: str
-    model_variable: str
-    builtins: tuple[str, ...]       # public names of the built-in models; the first is the default
-    builtin_factory: str            # "module:function(name, models_dir, download) -> Model"
-    folder_factory: str             # "module:class(spec) -> Model" for MODELS_DIR/<name>/ folders
-    enable_alias: str | None = None
-
-    @property
-    def default_model(self) -> str:
-        return self.builtins[0]
-
-    @property
-    def disabled_message(self) -> str:
-        return (f"{self.name.capitalize()} is disabled on this service; it is enabled with "
-                f"{self.enable_variable}=true.")
-
-
-TASKS: dict[str, Task] = {t.name: t for t in (
-    Task(CLASSIFICATION, "IMAGE_CLASSIFICATION_ENABLED", "IMAGE_CLASSIFICATION_MODEL",
-         ("mobilenet", "resnet", "inception", "densenet"),
-         "classifiers.keras_applications:create", "classifiers.folder:FolderClassifier",
-         enable_alias="IMAGE_CLASSIFICATION"),
-    Task(DETECTION, "OBJECT_DETECTION_ENABLED", "OBJECT_DETECTION_MODEL",
-         ("yolo", "tiny_yolo", "retina"),
-         "detectors.imageai_detectors:create", "detectors.folder:FolderDetector"),
-)}
-
-
-def _resolve(reference: str):
-    module, _, attribute = reference.partition(":")
-    return getattr(importlib.import_module(module), attribute)
-
-
-def create_model(task: str, name: str, models_dir: Path, download: bool = True,
-                 allow_hosts: frozenset[str] = frozenset()) -> Model:
-    """A model instance, not loaded: a built-in by name, else the user's folder MODELS_DIR/<name>
-    (`allow_hosts`, FETCH_ALLOW_HOSTS: remote engine hosts the address policy lets through)."""
-    entry = TASKS[task]
-    if name in entry.builtins:
-        return _resolve(entry.builtin_factory)(name, Path(models_dir), download)
-    spec = load_spec(Path(models_dir) / name, allow_hosts)
-    if spec.task != task:
-        raise SpecError([f"{spec.where}: 'task' is {spec.task!r}, but the model is configured "
-                         f"in {entry.model_variable}"])
-    return _resolve(entry.folder_factory)(spec)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,12 +42,14 @@ _load_lock = threading.Lock()
 
 
 class ModelSlot:
-    def __init__(self, model: Model, *, needed_frameworks: Iterable[str] = (),
+    def __init__(self, model: Model, *, prepare: Callable[[], None] = lambda: None,
                  policy: CallPolicy = CallPolicy(), clock=time.monotonic):
+        """`prepare()` runs before the model's load: it imports the frameworks (every
+        configured model's, in the one order that works; ModelUnavailable when one cannot be)."""
         self.model = model
         self.name = model.name
         self.task = model.task
-        self._needed_frameworks = set(needed_frameworks) | set(model.frameworks)
+        self._prepare = prepare
         self._policy = policy
         self._clock = clock
         self._lock = threading.Lock()
@@ -178,19 +121,11 @@ class ModelSlot:
         with _load_lock:
             started = self._clock()
             try:
-                frameworks.require(self._needed_frameworks)
-            except Exception as exc:  # an import failed: say which, never blame the weights
-                log.exception("importing the frameworks for model '%s' failed", self.name)
-                self._fail(frameworks.import_failure(exc))
-                return
-            try:
+                self._prepare()
                 rss_before = psutil.Process().memory_info().rss
                 self.model.load()
                 rss_after = psutil.Process().memory_info().rss
-            except (WeightsUnavailable, SpecError) as exc:
-                self._fail(str(exc))
-                return
-            except EngineProblem as exc:  # a remote engine that is down: no traceback to show
+            except ModelUnavailable as exc:  # a reason an operator acts on: no traceback to show
                 self._fail(self.model.load_failure(exc))
                 return
             except Exception as exc:
@@ -210,7 +145,6 @@ class ModelSlot:
     def _make_batcher(self):
         if not self.model.batchable or self._policy.max_batch_size <= 1:
             return None
-        from dataplane.batching import MicroBatcher
         return MicroBatcher(self.model.predict, self._policy.max_batch_size,
                             self._policy.batch_timeout_ms, name=self.name)
 
@@ -250,64 +184,3 @@ def _unless_gone(gone: Callable[[], bool], function, *args):
     if gone():
         raise ClientGone()
     return function(*args)
-
-
-class Registry:
-    """Slots by name; per task, the configured order (the first is the task's default)."""
-
-    def __init__(self, slots: Iterable[ModelSlot]):
-        self.slots: dict[str, ModelSlot] = {}
-        self.by_task: dict[str, list[str]] = {}
-        for slot in slots:
-            self.slots[slot.name] = slot
-            self.by_task.setdefault(slot.task, []).append(slot.name)
-
-    def get(self, name: str) -> ModelSlot:
-        """The named model, whatever its task; ModelNotFound names the configured ones."""
-        slot = self.slots.get(name)
-        if slot is None:
-            raise ModelNotFound.naming(name, list(self.slots))
-        return slot
-
-    def for_task(self, task: str, name: str | None = None) -> ModelSlot:
-        """The named model of a task, or its default; 403 if the task is off, 404 if unknown."""
-        names = self.by_task.get(task)
-        if not names:
-            raise FeatureDisabled(TASKS[task].disabled_message)
-        if not name:
-            return self.slots[names[0]]
-        if name not in names:
-            raise ModelNotFound.naming(name, names, task=task)
-        return self.slots[name]
-
-    @property
-    def ready(self) -> bool:
-        return all(slot.ready for slot in self.slots.values())
-
-    def status(self) -> dict:
-        return {slot.name: slot.status() for slot in self.slots.values()}
-
-    def wait_until_tried(self, timeout: float, poll: float = 0.05) -> bool:
-        """Block until every model was tried once, loaded or failed (preloading), or `timeout`
-        seconds pass; whether they were."""
-        deadline = time.monotonic() + timeout
-        while any(slot.state in (NOT_LOADED, LOADING) for slot in self.slots.values()):
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(poll)
-        return True
-
-    def preload_in_background(self) -> threading.Thread:
-        def run():
-            pending = list(self.slots.values())
-            while pending:
-                for slot in pending:
-                    with contextlib.suppress(ModelNotReady):  # logged with its reason; /ready shows it
-                        slot.ensure_loaded()
-                # Models that retry by themselves (remote engines) are tried until they load.
-                pending = [s for s in pending if s.state == FAILED and s.model.load_retry_seconds]
-                if pending:
-                    time.sleep(min(s.retry_seconds for s in pending))
-        thread = threading.Thread(target=run, name="model-preload", daemon=True)
-        thread.start()
-        return thread
