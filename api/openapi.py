@@ -233,6 +233,12 @@ def openapi_document(app: Flask) -> dict:
             "images": {"type": "array", "items": {"allOf": [{"type": "object", "properties": {"key": {"type": "string"}}}, stats]}},
             "models": {"type": "object", "additionalProperties": stats},
             "routes": {"type": "object", "additionalProperties": stats},
+            "series": {"type": "object", "description": "requests and errors per minute over the last 60 minutes "
+                                                        "(every minute listed, oldest first; none before the window)",
+                       "properties": {
+                           "minutes": {"type": "array", "items": {"type": "integer"}, "description": "epoch seconds // 60"},
+                           "requests": {"type": "array", "items": {"type": "integer"}},
+                           "errors": {"type": "array", "items": {"type": "integer"}}}},
             # With REDIS_URL: the whole deployment's counts (shared), or not all of them (partial).
             "shared": {"type": "boolean"}, "partial": {"type": "boolean"}}},
     }
