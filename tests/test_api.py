@@ -388,6 +388,48 @@ def test_report_series_over_http(client):
     assert (sum(series["requests"]), sum(series["errors"])) == (3, 1)
 
 
+# --- Server-Timing ----------------------------------------------------------------------------
+
+class SlowFakeClassifier(FakeClassifier):
+    def predict(self, images):
+        import time
+        time.sleep(0.02)
+        return super().predict(images)
+
+
+def server_timing(response) -> dict[str, float]:
+    figures = {}
+    for entry in response.headers["Server-Timing"].split(", "):
+        name, duration = entry.split(";")
+        assert duration.startswith("dur=")
+        figures[name] = float(duration[4:])
+    return figures
+
+
+def test_inference_answers_say_where_their_time_went_in_server_timing(tmp_path):
+    """decode (fetching and decoding), inference (the model) summed over the request's images,
+    and total (the request in the service), in milliseconds; 0 of both for a cache hit."""
+    app = create_app(Settings(classification_enabled=True, detection_enabled=True, models_dir=tmp_path),
+                     classifier=SlowFakeClassifier(), detector=FakeDetector())
+    client = app.test_client()
+    photo = imaging.jpeg(size=(1200, 900))
+    first = server_timing(post_images(client, "/v2/classify", photo))
+    assert list(first) == ["decode", "inference", "total"]
+    assert first["decode"] > 0 and first["inference"] >= 20
+    assert first["total"] >= first["decode"] + first["inference"] - 0.2   # each rounded to 0.1 ms
+    hit = server_timing(post_images(client, "/v2/classify", photo))
+    assert (hit["decode"], hit["inference"]) == (0.0, 0.0) and hit["total"] > 0
+    batch = server_timing(post_images(client, "/v2/classify?top_k=1", RED, BLUE))
+    assert batch["inference"] >= 20                                      # one model call for both
+    for path in ("/classify-image", "/detect-objects", "/v2/detect", "/v2/detect?annotate=true",
+                 "/v1/vision/detection", "/v1/vision/scene"):
+        answer = post_images(client, path, BLUE)
+        assert answer.status_code == 200 and set(server_timing(answer)) == {"decode", "inference", "total"}, path
+    assert "Server-Timing" in post_images(client, "/v2/classify", b"not an image").headers   # an image's error too
+    for path in ("/health", "/models", "/report", "/"):
+        assert "Server-Timing" not in client.get(path).headers, path
+
+
 # --- OpenAPI, docs, metrics -------------------------------------------------------------------
 
 def test_openapi_document_is_valid_and_complete(app, client):
