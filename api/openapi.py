@@ -202,6 +202,15 @@ def openapi_document(app: Flask) -> dict:
         "/docs/static/{filename}": {"get": {**open_route, "summary": "Swagger UI assets", "operationId": "docsStatic",
                                             "parameters": [{"name": "filename", "in": "path", "required": True, "schema": {"type": "string"}}],
                                             "responses": {"200": {"description": "A static file"}, **_errors(404)}}},
+        # The service's web page: the same for everyone and public (its key field sends the key).
+        "/": {"get": {**open_route, "summary": "The web page: classify, detect, benchmark, dashboard (calls this API)",
+                      "operationId": "page",
+                      "responses": {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+        "/page/{filename}": {"get": {**open_route, "summary": "The web page's scripts, stylesheet and icon",
+                                     "operationId": "pageAsset",
+                                     "parameters": [{"name": "filename", "in": "path", "required": True, "schema": {"type": "string"}}],
+                                     "responses": {"200": {"description": "A static file (ETag; 304 when unchanged)"},
+                                                   "304": {"description": "Not modified"}, **_errors(404)}}},
     }
     stats = {"type": "object", "properties": {
         "num_requested": {"type": "integer"}, "num_cache_hits": {"type": "integer"}, "num_errors": {"type": "integer"},
