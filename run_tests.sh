@@ -26,6 +26,16 @@ if ! command -v redis-server >/dev/null 2>&1; then
   fi
 fi
 
+# tests/test_page_browser.py drives the page at / in headless Chromium: Debian's package, as for
+# redis-server (Playwright's own browser download is not reachable here). Elsewhere those tests skip.
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  else
+    echo "run_tests.sh: chromium is missing and cannot be installed here; the browser tests skip" >&2
+  fi
+fi
+
 # The inference engine that tests/test_remote_engines.py starts (KServe's model server) lives in
 # its own virtualenv: its pins clash with the service's.
 engine_stamp=.venv-engine/.requirements.sha256

@@ -16,9 +16,11 @@ access_log = logging.getLogger("image_service.access")
 
 # Routes called without a key: an orchestrator's or scraper's, and the API's own description
 # (public: it says what the routes take, never a key or a model's data), so that /docs loads
-# and its "Authorize" button takes the key for the calls made from it.
+# and its "Authorize" button takes the key for the calls made from it; likewise the page at `/`
+# and its files (the same for everyone, no data in them), whose key field then sends the key.
 OPEN_ENDPOINTS = {"operations.health", "operations.ready", "operations.metrics",
-                  "operations.openapi", "operations.docs", "operations.docs_static"}
+                  "operations.openapi", "operations.docs", "operations.docs_static",
+                  "page.index", "page.asset"}
 # Blueprints whose clients send the key as a form field `api_key` (DeepStack's API): read from a
 # multipart/form-data body only, as those clients send it (a urlencoded body is not theirs, and a
 # key there would authenticate a request no DeepStack client makes). Every other route's body
@@ -78,6 +80,14 @@ def _key_is_valid(presented: str | None, keys: tuple[str, ...]) -> bool:
     return valid
 
 
+def server_timing(decode: float, inference: float, total: float) -> str:
+    """The standard Server-Timing header of an inference answer (milliseconds): fetching and
+    decoding, and the model's time, summed over the request's images (0 for a cache hit), and the
+    whole request in the application. Browsers show it in their network panel; the page reads it."""
+    return ", ".join(f"{name};dur={seconds * 1000:.1f}" for name, seconds in
+                     (("decode", decode), ("inference", inference), ("total", total)))
+
+
 def log_fields(**fields) -> None:
     """Routes add what the access log line should carry (model, image size, cache hit...)."""
     g.setdefault("log_fields", {}).update(fields)
@@ -103,6 +113,8 @@ def install(app: Flask) -> None:
         seconds = time.perf_counter() - g.get("started", time.perf_counter())
         route = request.url_rule.rule if request.url_rule else "unmatched"
         response.headers["X-Request-ID"] = g.get("request_id", "")
+        if "server_timing" in g:
+            response.headers["Server-Timing"] = server_timing(*g.server_timing, seconds)
         metrics.request_done(route, request.method, response.status_code, seconds)
         line = {"event": "request", "request_id": g.get("request_id"), "method": request.method,
                 "route": route, "status": response.status_code,

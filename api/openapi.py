@@ -49,8 +49,21 @@ _ANNOTATE_HEADERS = {
 }
 
 
+# On every inference answer (and an inference route's errors): where the request's time went.
+_SERVER_TIMING = {"Server-Timing": {
+    "description": "decode;dur=ms, inference;dur=ms, total;dur=ms: fetching and decoding, and the model's time, "
+                   "summed over the request's images (inference 0 for a cache hit), and the whole request "
+                   "in the service (the standard header, shown by browsers' network panels)",
+    "schema": {"type": "string"}, "example": "decode;dur=3.1, inference;dur=12.4, total;dur=16.0"}}
+
+
 def _json(schema: dict, description: str = "OK") -> dict:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _timed(response: dict) -> dict:
+    """An inference route's answer, with its Server-Timing header."""
+    return {**response, "headers": {**response.get("headers", {}), **_SERVER_TIMING}}
 
 
 def _ref(name: str) -> dict:
@@ -76,7 +89,7 @@ def _deepstack_body(detection: bool) -> dict:
 
 def _deepstack_paths() -> dict:
     detect = {"requestBody": _deepstack_body(True),
-              "responses": {"200": _json(_ref("DeepStackDetection")),
+              "responses": {"200": _timed(_json(_ref("DeepStackDetection"))),
                             **_deepstack_errors(400, 401, 403, 404, 413, 415, 500, 502, 503, 504)}}
     return {
         "/v1/vision/detection": {"post": {
@@ -96,10 +109,10 @@ def _deepstack_paths() -> dict:
         "/v1/vision/scene": {"post": {
             "summary": "DeepStack scene recognition: the default classifier's top label",
             "operationId": "deepstackScene", "requestBody": _deepstack_body(False),
-            "responses": {"200": _json({"type": "object", "properties": {
+            "responses": {"200": _timed(_json({"type": "object", "properties": {
                 "success": {"type": "boolean"}, "label": {"type": "string"}, "confidence": {"type": "number"},
                 "inferenceMs": {"type": "integer"}, "processMs": {"type": "integer"}, "analysisRoundTripMs": {"type": "integer"},
-                "code": {"type": "integer"}}}),
+                "code": {"type": "integer"}}})),
                 **_deepstack_errors(400, 401, 403, 413, 415, 500, 502, 503, 504)}}},
     }
 
@@ -145,15 +158,15 @@ def openapi_document(app: Flask) -> dict:
             "summary": "Classify one image (v1 shape: [label, percentage] pairs)", "operationId": "classifyImage",
             "parameters": [_query("top_k", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10}, "How many labels"), _MODEL],
             "requestBody": _SINGLE_IMAGE_BODY,
-            "responses": {"200": _json({"type": "array", "items": {"type": "array", "minItems": 2, "maxItems": 2,
-                                                                   "items": {"oneOf": [{"type": "string"}, {"type": "number"}]}}},
-                                       "[[label, percentage 0-100], ...], highest first"),
+            "responses": {"200": _timed(_json({"type": "array", "items": {"type": "array", "minItems": 2, "maxItems": 2,
+                                                                          "items": {"oneOf": [{"type": "string"}, {"type": "number"}]}}},
+                                              "[[label, percentage 0-100], ...], highest first")),
                           **_errors(400, 401, 403, 404, 413, 415, 500, 502, 503, 504)}}},
         "/detect-objects": {"post": {
             "summary": "Detect objects in one image (v1 shape, ImageAI's)", "operationId": "detectObjects",
             "parameters": [_query("min_probability", {"type": "number", "minimum": 0, "maximum": 100, "default": 30}, "Percent"), _MODEL],
             "requestBody": _SINGLE_IMAGE_BODY,
-            "responses": {"200": _json({"type": "array", "items": _ref("DetectionV1")}),
+            "responses": {"200": _timed(_json({"type": "array", "items": _ref("DetectionV1")})),
                           **_errors(400, 401, 403, 404, 413, 415, 500, 502, 503, 504)}}},
         "/v2/classify": {"post": {
             "summary": "Classify one image or a batch", "operationId": "classifyV2",
@@ -161,7 +174,7 @@ def openapi_document(app: Flask) -> dict:
                            _query("min_score", {"type": "number", "minimum": 0, "maximum": 1, "default": 0}, "Drop predictions below"),
                            _MODEL],
             "requestBody": _BATCH_BODY,
-            "responses": {"200": _json(_ref("ClassifyV2")), **_errors(400, 401, 403, 404, 413, 415, 500, 502, 503, 504)}}},
+            "responses": {"200": _timed(_json(_ref("ClassifyV2"))), **_errors(400, 401, 403, 404, 413, 415, 500, 502, 503, 504)}}},
         "/v2/detect": {"post": {
             "summary": "Detect objects in one image or a batch; annotate=true answers the drawn image",
             "operationId": "detectV2",
@@ -172,7 +185,7 @@ def openapi_document(app: Flask) -> dict:
                            _MODEL],
             "requestBody": _BATCH_BODY,
             "responses": {"200": {"description": "Detections, or the annotated JPEG (at most 4 MP, at most 300 boxes drawn)",
-                                  "headers": _ANNOTATE_HEADERS, "content": {
+                                  "headers": {**_ANNOTATE_HEADERS, **_SERVER_TIMING}, "content": {
                 "application/json": {"schema": _ref("DetectV2")},
                 "image/jpeg": {"schema": {"type": "string", "format": "binary"}}}},
                 **_errors(400, 401, 403, 404, 413, 415, 500, 502, 503, 504)}}},
@@ -189,6 +202,15 @@ def openapi_document(app: Flask) -> dict:
         "/docs/static/{filename}": {"get": {**open_route, "summary": "Swagger UI assets", "operationId": "docsStatic",
                                             "parameters": [{"name": "filename", "in": "path", "required": True, "schema": {"type": "string"}}],
                                             "responses": {"200": {"description": "A static file"}, **_errors(404)}}},
+        # The service's web page: the same for everyone and public (its key field sends the key).
+        "/": {"get": {**open_route, "summary": "The web page: classify, detect, benchmark, dashboard (calls this API)",
+                      "operationId": "page",
+                      "responses": {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+        "/page/{filename}": {"get": {**open_route, "summary": "The web page's scripts, stylesheet and icon",
+                                     "operationId": "pageAsset",
+                                     "parameters": [{"name": "filename", "in": "path", "required": True, "schema": {"type": "string"}}],
+                                     "responses": {"200": {"description": "A static file (ETag; 304 when unchanged)"},
+                                                   "304": {"description": "Not modified"}, **_errors(404)}}},
     }
     stats = {"type": "object", "properties": {
         "num_requested": {"type": "integer"}, "num_cache_hits": {"type": "integer"}, "num_errors": {"type": "integer"},
@@ -233,6 +255,12 @@ def openapi_document(app: Flask) -> dict:
             "images": {"type": "array", "items": {"allOf": [{"type": "object", "properties": {"key": {"type": "string"}}}, stats]}},
             "models": {"type": "object", "additionalProperties": stats},
             "routes": {"type": "object", "additionalProperties": stats},
+            "series": {"type": "object", "description": "requests and errors per minute over the last 60 minutes "
+                                                        "(every minute listed, oldest first; none before the window)",
+                       "properties": {
+                           "minutes": {"type": "array", "items": {"type": "integer"}, "description": "epoch seconds // 60"},
+                           "requests": {"type": "array", "items": {"type": "integer"}},
+                           "errors": {"type": "array", "items": {"type": "integer"}}}},
             # With REDIS_URL: the whole deployment's counts (shared), or not all of them (partial).
             "shared": {"type": "boolean"}, "partial": {"type": "boolean"}}},
     }

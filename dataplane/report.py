@@ -19,6 +19,9 @@ BUCKET_SECONDS = 60
 # Distinct image keys over the window, at most (in memory and in Redis): the bound on the
 # report's size that the README states.
 MAX_IMAGES = 100_000
+# The report's "series": requests and errors per minute over the last hour (the page's "requests
+# over time"), read from the route buckets the report keeps anyway.
+SERIES_MINUTES = 60
 
 
 @dataclasses.dataclass(slots=True)
@@ -166,15 +169,39 @@ class UsageReport:
 
     def snapshot(self) -> dict:
         with self._lock:
-            self._prune(self.clock())
+            now = self.clock()
+            self._prune(now)
             top = self._totals("image", self._top_images()).items()
             distinct = len(self._series["image"])
             models = self._totals("model")
             routes = self._totals("route")
+            series = minute_series(self._series["route"].values(), now, self.window)
         return {
             "window_seconds": self.window,
             "images": [{"key": key, **stats.as_dict()} for key, stats in top],
             "distinct_images": distinct,
             "models": {name: stats.as_dict() for name, stats in sorted(models.items())},
             "routes": {name: stats.as_dict() for name, stats in sorted(routes.items())},
+            "series": series,
         }
+
+
+def series_minutes(now: float, window: float) -> range:
+    """The minutes (epoch seconds // 60) the series covers: the last SERIES_MINUTES up to now's,
+    none older than the window keeps."""
+    current, oldest = int(now // BUCKET_SECONDS), int((now - window) // BUCKET_SECONDS)
+    return range(max(current - SERIES_MINUTES + 1, oldest + 1), current + 1)
+
+
+def minute_series(route_buckets, now: float, window: float) -> dict:
+    """Requests and errors per minute, every minute listed (0 where nothing came): each record has
+    exactly one route, so the routes' buckets added up count every request once. `route_buckets`
+    holds one {bucket: Stats} per route."""
+    minutes = series_minutes(now, window)
+    totals = {minute: Stats() for minute in minutes}
+    for buckets in route_buckets:
+        for bucket, stats in buckets.items():
+            if bucket in totals:
+                totals[bucket].merge(stats)
+    return {"minutes": list(minutes), "requests": [totals[m].requests for m in minutes],
+            "errors": [totals[m].errors for m in minutes]}

@@ -8,7 +8,8 @@ time_sum time_min time_max"; `<prefix>:report:buckets` lists the buckets that ex
 `<prefix>:report:images` the image keys with entries (at most `max_keys`, see MERGE). A record
 is one Lua script call (atomic, one round trip). The top N images are computed in Redis
 (ZUNIONSTORE over the window's buckets, then ZRANGE); only those N images' statistics, and the
-few models and routes, are read back. Nothing read back is trusted: buckets outside the window
+few models and routes, are read back; the per-minute series of the last hour adds up the route hashes read for the
+totals, minute by minute. Nothing read back is trusted: buckets outside the window
 (from the future too) are pruned, numbers and names are shown only in the shapes and ranges
 this service writes (`_unpack`, `_ours`), so whoever can write to Redis cannot make /report
 slow, non-finite or a place for their text.
@@ -25,7 +26,7 @@ import threading
 import time
 import uuid
 
-from dataplane.report import BUCKET_SECONDS, MAX_IMAGES, Stats, UsageReport
+from dataplane.report import BUCKET_SECONDS, MAX_IMAGES, Stats, UsageReport, minute_series
 from dataplane.shared_store import SharedStore
 from dataplane.sources import KEY_SHAPE
 from models.folder_spec import FOLDER_NAME
@@ -119,8 +120,9 @@ class SharedUsageReport:
     def snapshot(self) -> dict:
         if not self.fallback.empty:
             self._hand_over()
-        window = self._window()
-        shared = self.store.run("report_read", lambda client: self._read(client, *window), None, slow=True)
+        now = self.clock()
+        window = self._window(now)
+        shared = self.store.run("report_read", lambda client: self._read(client, *window, now), None, slow=True)
         if shared is None:  # this replica's own slice, from memory
             return {**self.fallback.snapshot(), "shared": False, "partial": True}
         return {"window_seconds": self.window, **shared, "shared": True, "partial": not self.fallback.empty}
@@ -132,10 +134,10 @@ class SharedUsageReport:
                 *(self.store.key("report", str(bucket), group) for group in GROUPS),
                 self.store.key("report", "images")]
 
-    def _window(self) -> tuple[int, int]:
+    def _window(self, now: float | None = None) -> tuple[int, int]:
         """The buckets that may hold counts: after `oldest`, up to `newest` (the next minute, for
         a replica whose clock is a little ahead). Anything outside is pruned, never read."""
-        now = self.clock()
+        now = self.clock() if now is None else now
         return int((now - self.window) // BUCKET_SECONDS), int(now // BUCKET_SECONDS) + 1
 
     def _merge(self, bucket: int, entries: list[tuple[str, str, Stats]]) -> bool:
@@ -188,10 +190,11 @@ class SharedUsageReport:
             client.zrem(index, *stray)
         return sorted(bucket for bucket in buckets.values() if bucket is not None)
 
-    def _read(self, client, oldest: int, newest: int) -> dict:
+    def _read(self, client, oldest: int, newest: int, now: float) -> dict:
         buckets = self._buckets(client, oldest, newest)
         if not buckets:
-            return {"images": [], "distinct_images": 0, "models": {}, "routes": {}}
+            return {"images": [], "distinct_images": 0, "models": {}, "routes": {},
+                    "series": minute_series((), now, self.window)}
         distinct, top, scratch = self._top_images(client, buckets)
         members = [member for member, _ in top if _ours(member, KEY_SHAPE)]
         pipe = client.pipeline(transaction=False)
@@ -203,16 +206,18 @@ class SharedUsageReport:
         pipe.delete(scratch)
         replies = iter(pipe.execute(raise_on_error=False)[:-1])
         totals = {group: collections.defaultdict(Stats) for group in GROUPS}
-        for _ in buckets:
+        per_minute = {}  # bucket -> its routes' counts added up: the series
+        for bucket in buckets:
             if members:
                 _add(totals["image"], zip(members, _reply(next(replies), list)))
-            for group, shape in (("model", MODEL_NAME), ("route", ROUTE_NAME)):
-                _add(totals[group], (pair for pair in _reply(next(replies), dict).items() if _ours(pair[0], shape)))
+            _add(totals["model"], _named(next(replies), MODEL_NAME))
+            per_minute[bucket] = _add(totals["route"], _named(next(replies), ROUTE_NAME))
         images = [{"key": _text(member), **totals["image"][member].as_dict()}
                   for member in members if totals["image"].get(member, Stats()).requests]
         return {"images": images, "distinct_images": distinct,
                 "models": {_text(n): s.as_dict() for n, s in sorted(totals["model"].items())},
-                "routes": {_text(n): s.as_dict() for n, s in sorted(totals["route"].items())}}
+                "routes": {_text(n): s.as_dict() for n, s in sorted(totals["route"].items())},
+                "series": minute_series([per_minute], now, self.window)}
 
     def _top_images(self, client, buckets: list[int]) -> tuple[int, list[tuple[bytes, float]], str]:
         """The number of distinct images and the top N (most requests first, then by key, as in
@@ -243,11 +248,20 @@ def _reply(reply, kind):
     return reply if isinstance(reply, kind) else kind()
 
 
-def _add(totals: dict, pairs) -> None:
+def _named(reply, shape: re.Pattern):
+    """A hash reply's (name, packed) pairs whose names have a shape we write."""
+    return (pair for pair in _reply(reply, dict).items() if _ours(pair[0], shape))
+
+
+def _add(totals: dict, pairs) -> Stats:
+    """Add each entry we wrote to its name's totals; what was added, summed over the names."""
+    added = Stats()
     for name, packed in pairs:
         stats = _unpack(packed)
         if stats is not None:
             totals[name].merge(stats)
+            added.merge(stats)
+    return added
 
 
 def _unpack(packed) -> Stats | None:

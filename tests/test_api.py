@@ -356,6 +356,80 @@ def test_report_memory_is_bounded_by_its_key_cap():
     assert max(later) < 1.6 * at_cap, (at_cap, later)  # flat: 3 x cap fresh keys later
     assert report.snapshot()["distinct_images"] == cap
 
+def test_report_series_counts_requests_and_errors_per_minute_over_the_last_hour():
+    """GET /report's "series": every one of the last 60 minutes, oldest first, 0 where nothing
+    came; a record older than the hour counts in the totals, not in the series; none before the
+    window."""
+    now = [1_000_000 * 60 + 30.0]
+    minute = int(now[0] // 60)
+    report = UsageReport(window=3 * 3600, top_n=5, clock=lambda: now[0])
+    for minutes_ago, route, error in ((90, "/a", False), (59, "/a", True), (5, "/a", False), (5, "/b", False),
+                                      (0, "/b", False)):
+        now[0] = (minute - minutes_ago) * 60 + 30.0
+        report.record(image_key="k", model="m", route=route, seconds=0.1, error=error)
+    snapshot = report.snapshot()
+    series = snapshot["series"]
+    assert series["minutes"] == list(range(minute - 59, minute + 1))
+    assert series["requests"] == [1] + [0] * 53 + [2] + [0] * 4 + [1]
+    assert series["errors"] == [1] + [0] * 59
+    assert snapshot["routes"]["/a"]["num_requested"] == 3       # the one 90 minutes ago too
+    short = UsageReport(window=600, top_n=5, clock=lambda: now[0])
+    short.record(image_key=None, model="m", route="/a", seconds=0.1)
+    assert short.snapshot()["series"]["minutes"] == list(range(minute - 9, minute + 1))   # the window's 10
+    empty = UsageReport(window=3600, top_n=5, clock=lambda: now[0]).snapshot()["series"]
+    assert len(empty["minutes"]) == 60 and set(empty["requests"]) == set(empty["errors"]) == {0}
+
+
+def test_report_series_over_http(client):
+    post_images(client, "/v2/classify", RED)
+    post_images(client, "/v2/classify", RED, b"not an image")   # two images, one an error
+    series = client.get("/report").get_json()["series"]
+    assert len(series["minutes"]) == 60 and series["minutes"] == sorted(series["minutes"])
+    assert (sum(series["requests"]), sum(series["errors"])) == (3, 1)
+
+
+# --- Server-Timing ----------------------------------------------------------------------------
+
+class SlowFakeClassifier(FakeClassifier):
+    def predict(self, images):
+        import time
+        time.sleep(0.02)
+        return super().predict(images)
+
+
+def server_timing(response) -> dict[str, float]:
+    figures = {}
+    for entry in response.headers["Server-Timing"].split(", "):
+        name, duration = entry.split(";")
+        assert duration.startswith("dur=")
+        figures[name] = float(duration[4:])
+    return figures
+
+
+def test_inference_answers_say_where_their_time_went_in_server_timing(tmp_path):
+    """decode (fetching and decoding), inference (the model) summed over the request's images,
+    and total (the request in the service), in milliseconds; 0 of both for a cache hit."""
+    app = create_app(Settings(classification_enabled=True, detection_enabled=True, models_dir=tmp_path),
+                     classifier=SlowFakeClassifier(), detector=FakeDetector())
+    client = app.test_client()
+    photo = imaging.jpeg(size=(1200, 900))
+    first = server_timing(post_images(client, "/v2/classify", photo))
+    assert list(first) == ["decode", "inference", "total"]
+    assert first["decode"] > 0 and first["inference"] >= 20
+    assert first["total"] >= first["decode"] + first["inference"] - 0.2   # each rounded to 0.1 ms
+    hit = server_timing(post_images(client, "/v2/classify", photo))
+    assert (hit["decode"], hit["inference"]) == (0.0, 0.0) and hit["total"] > 0
+    batch = server_timing(post_images(client, "/v2/classify?top_k=1", RED, BLUE))
+    assert batch["inference"] >= 20                                      # one model call for both
+    for path in ("/classify-image", "/detect-objects", "/v2/detect", "/v2/detect?annotate=true",
+                 "/v1/vision/detection", "/v1/vision/scene"):
+        answer = post_images(client, path, BLUE)
+        assert answer.status_code == 200 and set(server_timing(answer)) == {"decode", "inference", "total"}, path
+    assert "Server-Timing" in post_images(client, "/v2/classify", b"not an image").headers   # an image's error too
+    for path in ("/health", "/models", "/report", "/"):
+        assert "Server-Timing" not in client.get(path).headers, path
+
+
 # --- OpenAPI, docs, metrics -------------------------------------------------------------------
 
 def test_openapi_document_is_valid_and_complete(app, client):

@@ -369,6 +369,34 @@ def test_shared_report_equals_the_in_memory_report(server):
             assert got == expected
 
 
+def test_the_series_counts_every_replicas_requests_per_minute_from_the_route_hashes(tmp_path, server, client_of):
+    """"series" in Redis: the last 60 minutes' route hashes added up, minute by minute, for every
+    replica; entries we never write (a name of another shape, numbers out of range) and minutes
+    older than the hour do not count."""
+    a, b = replica(tmp_path, server.url, "a"), replica(tmp_path, server.url, "b")
+    post_images(a, "/v2/classify", RED)
+    post_images(b, "/v2/detect", BLUE)
+    post_images(b, "/v2/classify", RED, b"not an image")
+    now = int(time.time() // 60)
+    for bucket, name, packed in ((now - 30, "/v2/classify", "2 0 1 1 0.5 0.5 0.5"),   # honest, half an hour ago
+                                 (now - 70, "/v2/classify", "4 0 0 4 2.0 0.5 0.5"),   # honest, before the hour
+                                 (now - 20, "<img src=x>", "5 0 0 0 0 -1 -1"),        # not a route of ours
+                                 (now - 10, "/v2/detect", "1 5 0 0 0 -1 -1")):        # more hits than requests
+        client_of.zadd("ics:report:buckets", {str(bucket): bucket})
+        client_of.hset(f"ics:report:{bucket}:route", name, packed)
+    report = a.get("/report").get_json()
+    series = report["series"]
+    assert len(series["minutes"]) == 60 and series["minutes"][-1] in (now, now + 1)
+    assert series["minutes"] == list(range(series["minutes"][0], series["minutes"][0] + 60))
+    at = dict(zip(series["minutes"], zip(series["requests"], series["errors"])))
+    assert at[now - 30] == (2, 1) and at[now - 20] == at[now - 10] == (0, 0)
+    assert (sum(series["requests"]), sum(series["errors"])) == (4 + 2, 1 + 1)
+    assert report["routes"]["/v2/classify"]["num_requested"] == 3 + 2 + 4
+    other = b.get("/report").get_json()["series"]   # the other replica: the same minutes (a minute may have turned)
+    assert {m: at[m] for m in other["minutes"] if m in at} == \
+        {m: (r, e) for m, r, e in zip(other["minutes"], other["requests"], other["errors"]) if m in at}
+
+
 # --- the report's size: what a client can make it hold ----------------------------------------
 
 # README, GET /report: in Redis, about 600 bytes per image (its index entry and one minute's
