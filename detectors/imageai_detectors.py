@@ -25,8 +25,6 @@ torchvision's network); a model OpenVINO cannot run stays on torch.
 from __future__ import annotations
 
 import functools
-import importlib.metadata
-import importlib.util
 import logging
 import threading
 from pathlib import Path
@@ -108,9 +106,7 @@ class ImageAIDetector(BuiltinModel, Detector):
     def load_openvino(self, detector: openvino.FrameworkModel, weights: Path) -> str:
         """The network's convolutions compiled by OpenVINO (checked against torch at load);
         ImageAI's detection layers, thresholds and NMS stay in Python."""
-        import torch
-
-        source = f"torch{torch.__version__}-imageai{importlib.metadata.version('imageai')}"
+        source = self.source_versions()
         code = (__file__, (imageai_retinanet if self.model_type == "RetinaNet" else imageai_yolo).__file__)
         key = openvino.cache_key(self.name, weights, source, code, models_dir=self.models_dir)
         if self.model_type == "RetinaNet":
@@ -178,9 +174,9 @@ class ImageAIDetector(BuiltinModel, Detector):
 
 @functools.lru_cache(maxsize=None)
 def _imageai_classes(filename: str) -> list[str]:
-    """ImageAI's own class list, read from its package without importing it (and torch)."""
-    package = importlib.util.find_spec("imageai").submodule_search_locations[0]
-    with open(Path(package) / "Detection" / filename, encoding="utf-8") as f:
+    """ImageAI's own class list, as copied beside this module (detectors/labels: a serving-only
+    install has no ImageAI)."""
+    with open(Path(__file__).parent / "labels" / filename, encoding="utf-8") as f:
         return [line.strip() for line in f.read().splitlines()]
 
 

@@ -37,7 +37,7 @@ from typing import Callable, TypeVar
 
 import numpy as np
 
-from contract import OPENVINO, InferenceOptions
+from contract import OPENVINO, FrameworksNeeded, InferenceOptions
 from runtimes import file_digests
 
 log = logging.getLogger(__name__)
@@ -239,18 +239,25 @@ class Expected:
                     self.values / self.scale)
 
 
-def cache_key(model: str, weights: Path, source: str, code: tuple[str, ...] = (), *, models_dir: Path) -> str:
-    """<model>-<weights sha256 prefix>-openvino<version>-<source>-code<digest>: another weights
-    file, OpenVINO release, framework version or conversion code is another entry, never a stale
-    one. `code`: the source files that shape the converted network and read its outputs (this
-    module's is always included): a start from the cache checks against the answer recorded by
-    the code that converted, so another version of that code must not find the entry. The
-    weights' digest is remembered in `models_dir`'s cache folder (runtimes.file_digests)."""
+# A key part a serving-only install cannot know: no weight file to hash, no framework installed.
+ANY = "*"
+
+
+def cache_key(model: str, weights: Path | None, source: str | None, code: tuple[str, ...] = (), *,
+              models_dir: Path) -> str:
+    """<model>-<weights sha256 prefix>-openvino<version>-<source>-code<digest>-cpu<cpu>: another
+    weights file, OpenVINO release, framework version, conversion code or kind of CPU is another
+    entry, never a stale one. `code`: the source files that shape the converted network and read
+    its outputs (this module's is always included): a start from the cache checks against the
+    answer recorded by the code that converted, so another version of that code must not find
+    the entry. The weights' digest is remembered in `models_dir`'s cache folder
+    (runtimes.file_digests). `weights` or `source` None (a serving-only install): that part is
+    ANY, and the cache serves the newest matching conversion (ConvertedCache.resolve)."""
     digest = hashlib.sha256()
     for path in sorted({__file__, *code}):
         digest.update(Path(path).read_bytes())
-    weights_sha256 = file_digests.memo(Path(models_dir) / CACHE_FOLDER).sha256(weights)
-    return (f"{model}-{weights_sha256[:16]}-openvino{version()}-{source}-code{digest.hexdigest()[:8]}"
+    weights_part = ANY if weights is None else file_digests.memo(Path(models_dir) / CACHE_FOLDER).sha256(weights)[:16]
+    return (f"{model}-{weights_part}-openvino{version()}-{source or ANY}-code{digest.hexdigest()[:8]}"
             f"-cpu{cpu_fingerprint()}")
 
 
@@ -286,18 +293,19 @@ def compile_network(conversion: Conversion, models_dir: Path,
     where it cannot load the model."""
     ov = load_module()
     cache = ConvertedCache(Path(models_dir))
-    entry = cache.read(conversion.key)
+    key = cache.resolve(conversion.key)
+    entry = cache.read(key) if key else None
     if entry is not None:
         model, expected, details = entry
         try:
             network = _checked(ov, model, conversion, expected, details, options)
-            cache.mark_used(conversion.key)
+            cache.mark_used(key)
             return network
         except Exception as exc:
-            log.warning("cached OpenVINO model %s failed its check (%s); converting again",
-                        conversion.key, _reason(exc))
-            cache.remove(conversion.key)
-    source = conversion.source()
+            log.warning("cached OpenVINO model %s failed its check (%s); converting again", key, _reason(exc))
+            if key == conversion.key:   # a serving-only install's pick stays for the replicas it suits
+                cache.remove(key)
+    source = conversion.source()   # FrameworksNeeded where they are not imported
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the converters' tracing chatter
@@ -339,6 +347,8 @@ def attempt(model: str, framework: str, make: Callable[[], T],
     (`loader` failed), its own exception is raised, as a framework start would raise it."""
     try:
         return make(), None
+    except FrameworksNeeded:
+        raise
     except Exception as exc:
         if loader is not None and exc is loader.failure:
             raise
@@ -429,6 +439,23 @@ class ConvertedCache:
 
     def __init__(self, models_dir: Path):
         self.folder = Path(models_dir) / CACHE_FOLDER
+
+    def resolve(self, key: str) -> str | None:
+        """The entry to read for `key`: itself; or, where a part is ANY (a serving-only install),
+        the most recently used entry matching it, this CPU's first. Another kind of CPU's entry
+        was checked at serving size where it was converted, and here on the small probe only
+        (one warning line); None when nothing matches."""
+        if ANY not in key:
+            return key
+        for pattern, same_cpu in ((key, True), (key.rsplit("-cpu", 1)[0] + "-cpu" + ANY, False)):
+            found = sorted(self.folder.glob(pattern + ".json"), key=_modified, reverse=True)
+            if found:
+                chosen = found[0].name.removesuffix(".json")
+                if not same_cpu:
+                    log.warning("OpenVINO model %s was converted on another kind of CPU: serving it, checked "
+                                "on the load probe only", chosen)
+                return chosen
+        return None
 
     def paths(self, key: str) -> dict[str, Path]:
         return {suffix: self.folder / f"{key}.{suffix}" for suffix in ("xml", "bin", "json")}

@@ -393,6 +393,7 @@ def test_tensorflow_runtime_and_a_visible_gpu_keep_the_framework(models_dir, ref
     from classifiers import keras_applications
 
     monkeypatch.setattr(keras_applications, "_tensorflow_device", lambda: "cuda:0")
+    monkeypatch.setattr(frameworks, "gpu_possible", lambda: True)   # a host with NVIDIA's driver
     model = load(models_dir)
     assert (model.runtime, model.device) == ("tensorflow", "cuda:0")
     assert "GPU" in model.describe()["runtime_reason"]
