@@ -22,6 +22,9 @@ from registry import TASKS
 # An API key: printable ASCII, no space (0x21-0x7e); the comma separates keys in API_KEYS.
 API_KEY = re.compile(r"[\x21-\x7e]+")
 
+# A browser's Origin (CORS_ORIGINS): http or https, a host name or address, an optional port; no path.
+ORIGIN = re.compile(r"(https?)://([a-z0-9.-]+|\[[0-9a-f:.]+\])(?::([0-9]{1,5}))?")
+
 # CACHE_PREFIX starts every Redis key this deployment writes.
 REDIS_PREFIX = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -116,6 +119,9 @@ class Settings:
     redis_password: str = _var("REDIS_PASSWORD", "", "secret", repr=False)
     cache_prefix: str = _var("CACHE_PREFIX", "ics", "prefix")   # several deployments share one Redis
     api_keys: tuple[str, ...] = _var("API_KEYS", (), "keys", repr=False)  # never printed
+    # Web pages of other origins that may call the API from a browser: () none (no CORS headers),
+    # ("*",) any, or the listed origins.
+    cors_origins: tuple[str, ...] = _var("CORS_ORIGINS", (), "origins")
     # Fixed, not configurable:
     max_image_side: int = 10_000
     load_retry_seconds: float = 60.0   # a failed model load is tried again after this long
@@ -240,6 +246,27 @@ class _Reader:
                 self.problems.append(f"{name}: key {number} of {len(keys)} holds a character outside printable "
                                      "ASCII without spaces (0x21-0x7e); the value is not shown")
         return keys
+
+    def _origins(self, name, raw, field, earlier):
+        """'*', or origins as a browser sends them in its Origin header: scheme://host[:port],
+        no path, compared without regard to case. `null` (sandboxed pages, files) is refused: any
+        such page would match it."""
+        items = tuple(item.lower() for item in self._items(raw))
+        if items == ("*",):
+            return items
+        for item in items:
+            match = ORIGIN.fullmatch(item)
+            if item == "*":
+                self.problems.append(f"{name}: '*' allows every origin: give it alone, not in a list")
+            elif item == "null":
+                self.problems.append(f"{name}: 'null' is the origin of sandboxed pages and files, which any "
+                                     "page can be: name the origins instead")
+            elif not match or (match.group(3) and not 1 <= int(match.group(3)) <= 65535):
+                self.problems.append(f"{name}: {item!r} is not an origin; write it as a browser sends it, "
+                                     "scheme://host[:port] without a path (e.g. https://dashboard.example:8443)")
+        if len(set(items)) != len(items):
+            self.problems.append(f"{name} names an origin twice")
+        return tuple(dict.fromkeys(items))
 
     def _secret(self, name, raw, field, earlier):
         return raw
