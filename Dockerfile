@@ -16,6 +16,20 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends libtk8.6 libglib2.0-0 libgomp1 \
  && rm -rf /var/lib/apt/lists/*
 
+# Intel GPUs for OPENVINO_DEVICE=GPU or AUTO (docs/neighbours.md): the OpenCL loader and Intel's
+# compute runtime, Debian's build for amd64 only; run with --device /dev/dri.
+#   docker build --build-arg INTEL_GPU=true -t image-classification-service:intel-gpu .
+ARG INTEL_GPU=false
+ARG TARGETARCH
+# Not pinned (DL3008), as above.
+# hadolint ignore=DL3008
+RUN if [ "$INTEL_GPU" = true ]; then \
+      if [ "${TARGETARCH:-amd64}" != amd64 ]; then echo "INTEL_GPU=true: Debian packages Intel's GPU runtime for amd64 only" >&2; exit 1; fi; \
+      apt-get update \
+      && apt-get install -y --no-install-recommends ocl-icd-libopencl1 intel-opencl-icd \
+      && rm -rf /var/lib/apt/lists/*; \
+    fi
+
 WORKDIR /app
 COPY requirements.txt .
 # torch and torchvision from PyTorch's CPU index (PyPI's default build carries CUDA, ~5 GB);

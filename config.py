@@ -18,6 +18,7 @@ from contract import FRAMEWORK, OPENVINO, InferenceOptions
 from dataplane.report import MAX_IMAGES
 from models.folder_spec import FOLDER_NAME, SPEC_FILE
 from registry import TASKS
+from runtimes import openvino
 
 # An API key: printable ASCII, no space (0x21-0x7e); the comma separates keys in API_KEYS.
 API_KEY = re.compile(r"[\x21-\x7e]+")
@@ -105,6 +106,8 @@ class Settings:
     inference_runtime: str = _var("INFERENCE_RUNTIME", OPENVINO, "choice", choices=(OPENVINO, FRAMEWORK),
                                   spellings={"tensorflow": FRAMEWORK})
     inference_precision: str = _var("INFERENCE_PRECISION", "f32", "choice", choices=("f32", "bf16"))
+    # The OpenVINO device (CPU, GPU, NPU, AUTO or a list): one this host has, or the start stops.
+    openvino_device: str = _var("OPENVINO_DEVICE", "CPU", "openvino_device")
     port: int = _var("PORT", 5001, minimum=1, maximum=65535)
     max_upload_mb: int = _var("MAX_UPLOAD_MB", 10, minimum=1, maximum=1024)
     max_image_pixels: int = _var("MAX_IMAGE_PIXELS", 40_000_000, minimum=1, maximum=1_000_000_000)
@@ -132,7 +135,8 @@ class Settings:
     @property
     def inference_options(self) -> InferenceOptions:
         return InferenceOptions(runtime=self.inference_runtime, precision=self.inference_precision,
-                                intra_op_threads=self.intra_op_threads, inter_op_threads=self.inter_op_threads)
+                                device=self.openvino_device, intra_op_threads=self.intra_op_threads,
+                                inter_op_threads=self.inter_op_threads)
     # Distinct images the usage report tracks over MONITOR_WINDOW: its memory bound (a shorter
     # window holds less); not a variable, so the documented bound is the bound.
     report_max_images: int = MAX_IMAGES
@@ -267,6 +271,16 @@ class _Reader:
         if len(set(items)) != len(items):
             self.problems.append(f"{name} names an origin twice")
         return tuple(dict.fromkeys(items))
+
+    def _openvino_device(self, name, raw, field, earlier):
+        """OpenVINO's device names, in capitals (read without regard to case); a device other
+        than the default CPU is asked of OpenVINO now: one this host lacks stops the start."""
+        device = raw.upper()
+        problem = openvino.device_problem(device)
+        if problem:
+            self.problems.append(f"{name}={raw!r}: {problem}")
+            return field.default
+        return device
 
     def _secret(self, name, raw, field, earlier):
         return raw
