@@ -1,6 +1,9 @@
 # CPU image: python app.py under waitress, weights fetched and verified at build time.
 #   docker build -t image-classification-service .
 #   docker build --build-arg MODELS="resnet retina" -t ics:resnet-retina .
+# One Dockerfile for linux/amd64 and linux/arm64 (docs/neighbours.md, "arm64"):
+#   docker buildx build --platform linux/amd64,linux/arm64 -t registry.example.com/ics:latest --push .
+# Debian 12 (bookworm): glibc 2.36, which openvino's arm64 wheel needs (manylinux_2_35).
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
@@ -32,8 +35,10 @@ RUN if [ "$INTEL_GPU" = true ]; then \
 
 WORKDIR /app
 COPY requirements.txt .
-# torch and torchvision from PyTorch's CPU index (PyPI's default build carries CUDA, ~5 GB);
-# "2.14.1+cpu" satisfies the "torch==2.14.1" pin in requirements.txt.
+# torch and torchvision from PyTorch's CPU index (PyPI's default build carries CUDA, ~5 GB, on
+# arm64 too); "2.14.1+cpu" satisfies the "torch==2.14.1" pin in requirements.txt. PyTorch
+# publishes its arm64 CPU builds on that index too; pip takes the platform's own (checked by
+# tests/test_platforms.py where the index can be reached).
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.14.1 torchvision==0.29.1 \
  && pip install -r requirements.txt
 
