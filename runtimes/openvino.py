@@ -253,10 +253,11 @@ class Expected:
 def cache_key(model: str, weights: Path, source: str, code: tuple[str, ...] = (), *, models_dir: Path) -> str:
     """<model>-<weights sha256 prefix>-openvino<version>-<source>-code<digest>-cpu<fingerprint>:
     another weights file, OpenVINO release, framework version or conversion code is another
-    entry, never a stale one (compile_network adds the device, entry_key). `code`: the source files that shape the converted network and read its outputs (this
-    module's is always included): a start from the cache checks against the answer recorded by
-    the code that converted, so another version of that code must not find the entry. The
-    weights' digest is remembered in `models_dir`'s cache folder (runtimes.file_digests)."""
+    entry, never a stale one (compile_network adds the device: entry_key). `code`: the source
+    files that shape the converted network and read its outputs (this module's is always
+    included): a start from the cache checks against the answer recorded by the code that
+    converted, so another version of that code must not find the entry. The weights' digest is
+    remembered in `models_dir`'s cache folder (runtimes.file_digests)."""
     digest = hashlib.sha256()
     for path in sorted({__file__, *code}):
         digest.update(Path(path).read_bytes())

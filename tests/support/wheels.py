@@ -114,9 +114,10 @@ def _project_of(filename: str) -> str:
 def installable_wheel(requirement: Requirement, files: list[str], tags: set[str]) -> str | None:
     """The first of `files` that is a wheel of the pinned version (a local build such as
     2.14.1+cpu included, as pip's == takes it) with a tag in `tags`."""
+    pinned_version = next(iter(requirement.specifier)).version
     for filename in files:
-        if not filename.endswith(".whl"):
-            continue
+        if not filename.endswith(".whl") or f"-{pinned_version}" not in filename:
+            continue   # (a quick look before parsing: tensorflow alone lists thousands of files)
         try:
             name, version, _, wheel_tags = parse_wheel_filename(filename)
         except ValueError:
