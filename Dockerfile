@@ -4,6 +4,9 @@
 # with those converted models and nothing else: its replicas never load TensorFlow or torch.
 #   docker build -t image-classification-service .
 #   docker build --build-arg MODELS="resnet retina" -t ics:resnet-retina .
+# One Dockerfile for linux/amd64 and linux/arm64 (docs/neighbours.md, "arm64"):
+#   docker buildx build --platform linux/amd64,linux/arm64 -t registry.example.com/ics:latest --push .
+# Debian 12 (bookworm): glibc 2.36, which openvino's arm64 wheel needs (manylinux_2_35).
 FROM python:3.11-slim-bookworm AS convert
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
@@ -21,8 +24,10 @@ RUN apt-get update \
 
 WORKDIR /app
 COPY requirements.txt requirements-serving.txt ./
-# torch and torchvision from PyTorch's CPU index (PyPI's default build carries CUDA, ~5 GB);
-# "2.14.1+cpu" satisfies the "torch==2.14.1" pin in requirements.txt.
+# torch and torchvision from PyTorch's CPU index (PyPI's default build carries CUDA, ~5 GB, on
+# arm64 too); "2.14.1+cpu" satisfies the "torch==2.14.1" pin in requirements.txt. PyTorch
+# publishes its arm64 CPU builds on that index too; pip takes the platform's own (checked by
+# tests/test_platforms.py where the index can be reached).
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.14.1 torchvision==0.29.1 \
  && pip install -r requirements.txt
 
@@ -46,6 +51,20 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libglib2.0-0 libgomp1 \
  && rm -rf /var/lib/apt/lists/*
+
+# Intel GPUs for OPENVINO_DEVICE=GPU or AUTO (docs/neighbours.md): the OpenCL loader and Intel's
+# compute runtime, Debian's build for amd64 only; run with --device /dev/dri.
+#   docker build --build-arg INTEL_GPU=true -t image-classification-service:intel-gpu .
+ARG INTEL_GPU=false
+ARG TARGETARCH
+# Not pinned (DL3008), as above.
+# hadolint ignore=DL3008
+RUN if [ "$INTEL_GPU" = true ]; then \
+      if [ "${TARGETARCH:-amd64}" != amd64 ]; then echo "INTEL_GPU=true: Debian packages Intel's GPU runtime for amd64 only" >&2; exit 1; fi; \
+      apt-get update \
+      && apt-get install -y --no-install-recommends ocl-icd-libopencl1 intel-opencl-icd \
+      && rm -rf /var/lib/apt/lists/*; \
+    fi
 
 WORKDIR /app
 COPY requirements-serving.txt .

@@ -18,9 +18,13 @@ from contract import FRAMEWORK, OPENVINO, InferenceOptions
 from dataplane.report import MAX_IMAGES
 from models.folder_spec import FOLDER_NAME, SPEC_FILE
 from registry import TASKS
+from runtimes import openvino
 
 # An API key: printable ASCII, no space (0x21-0x7e); the comma separates keys in API_KEYS.
 API_KEY = re.compile(r"[\x21-\x7e]+")
+
+# A browser's Origin (CORS_ORIGINS): http or https, a host name or address, an optional port; no path.
+ORIGIN = re.compile(r"(https?)://([a-z0-9.-]+|\[[0-9a-f:.]+\])(?::([0-9]{1,5}))?")
 
 # CACHE_PREFIX starts every Redis key this deployment writes.
 REDIS_PREFIX = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -102,6 +106,8 @@ class Settings:
     inference_runtime: str = _var("INFERENCE_RUNTIME", OPENVINO, "choice", choices=(OPENVINO, FRAMEWORK),
                                   spellings={"tensorflow": FRAMEWORK})
     inference_precision: str = _var("INFERENCE_PRECISION", "f32", "choice", choices=("f32", "bf16"))
+    # The OpenVINO device (CPU, GPU, NPU, AUTO or a list): one this host has, or the start stops.
+    openvino_device: str = _var("OPENVINO_DEVICE", "CPU", "openvino_device")
     port: int = _var("PORT", 5001, minimum=1, maximum=65535)
     max_upload_mb: int = _var("MAX_UPLOAD_MB", 10, minimum=1, maximum=1024)
     max_image_pixels: int = _var("MAX_IMAGE_PIXELS", 40_000_000, minimum=1, maximum=1_000_000_000)
@@ -116,6 +122,9 @@ class Settings:
     redis_password: str = _var("REDIS_PASSWORD", "", "secret", repr=False)
     cache_prefix: str = _var("CACHE_PREFIX", "ics", "prefix")   # several deployments share one Redis
     api_keys: tuple[str, ...] = _var("API_KEYS", (), "keys", repr=False)  # never printed
+    # Web pages of other origins that may call the API from a browser: () none (no CORS headers),
+    # ("*",) any, or the listed origins.
+    cors_origins: tuple[str, ...] = _var("CORS_ORIGINS", (), "origins")
     # Fixed, not configurable:
     max_image_side: int = 10_000
     load_retry_seconds: float = 60.0   # a failed model load is tried again after this long
@@ -126,7 +135,8 @@ class Settings:
     @property
     def inference_options(self) -> InferenceOptions:
         return InferenceOptions(runtime=self.inference_runtime, precision=self.inference_precision,
-                                intra_op_threads=self.intra_op_threads, inter_op_threads=self.inter_op_threads)
+                                device=self.openvino_device, intra_op_threads=self.intra_op_threads,
+                                inter_op_threads=self.inter_op_threads)
     # Distinct images the usage report tracks over MONITOR_WINDOW: its memory bound (a shorter
     # window holds less); not a variable, so the documented bound is the bound.
     report_max_images: int = MAX_IMAGES
@@ -240,6 +250,37 @@ class _Reader:
                 self.problems.append(f"{name}: key {number} of {len(keys)} holds a character outside printable "
                                      "ASCII without spaces (0x21-0x7e); the value is not shown")
         return keys
+
+    def _origins(self, name, raw, field, earlier):
+        """'*', or origins as a browser sends them in its Origin header: scheme://host[:port],
+        no path, compared without regard to case. `null` (sandboxed pages, files) is refused: any
+        such page would match it."""
+        items = tuple(item.lower() for item in self._items(raw))
+        if items == ("*",):
+            return items
+        for item in items:
+            match = ORIGIN.fullmatch(item)
+            if item == "*":
+                self.problems.append(f"{name}: '*' allows every origin: give it alone, not in a list")
+            elif item == "null":
+                self.problems.append(f"{name}: 'null' is the origin of sandboxed pages and files, which any "
+                                     "page can be: name the origins instead")
+            elif not match or (match.group(3) and not 1 <= int(match.group(3)) <= 65535):
+                self.problems.append(f"{name}: {item!r} is not an origin; write it as a browser sends it, "
+                                     "scheme://host[:port] without a path (e.g. https://dashboard.example:8443)")
+        if len(set(items)) != len(items):
+            self.problems.append(f"{name} names an origin twice")
+        return tuple(dict.fromkeys(items))
+
+    def _openvino_device(self, name, raw, field, earlier):
+        """OpenVINO's device names, in capitals (read without regard to case); a device other
+        than the default CPU is asked of OpenVINO now: one this host lacks stops the start."""
+        device = raw.upper()
+        problem = openvino.device_problem(device)
+        if problem:
+            self.problems.append(f"{name}={raw!r}: {problem}")
+            return field.default
+        return device
 
     def _secret(self, name, raw, field, earlier):
         return raw

@@ -33,10 +33,11 @@ FRAMEWORK = "framework"
 @dataclasses.dataclass(frozen=True)
 class InferenceOptions:
     """How models execute, from the settings (INFERENCE_RUNTIME, INFERENCE_PRECISION,
-    INTRA_OP_THREADS, INTER_OP_THREADS): handed to every model when it is created and to the
-    frameworks when they are imported, never kept in a global."""
+    OPENVINO_DEVICE, INTRA_OP_THREADS, INTER_OP_THREADS): handed to every model when it is
+    created and to the frameworks when they are imported, never kept in a global."""
     runtime: str = OPENVINO       # OPENVINO or FRAMEWORK
     precision: str = "f32"        # OpenVINO's arithmetic: f32 or bf16
+    device: str = "CPU"           # the OpenVINO device: CPU, GPU, NPU, AUTO or a list (runtimes.openvino_devices)
     intra_op_threads: int = 0     # threads inside one model call; 0: the CPUs this process may use
     inter_op_threads: int = 1     # operations run side by side (TensorFlow, torch)
 

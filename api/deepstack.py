@@ -1,8 +1,10 @@
 """The DeepStack / CodeProject.AI vision API (`/v1/vision/...`), answered by the configured
 models, so NVR and home-automation clients (Frigate, Blue Iris, Home Assistant, Node-RED) work
 unchanged. Same data plane, decoding, caps, admission and feature flags as every other route;
-only the request fields, the answer and the error shape are theirs. README: "Use it as a
-DeepStack / CodeProject.AI server" lists the sources each field was checked against."""
+only the request fields, the answer and the error shape are theirs. The image is the `image`
+part, or else the first file part whatever its name, as CodeProject.AI reads it (api.parsing).
+README: "Use it as a DeepStack / CodeProject.AI server" lists the sources each field was checked
+against."""
 from __future__ import annotations
 
 import logging
@@ -40,6 +42,11 @@ def _route() -> str:
     return request.url_rule.rule
 
 
+def _image():
+    """The request's one image: `image`, or the first file part under any name (CodeProject.AI's)."""
+    return read_sources(request, max_images=1, any_file_name=True)
+
+
 # --- routes ------------------------------------------------------------------------------------
 
 @bp.post("/detection")
@@ -66,8 +73,7 @@ def custom(model: str):
 @admitted
 def scene():
     started = time.perf_counter()
-    slot, results = _pipeline().classify(read_sources(request, max_images=1), model=None, top_k=1,
-                                         route=_route(), gone=client_gone())
+    slot, results = _pipeline().classify(_image(), model=None, top_k=1, route=_route(), gone=client_gone())
     result = answers.single(results, slot.name)
     label, _, confidence = result.value[0]
     return _success(started, result, label=label, confidence=confidence)
@@ -77,7 +83,7 @@ def _detect(model: str | None):
     started = time.perf_counter()
     min_confidence = float_arg("min_confidence", default=DEFAULT_MIN_CONFIDENCE, minimum=0.0, maximum=1.0,
                                source=request.form)
-    slot, results = _pipeline().detect(read_sources(request, max_images=1), model=model,
+    slot, results = _pipeline().detect(_image(), model=model,
                                        min_score=min_confidence, max_detections=None, classes=None,
                                        route=_route(), gone=client_gone())
     result = answers.single(results, slot.name)

@@ -1,4 +1,5 @@
-"""Per-request concerns around every route: request id, API keys, metrics, one JSON log line."""
+"""Per-request concerns around every route: request id, API keys, metrics, one JSON log line,
+and cross-origin access for browsers (CORS_ORIGINS)."""
 from __future__ import annotations
 
 import hmac
@@ -58,6 +59,45 @@ def secure(response: Response) -> Response:
     return response
 
 
+# CORS (CORS_ORIGINS set): what a page of an allowed origin may send and read. The API key
+# travels in a header the page's script sets (X-API-Key or Authorization), never in a cookie, so
+# no answer allows credentials (cookies, HTTP authentication, client certificates): a browser
+# then never sends or exposes them across origins, and '*' stays the plain wildcard.
+CORS_REQUEST_HEADERS = ["Content-Type", "X-API-Key", "Authorization", "X-Request-ID"]
+CORS_EXPOSED_HEADERS = ["X-Request-ID", "Server-Timing", "Retry-After", "X-Detections", "X-Detections-Drawn",
+                        "X-Annotated-Size"]
+CORS_METHODS = ["GET", "HEAD", "POST", "OPTIONS"]
+CORS_MAX_AGE_S = 600   # how long a browser may reuse a preflight's answer
+
+
+def allow_origins(app: Flask, origins: tuple[str, ...]) -> None:
+    """CORS for `origins` (("*",): any) with flask-cors, on every route and error answer. A
+    listed origin is echoed back (compared whole, without regard to case), '*' is answered '*';
+    another origin gets no CORS header (the request is still served: CORS only tells a browser
+    whether the calling page may read the answer). Every answer says `Vary: Origin`, as the CORS
+    headers depend on it, for the caches in between."""
+    from flask_cors import CORS
+
+    wildcard = origins == ("*",)
+    CORS(app, origins="*" if wildcard else [re.compile(re.escape(o) + r"\Z", re.IGNORECASE) for o in origins],
+         send_wildcard=wildcard, supports_credentials=False, always_send=False, vary_header=False,
+         methods=CORS_METHODS, allow_headers=CORS_REQUEST_HEADERS, expose_headers=CORS_EXPOSED_HEADERS,
+         max_age=CORS_MAX_AGE_S)
+
+    @app.after_request
+    def _vary(response: Response) -> Response:
+        response.vary.add("Origin")
+        return response
+
+
+def _answered_by_flask() -> bool:
+    """An OPTIONS request Flask answers itself (a CORS preflight among them): no route runs, the
+    answer lists methods only, and a browser never sends a key with a preflight. Every route
+    leaves OPTIONS to Flask (tests/test_cors.py checks it)."""
+    rule = request.url_rule
+    return request.method == "OPTIONS" and rule is not None and bool(getattr(rule, "provide_automatic_options", False))
+
+
 def _presented_key() -> str | None:
     key = request.headers.get("X-API-Key")
     if key:
@@ -104,7 +144,7 @@ def install(app: Flask) -> None:
         g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
         metrics.in_flight.inc()
         g.counted_in_flight = True
-        if settings.api_keys and request.endpoint not in OPEN_ENDPOINTS:
+        if settings.api_keys and request.endpoint not in OPEN_ENDPOINTS and not _answered_by_flask():
             if not _key_is_valid(_presented_key(), settings.api_keys):
                 raise Unauthorized(headers={"WWW-Authenticate": 'Bearer realm="image-classification-service"'})
 
@@ -123,6 +163,8 @@ def install(app: Flask) -> None:
         return response
 
     app.after_request(secure)
+    if settings.cors_origins:
+        allow_origins(app, settings.cors_origins)
 
     @app.teardown_request
     def _teardown(_exc):

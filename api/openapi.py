@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from flask import Flask
 
+from api import SERVICE_NAME, VERSION
+
 _ERROR = {"$ref": "#/components/responses/Error"}
 
 
@@ -83,8 +85,9 @@ def _deepstack_body(detection: bool) -> dict:
                                                            "read from this multipart body only"}}
     if detection:
         fields["min_confidence"] = {"type": "number", "minimum": 0, "maximum": 1, "default": 0.4}
-    return {"required": True, "content": {"multipart/form-data": {"schema": {
-        "type": "object", "required": ["image"], "properties": fields}}}}
+    return {"required": True, "description": "The image is the 'image' part, or else the first file part under any "
+                                             "name (CodeProject.AI's clients send 'image1' or 'file')",
+            "content": {"multipart/form-data": {"schema": {"type": "object", "properties": fields}}}}
 
 
 def _deepstack_paths() -> dict:
@@ -117,7 +120,32 @@ def _deepstack_paths() -> dict:
     }
 
 
+def _codeproject_status_paths() -> dict:
+    """CodeProject.AI's status routes (api/codeproject.py), under both of its prefixes."""
+    version = {"type": "object", "properties": {
+        "success": {"type": "boolean"}, "message": {"type": "string"}, "version": _ref("CodeProjectVersion"),
+        "server": {"type": "string"}, "code": {"type": "integer"}, "hostname": {"type": "string"}}}
+    update = {"type": "object", "properties": {
+        "success": {"type": "boolean", "description": "false: the latest version is not known (never checked)"},
+        "message": {"type": "string"}, "updateAvailable": {"type": "boolean", "nullable": True},
+        "current": _ref("CodeProjectVersion"), "code": {"type": "integer"}, "hostname": {"type": "string"}}}
+    paths = {}
+    for prefix in ("/v1/status", "/v1/server/status"):
+        for route, summary, schema in (
+                ("ping", "CodeProject.AI's ping: this service's version", version),
+                ("version", "CodeProject.AI's version: this service's version", version),
+                ("updateavailable", "CodeProject.AI's update check: not known offline (success false)", update)):
+            operation = prefix.replace("/v1/", "").replace("/", "_") + "_" + route
+            paths[f"{prefix}/{route}"] = {"get": {"summary": summary, "operationId": operation,
+                                                  "responses": {"200": _json(schema), **_errors(401)}}}
+    return paths
+
+
 _DEEPSTACK_SCHEMAS = {
+    "CodeProjectVersion": {"type": "object", "properties": {
+        **{k: {"type": "integer"} for k in ("major", "minor", "patch", "build")},
+        "preRelease": {"type": "string", "nullable": True}, "securityUpdate": {"type": "boolean"},
+        "file": {"type": "string", "nullable": True}, "releaseNotes": {"type": "string", "nullable": True}}},
     "DeepStackError": {"type": "object", "required": ["success", "error", "code"], "properties": {
         "success": {"type": "boolean"}, "error": {"type": "string"}, "code": {"type": "integer"}}},
     "DeepStackDetection": {"type": "object", "properties": {
@@ -265,10 +293,11 @@ def openapi_document(app: Flask) -> dict:
             "shared": {"type": "boolean"}, "partial": {"type": "boolean"}}},
     }
     paths.update(_deepstack_paths())
+    paths.update(_codeproject_status_paths())
     schemas.update(_DEEPSTACK_SCHEMAS)
     document = {
         "openapi": "3.0.3",
-        "info": {"title": "image-classification-service", "version": "1.0.0",
+        "info": {"title": SERVICE_NAME, "version": VERSION,
                  "description": "Image classification and object detection on your own machines."},
         "paths": paths,
         "components": {"schemas": schemas,

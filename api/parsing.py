@@ -19,6 +19,10 @@ _DATA_URI = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
 HOW_TO_SEND = ("Send a multipart/form-data file field named 'image' (curl -F image=@photo.jpg), "
                "or JSON {\"image_url\": \"https://...\"} or {\"image_base64\": \"...\"}.")
 ONE_IMAGE_ONLY = "This route takes one image; send batches to /v2/classify or /v2/detect."
+# DeepStack's and CodeProject.AI's routes: CodeProject.AI reads the first file part, whatever its
+# name (its explorer page sends 'image1', its .NET client 'file').
+HOW_TO_SEND_ANY_NAME = ("Send the image as a multipart/form-data file part: 'image' (curl -F image=@photo.jpg), "
+                        "or under any other name ('image1', 'file'), of which the first file part is read.")
 # Our JSON bodies nest 3 levels ({"images": [{...}]}); anything far deeper is hostile, and
 # Python's parser would meet its recursion limit on it (RecursionError, which `silent` lets through).
 MAX_JSON_DEPTH = 32
@@ -50,12 +54,18 @@ def parse_bool(text: str) -> bool | None:
 
 # --- images ----------------------------------------------------------------------------------
 
-def read_sources(req: Request, *, max_images: int) -> list[ImageSource]:
-    """The request's images, at most `max_images` (1: a single-image route)."""
+def read_sources(req: Request, *, max_images: int, any_file_name: bool = False) -> list[ImageSource]:
+    """The request's images, at most `max_images` (1: a single-image route). `any_file_name`
+    (the DeepStack / CodeProject.AI routes): without an `image` part, the first file part is the
+    image whatever its name, as CodeProject.AI's server reads it (its clients send `image1` or
+    `file`); file parts after it are ignored, as CodeProject.AI ignores them. `image` parts,
+    where sent, are read as on every route (two of them on a single-image route are a 400)."""
     if req.mimetype == "multipart/form-data":
         uploads = req.files.getlist("image")
+        if not uploads and any_file_name:
+            uploads = first_file_part(req)
         if not uploads:
-            raise MissingImage(HOW_TO_SEND)
+            raise MissingImage(HOW_TO_SEND_ANY_NAME if any_file_name else HOW_TO_SEND)
         _check_count(len(uploads), max_images)
         return [ImageSource.of_bytes(upload.read()) for upload in uploads]
     if req.mimetype == "application/json":
@@ -72,6 +82,15 @@ def read_sources(req: Request, *, max_images: int) -> list[ImageSource]:
         _check_count(len(items), max_images)
         return [_json_item_or_error(item) for item in items]
     raise UnsupportedMediaType(HOW_TO_SEND)
+
+
+def first_file_part(req: Request) -> list:
+    """The body's first file part, whatever its name, as a one-item list ([] when it has none).
+    werkzeug keeps a name's parts together, in order, and names in the order they first came,
+    so the first part of the first name is the body's first file part."""
+    for _name, upload in req.files.items(multi=True):
+        return [upload]
+    return []
 
 
 def parse_json(data: bytes):

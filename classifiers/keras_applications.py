@@ -87,7 +87,7 @@ class KerasApplicationClassifier(BuiltinModel, Classifier):
 
     @property
     def device(self) -> str:
-        return _tensorflow_device() if self._runtime == self.framework else "cpu"
+        return _tensorflow_device() if self._runtime == self.framework else self.openvino_devices
 
     def described(self) -> dict:
         return {"format": "keras_applications", "architecture": self.constructor,
@@ -116,7 +116,7 @@ class KerasApplicationClassifier(BuiltinModel, Classifier):
         traced(tf.zeros([1, side, side, 3]))
         self._infer = lambda batch: np.asarray(traced(batch))
 
-    def load_openvino(self, model: openvino.FrameworkModel, weights: Path | None) -> str:
+    def load_openvino(self, model: openvino.FrameworkModel, weights: Path | None) -> openvino.CompiledNetwork:
         """The model compiled by OpenVINO (batch 1, one call per image), checked against Keras'
         answer on a probe: computed now where the cache has no entry, else the one it recorded."""
         side = self.side
@@ -134,7 +134,7 @@ class KerasApplicationClassifier(BuiltinModel, Classifier):
             input_shapes=[[1, side, side, 3]])
         network = openvino.compile_network(conversion, self.models_dir, self.options)
         self._infer = lambda batch: network.per_image(batch)[0]
-        return network.precision
+        return network
 
     def _preprocess(self, batch: np.ndarray) -> np.ndarray:
         return preprocess(batch, self.mode)

@@ -70,7 +70,9 @@ class ImageAIDetector(BuiltinModel, Detector):
 
     @property
     def device(self) -> str:
-        if self._detector is None or self._runtime == OPENVINO:
+        if self._runtime == OPENVINO:
+            return self.openvino_devices
+        if self._detector is None:
             return "cpu"
         return str(self._network_device())
 
@@ -103,7 +105,7 @@ class ImageAIDetector(BuiltinModel, Detector):
         else:
             self._forward = self._torch_forward()
 
-    def load_openvino(self, detector: openvino.FrameworkModel, weights: Path) -> str:
+    def load_openvino(self, detector: openvino.FrameworkModel, weights: Path) -> openvino.CompiledNetwork:
         """The network's convolutions compiled by OpenVINO (checked against torch at load);
         ImageAI's detection layers, thresholds and NMS stay in Python."""
         source = self.source_versions()
@@ -115,11 +117,11 @@ class ImageAIDetector(BuiltinModel, Detector):
             compiled = imageai_retinanet.compile_dense(lambda: detector()._ObjectDetection__model,
                                                        self._retinanet_steps, key, self.models_dir, self.options)
             self._forward = compiled
-            return compiled.precision
+            return compiled
         compiled, layers = imageai_yolo.compile_heads(lambda: detector()._ObjectDetection__model, key,
                                                       self.models_dir, self.options)
         self._forward = lambda inputs: imageai_yolo.decode_heads(layers, compiled(inputs.numpy()))
-        return compiled.precision
+        return compiled
 
     def _torch_forward(self):
         import torch

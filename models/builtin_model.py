@@ -33,7 +33,7 @@ class BuiltinModel(Model):
         self.options = options
         self._runtime: str | None = None           # what runs it, once loaded
         self._runtime_reason: str | None = None    # why that is not the runtime asked for
-        self._precision_in_use: str | None = None  # OpenVINO's effective precision
+        self._openvino: openvino.CompiledNetwork | None = None   # the network OpenVINO runs, once loaded
 
     @property
     def weights(self) -> WeightFile:
@@ -46,10 +46,16 @@ class BuiltinModel(Model):
             return self._runtime
         return OPENVINO if self.options.runtime == OPENVINO else self.framework
 
+    @property
+    def openvino_devices(self) -> str:
+        """Where OpenVINO runs the network (as /models writes devices: cpu, gpu.0, ...)."""
+        return self._openvino.devices if self._openvino is not None else "cpu"
+
     def describe(self) -> dict:
         info = {"builtin": True, **self.described(), "weights": self.weights.filename}
-        if self._runtime == OPENVINO:
-            info["precision"] = self._precision_in_use
+        if self._openvino is not None:
+            info["precision"] = self._openvino.precision
+            info["openvino_device"] = self.options.device
         if self._runtime_reason:
             info["runtime_reason"] = self._runtime_reason
         return info
@@ -73,11 +79,11 @@ class BuiltinModel(Model):
             if reason is None:
                 path = self._weights_path()
                 framework_model = openvino.FrameworkModel(lambda: self._build(path))
-                precision, reason = openvino.attempt(self.name, self.framework_label,
-                                                     lambda: self.load_openvino(framework_model, path),
-                                                     framework_model)
-                if precision is not None:
-                    self._runtime, self._precision_in_use = OPENVINO, precision
+                network, reason = openvino.attempt(self.name, self.framework_label,
+                                                   lambda: self.load_openvino(framework_model, path),
+                                                   framework_model)
+                if network is not None:
+                    self._runtime, self._openvino = OPENVINO, network
                     return
             self._runtime_reason = reason
             self.require_frameworks()
@@ -138,11 +144,12 @@ class BuiltinModel(Model):
         """Where the framework sees a GPU, its GPU path runs the model: the reason; else None."""
 
     @abc.abstractmethod
-    def load_openvino(self, framework_model: openvino.FrameworkModel, weights: Path | None) -> str:
+    def load_openvino(self, framework_model: openvino.FrameworkModel,
+                      weights: Path | None) -> openvino.CompiledNetwork:
         """Prepare predict() on OpenVINO (converted from `framework_model`, or from the cache
         without building it; `weights` None: no weight file here, any conversion of this model
-        serves); the precision in use. Raises openvino.Unusable, or FrameworksNeeded where the
-        conversion needs the framework."""
+        serves); the compiled network (its precision and devices tell /models). Raises
+        openvino.Unusable, or FrameworksNeeded where the conversion needs the framework."""
 
     @abc.abstractmethod
     def load_framework(self, network) -> None:

@@ -53,7 +53,9 @@ class FolderModel:
 
     @property
     def device(self) -> str:
-        return "remote" if self.spec.remote else "cpu"
+        if self.spec.remote:
+            return "remote"
+        return self._executor.devices if isinstance(self._executor, OpenVINOFileExecutor) else "cpu"
 
     @property
     def source_field(self) -> str:
@@ -71,6 +73,8 @@ class FolderModel:
             info["tensors"] = {"input": self._executor.input.describe(),
                                "outputs": [o.describe() for o in self._executor.outputs],
                                "layout": self._executor.layout}
+        if isinstance(self._executor, OpenVINOFileExecutor):
+            info["openvino_device"] = self.options.device
         if self._runtime_reason:
             info["runtime_reason"] = self._runtime_reason
         return info
@@ -102,7 +106,8 @@ class FolderModel:
         self._check(executor)
         if self.spec.runtime == OPENVINO:
             on_openvino, self._runtime_reason = openvino.attempt(
-                self.name, self.format.runtime, lambda: OpenVINOFileExecutor(executor, self.spec.path, threads))
+                self.name, self.format.runtime,
+                lambda: OpenVINOFileExecutor(executor, self.spec.path, threads, self.options.device))
             executor = on_openvino or executor
         self._executor = executor
 

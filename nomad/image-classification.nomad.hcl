@@ -112,6 +112,12 @@ job "image-classification" {
         INTER_OP_THREADS             = "1"
         INFERENCE_RUNTIME            = "openvino"
         INFERENCE_PRECISION          = "f32"
+        # The OpenVINO device: CPU, or GPU/AUTO on a client with an Intel GPU (docs/neighbours.md);
+        # a device the host lacks stops the start.
+        OPENVINO_DEVICE              = "CPU"
+        # Web pages of other origins allowed to call the API from a browser (docs/neighbours.md):
+        # "" none, "*" any, or a comma-separated list such as "https://dashboard.example".
+        CORS_ORIGINS                 = ""
         # Remote inference engines (README, "Remote inference engines"): a model folder under
         # MODELS_DIR whose model.json says "format": "kserve_v2" (Triton, KServe, OVMS, MLServer)
         # or "tfserving", with the engine's "url" (e.g. http://triton.service.consul:8000, or

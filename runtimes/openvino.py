@@ -1,7 +1,8 @@
-"""OpenVINO executes the built-in networks on the CPU: converted in memory from the model the
-framework loaded (Keras for the classifiers, torch for ImageAI's YOLO networks), compiled for
-this CPU, and the converted model cached under MODELS_DIR/.openvino so the next start skips the
-conversion and the framework's own model.
+"""OpenVINO executes the built-in networks on the CPU (or the device OPENVINO_DEVICE names,
+runtimes.openvino_devices): converted in memory from the model the framework loaded (Keras for
+the classifiers, torch for ImageAI's YOLO networks), compiled for that device, and the converted
+model cached under MODELS_DIR/.openvino so the next start skips the conversion and the
+framework's own model.
 
 The framework stays the loader and the reference: a network is converted from the model the
 framework loaded, and checked against the framework's own answer on a probe input before it
@@ -26,6 +27,7 @@ import json
 import logging
 import os
 import queue
+import re
 import shutil
 import sys
 import tempfile
@@ -38,7 +40,7 @@ from typing import Callable, TypeVar
 import numpy as np
 
 from contract import OPENVINO, FrameworksNeeded, InferenceOptions
-from runtimes import file_digests
+from runtimes import file_digests, openvino_devices
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -110,14 +112,24 @@ def probe_batch(height: int, width: int, count: int = 2, seed: int = 20261122) -
 
 
 class CompiledNetwork:
-    """A network compiled for the CPU. Thread-safe: each call takes an idle infer request (an
-    infer request serves one call at a time), creating one when none is idle."""
+    """A network compiled for an OpenVINO device (OPENVINO_DEVICE). Thread-safe: each call takes
+    an idle infer request (an infer request serves one call at a time), creating one when none
+    is idle. `precision` is the one in use where the device reports it; AUTO, MULTI and HETERO
+    do not, and theirs is the one asked of their devices."""
 
-    def __init__(self, compiled):
+    def __init__(self, compiled, asked: str = F32):
         self._compiled = compiled
         self._idle: queue.SimpleQueue = queue.SimpleQueue()
-        self.precision = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        try:
+            self.precision = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        except RuntimeError:
+            self.precision = asked
         self.details: dict = {}   # what the model recorded besides the network (Source.details)
+
+    @property
+    def devices(self) -> str:
+        """Where OpenVINO runs the network now (AUTO may move it once a device is ready)."""
+        return openvino_devices.described(self._compiled.get_property("EXECUTION_DEVICES"))
 
     def __call__(self, *inputs: np.ndarray) -> list[np.ndarray]:
         try:
@@ -245,14 +257,15 @@ ANY = "*"
 
 def cache_key(model: str, weights: Path | None, source: str | None, code: tuple[str, ...] = (), *,
               models_dir: Path) -> str:
-    """<model>-<weights sha256 prefix>-openvino<version>-<source>-code<digest>-cpu<cpu>: another
-    weights file, OpenVINO release, framework version, conversion code or kind of CPU is another
-    entry, never a stale one. `code`: the source files that shape the converted network and read
-    its outputs (this module's is always included): a start from the cache checks against the
-    answer recorded by the code that converted, so another version of that code must not find
-    the entry. The weights' digest is remembered in `models_dir`'s cache folder
-    (runtimes.file_digests). `weights` or `source` None (a serving-only install): that part is
-    ANY, and the cache serves the newest matching conversion (ConvertedCache.resolve)."""
+    """<model>-<weights sha256 prefix>-openvino<version>-<source>-code<digest>-cpu<fingerprint>:
+    another weights file, OpenVINO release, framework version, conversion code or kind of CPU is
+    another entry, never a stale one (compile_network adds the device: entry_key). `code`: the
+    source files that shape the converted network and read its outputs (this module's is always
+    included): a start from the cache checks against the answer recorded by the code that
+    converted, so another version of that code must not find the entry. The weights' digest is
+    remembered in `models_dir`'s cache folder (runtimes.file_digests). `weights` or `source`
+    None (a serving-only install): that part is ANY, and the cache serves the newest matching
+    conversion (ConvertedCache.resolve)."""
     digest = hashlib.sha256()
     for path in sorted({__file__, *code}):
         digest.update(Path(path).read_bytes())
@@ -285,15 +298,24 @@ def cpu_fingerprint() -> str:
     return hashlib.sha256("|".join(described).encode()).hexdigest()[:8]
 
 
+def entry_key(key: str, device: str) -> str:
+    """The cache entry of a conversion `key` compiled for `device` (OPENVINO_DEVICE): as for
+    another kind of CPU (cpu_fingerprint), the conversion's check at serving size ran on the
+    device that converted, and a start from the cache checks a small probe only; replicas on
+    another device sharing MODELS_DIR convert (and check) for themselves."""
+    return f"{key}-on{openvino_devices.cache_tag(device)}"
+
+
 def compile_network(conversion: Conversion, models_dir: Path,
                     options: InferenceOptions = InferenceOptions()) -> CompiledNetwork:
-    """The checked, compiled network (its `details` set): from the cache when a valid entry
-    exists and answers as it recorded, else converted now from the framework's model (and
-    cached where MODELS_DIR is writable). Raises Unusable, or the framework's own exception
-    where it cannot load the model."""
+    """The checked network compiled for options.device (its `details` set): from the cache when
+    a valid entry exists and answers as it recorded, else converted now from the framework's
+    model (and cached where MODELS_DIR is writable). Raises Unusable, or the framework's own
+    exception where it cannot load the model."""
     ov = load_module()
     cache = ConvertedCache(Path(models_dir))
-    key = cache.resolve(conversion.key)
+    exact = entry_key(conversion.key, options.device)
+    key = cache.resolve(exact)
     entry = cache.read(key) if key else None
     if entry is not None:
         model, expected, details = entry
@@ -303,8 +325,9 @@ def compile_network(conversion: Conversion, models_dir: Path,
             return network
         except Exception as exc:
             log.warning("cached OpenVINO model %s failed its check (%s); converting again", key, _reason(exc))
-            if key == conversion.key:   # a serving-only install's pick stays for the replicas it suits
+            if key == exact:   # a serving-only install's pick stays for the replicas it suits
                 cache.remove(key)
+    key = exact
     source = conversion.source()   # FrameworksNeeded where they are not imported
     try:
         with warnings.catch_warnings():
@@ -323,9 +346,8 @@ def compile_network(conversion: Conversion, models_dir: Path,
     except Exception as exc:
         raise Unusable(f"OpenVINO could not compile the converted model ({type(exc).__name__})") from None
     # Only a conversion that passed the check is cached, with a sample of the answer it matched.
-    if cache.write(conversion.key, converted,
-                   [Expected.of(o, RECORDED_VALUES) for o in source.expected], source.details):
-        cache.mark_used(conversion.key)
+    if cache.write(key, converted, [Expected.of(o, RECORDED_VALUES) for o in source.expected], source.details):
+        cache.mark_used(key)
     return network
 
 
@@ -370,7 +392,7 @@ def _checked(ov, model, conversion: Conversion, expected: list[Expected], detail
     """Compiled at full precision and checked against the framework's answers; then, for bf16,
     compiled again at that precision (bf16 moves answers by design: the check is of the
     conversion, at f32)."""
-    network = _compile(ov, model, conversion, F32, options.threads)
+    network = _compile(ov, model, conversion, F32, options)
     network.details = details
     answers = conversion.probe(network)
     if len(answers) != len(expected):
@@ -379,22 +401,44 @@ def _checked(ov, model, conversion: Conversion, expected: list[Expected], detail
     for got, wanted in zip(answers, expected):
         wanted.check(conversion.model, got)
     if options.precision != F32:
-        network = _compile(ov, model, conversion, options.precision, options.threads)
+        network = _compile(ov, model, conversion, options.precision, options)
         network.details = details
     return network
 
 
-def _compile(ov, model, conversion: Conversion, precision: str, threads: int) -> CompiledNetwork:
+def _compile(ov, model, conversion: Conversion, precision: str, options: InferenceOptions) -> CompiledNetwork:
     model = model.clone()
     model.reshape({i: ov.PartialShape(shape) for i, shape in enumerate(conversion.input_shapes)})
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision,
-              "INFERENCE_NUM_THREADS": threads}
-    return CompiledNetwork(_core(ov).compile_model(model, "CPU", config))
+    config = openvino_devices.compile_config(options.device, precision, options.threads)
+    return CompiledNetwork(_core(ov).compile_model(model, options.device, config), asked=precision)
 
 
 def core():
     """The process' one OpenVINO Core (its device plugins load once)."""
     return _core(load_module())
+
+
+def device_problem(device: str) -> str | None:
+    """Why OPENVINO_DEVICE=`device` cannot run here, naming the devices OpenVINO sees on this
+    host; None when it can. The default CPU is taken as it is, without importing openvino (a
+    start stays quick, and a host where openvino cannot load runs the frameworks, as before);
+    any other device asks OpenVINO which devices this host has."""
+    problem = openvino_devices.syntax_problem(device)
+    if problem or device == openvino_devices.CPU:
+        return problem
+    try:
+        ov_core = core()
+        available = list(ov_core.available_devices)
+    except Unusable as exc:
+        return f"{exc}, so no OpenVINO device can be used; unset it to run the frameworks"
+    return openvino_devices.availability_problem(device, available, {d: _full_name(ov_core, d) for d in available})
+
+
+def _full_name(ov_core, device: str) -> str:
+    try:
+        return str(ov_core.get_property(device, "FULL_DEVICE_NAME"))
+    except RuntimeError:
+        return ""
 
 
 _core_lock = threading.Lock()
@@ -447,7 +491,7 @@ class ConvertedCache:
         (one warning line); None when nothing matches."""
         if ANY not in key:
             return key
-        for pattern, same_cpu in ((key, True), (key.rsplit("-cpu", 1)[0] + "-cpu" + ANY, False)):
+        for pattern, same_cpu in ((key, True), (re.sub(r"-cpu[0-9a-f]{8}", "-cpu" + ANY, key), False)):
             found = sorted(self.folder.glob(pattern + ".json"), key=_modified, reverse=True)
             if found:
                 chosen = found[0].name.removesuffix(".json")

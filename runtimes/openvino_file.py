@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtimes import openvino
+from runtimes import openvino, openvino_devices
 from runtimes.base import Executor
 
 # Largest difference allowed on the probe, in units of the output's range (float outputs) or
@@ -23,17 +23,25 @@ QUANTIZED_STEPS = 2
 
 
 class OpenVINOFileExecutor(Executor):
-    def __init__(self, reference: Executor, path: Path, threads: int | None = None):
+    """`reference` opened the file (its runtime's executor); OpenVINO compiles it for `device`
+    (OPENVINO_DEVICE) at full precision and must answer as the reference on the probe."""
+
+    def __init__(self, reference: Executor, path: Path, threads: int | None = None,
+                 device: str = openvino_devices.CPU):
         self.input, self.outputs = reference.input, reference.outputs
         model = openvino.core().read_model(str(path))
         if len(model.inputs) != 1 or len(model.outputs) != len(self.outputs):
             raise openvino.Unusable("OpenVINO reads the file with other inputs or outputs")
-        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": openvino.F32,
-                  "INFERENCE_NUM_THREADS": threads or 0}
-        compiled = openvino.core().compile_model(model, "CPU", config)
+        config = openvino_devices.compile_config(device, openvino.F32, threads or 0)
+        compiled = openvino.core().compile_model(model, device, config)
         self._network = openvino.CompiledNetwork(compiled)
         self._outputs_by_name = _output_order(compiled, self.outputs)
         check(self, reference, path.parent.name)
+
+    @property
+    def devices(self) -> str:
+        """Where OpenVINO runs the file now (/models' `device`)."""
+        return self._network.devices
 
     @property
     def fixed_batch(self) -> int | None:
