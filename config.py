@@ -102,6 +102,8 @@ class Settings:
     inference_runtime: str = _var("INFERENCE_RUNTIME", OPENVINO, "choice", choices=(OPENVINO, FRAMEWORK),
                                   spellings={"tensorflow": FRAMEWORK})
     inference_precision: str = _var("INFERENCE_PRECISION", "f32", "choice", choices=("f32", "bf16"))
+    # The frameworks' own log lines (TensorFlow, absl, gRPC, LiteRT): off unless asked for (serving.startup).
+    framework_logs: bool = _var("FRAMEWORK_LOGS", False, "bool")
     port: int = _var("PORT", 5001, minimum=1, maximum=65535)
     max_upload_mb: int = _var("MAX_UPLOAD_MB", 10, minimum=1, maximum=1024)
     max_image_pixels: int = _var("MAX_IMAGE_PIXELS", 40_000_000, minimum=1, maximum=1_000_000_000)

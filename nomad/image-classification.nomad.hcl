@@ -112,6 +112,8 @@ job "image-classification" {
         INTER_OP_THREADS             = "1"
         INFERENCE_RUNTIME            = "openvino"
         INFERENCE_PRECISION          = "f32"
+        # The frameworks' own log lines (TensorFlow, absl, gRPC, LiteRT); "true" while debugging one.
+        FRAMEWORK_LOGS               = "false"
         # Remote inference engines (README, "Remote inference engines"): a model folder under
         # MODELS_DIR whose model.json says "format": "kserve_v2" (Triton, KServe, OVMS, MLServer)
         # or "tfserving", with the engine's "url" (e.g. http://triton.service.consul:8000, or
