@@ -168,7 +168,7 @@ class Settings:
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 # Each task's two fields, by name: <task>_enabled and <task>_models.
 _TASK_FIELDS = {task: (f"{task}_enabled", f"{task}_models") for task in TASKS}
-# Every environment variable the service reads (README, Dockerfile and the Nomad job list them).
+# Every environment variable the service reads (docs/configuration.md and the Nomad job list them).
 VARIABLES = tuple(f.metadata["variable"] for f in dataclasses.fields(Settings) if f.metadata)
 
 

@@ -1,8 +1,8 @@
 """The DeepStack / CodeProject.AI vision API (`/v1/vision/...`), answered by the configured
 models, so NVR and home-automation clients (Frigate, Blue Iris, Home Assistant, Node-RED) work
 unchanged. Same data plane, decoding, caps, admission and feature flags as every other route;
-only the request fields, the answer and the error shape are theirs. README: "Use it as a
-DeepStack / CodeProject.AI server" lists the sources each field was checked against."""
+only the request fields, the answer and the error shape are theirs. docs/deepstack.md lists
+the sources each field was checked against."""
 from __future__ import annotations
 
 import logging
