@@ -25,7 +25,7 @@ from dataplane.shared_store import SharedStore
 from models.folder_spec import SpecError
 from registry import TASKS, CallPolicy, ModelSlot, Registry, create_model
 from runtimes import frameworks
-from serving import memory, workers
+from serving import memory, startup, workers
 from serving.admission import Admission, TimeLimit
 from serving.metrics import Metrics
 
@@ -119,11 +119,11 @@ def configured_models(settings: Settings, replacements: dict[str, Model | None])
     """Every configured model, in order, not loaded; model folders validated now (every
     problem raised together as a ConfigError). `replacements` stand in for a task's models."""
     models, problems = [], []
-    for task, entry in TASKS.items():
+    for task in TASKS:
         names = settings.models_for(task)
         if not names:
-            log.info("%s is disabled; set %s=true to enable it", task, entry.enable_variable)
-        elif replacements.get(task) is not None:
+            continue   # said at the start (serving.startup), with the variable that enables it
+        if replacements.get(task) is not None:
             models.append(replacements[task])
         else:
             for name in names:
@@ -148,7 +148,9 @@ def main() -> int:
     prepare_process()
     try:
         settings = Settings.from_env()
+        startup.quiet_frameworks(settings)   # before any framework is imported
         if workers.this_worker() is None:   # once: the supervisor's, or the one process'
+            startup.announce(settings)
             for notice in settings.notices:
                 log.warning("configuration: %s", notice)
         if workers.should_supervise(settings):
@@ -163,8 +165,6 @@ def main() -> int:
 
 def prepare_process() -> None:
     """Process-wide set-up for serving, before any worker thread exists."""
-    # TensorFlow's C++ start-up chatter (CPU feature notes) is not for operators.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     memory.limit_arenas(2)
     configure_logging()
 

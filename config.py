@@ -108,6 +108,8 @@ class Settings:
     inference_precision: str = _var("INFERENCE_PRECISION", "f32", "choice", choices=("f32", "bf16"))
     # The OpenVINO device (CPU, GPU, NPU, AUTO or a list): one this host has, or the start stops.
     openvino_device: str = _var("OPENVINO_DEVICE", "CPU", "openvino_device")
+    # The frameworks' own log lines (TensorFlow, absl, gRPC, LiteRT): off unless asked for (serving.startup).
+    framework_logs: bool = _var("FRAMEWORK_LOGS", False, "bool")
     port: int = _var("PORT", 5001, minimum=1, maximum=65535)
     max_upload_mb: int = _var("MAX_UPLOAD_MB", 10, minimum=1, maximum=1024)
     max_image_pixels: int = _var("MAX_IMAGE_PIXELS", 40_000_000, minimum=1, maximum=1_000_000_000)
@@ -176,7 +178,7 @@ class Settings:
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 # Each task's two fields, by name: <task>_enabled and <task>_models.
 _TASK_FIELDS = {task: (f"{task}_enabled", f"{task}_models") for task in TASKS}
-# Every environment variable the service reads (README, Dockerfile and the Nomad job list them).
+# Every environment variable the service reads (docs/configuration.md and the Nomad job list them).
 VARIABLES = tuple(f.metadata["variable"] for f in dataclasses.fields(Settings) if f.metadata)
 
 

@@ -82,7 +82,7 @@ job "image-classification" {
         MODEL_DOWNLOAD               = "false"
         PRELOAD_MODELS               = "true"
         # Serving processes in this task, each with its own models: 1 on CPUs (the model uses
-        # every core already); on a GPU host, more (README, "Several serving processes").
+        # every core already); on a GPU host, more (docs/operations.md, "Several serving processes").
         WORKERS                      = "1"
         INFERENCE_CONCURRENCY             = "4"
         PORT                         = "5001"
@@ -118,7 +118,9 @@ job "image-classification" {
         # Web pages of other origins allowed to call the API from a browser (docs/neighbours.md):
         # "" none, "*" any, or a comma-separated list such as "https://dashboard.example".
         CORS_ORIGINS                 = ""
-        # Remote inference engines (README, "Remote inference engines"): a model folder under
+        # The frameworks' own log lines (TensorFlow, absl, gRPC, LiteRT); "true" while debugging one.
+        FRAMEWORK_LOGS               = "false"
+        # Remote inference engines (docs/remote-engines.md): a model folder under
         # MODELS_DIR whose model.json says "format": "kserve_v2" (Triton, KServe, OVMS, MLServer)
         # or "tfserving", with the engine's "url" (e.g. http://triton.service.consul:8000, or
         # grpc://triton.service.consul:8001 for the faster gRPC transport) and "model". Name such folders in IMAGE_CLASSIFICATION_MODEL / OBJECT_DETECTION_MODEL like
