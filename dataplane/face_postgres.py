@@ -36,10 +36,14 @@ class PostgresFaceStore(FaceStore):
         """The connection (held under self._lock), made and the schema ensured when there is none."""
         if self._connection is None or self._connection.closed:
             connection = psycopg.connect(self._url, autocommit=True, connect_timeout=int(self._connect_timeout))
-            with connection.transaction():
-                connection.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-                for statement in SCHEMA:
-                    connection.execute(statement.format(serial="BIGSERIAL", blob="BYTEA"))
+            try:
+                with connection.transaction():
+                    connection.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+                    for statement in SCHEMA:
+                        connection.execute(statement.format(serial="BIGSERIAL", blob="BYTEA"))
+            except BaseException:
+                connection.close()
+                raise
             self._connection = connection
         return self._connection
 
