@@ -116,7 +116,9 @@ class DlibFaceModel(FaceModel):
         scanned = image if scale == 1.0 else image.resize(
             (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BILINEAR,
             reducing_gap=2.0)
-        array = np.asarray(scanned.convert("RGB"))
+        # The luminance: HOG on one channel instead of the strongest of three is faster, with the
+        # same boxes on the test photos (margins a little lower).
+        array = np.asarray(scanned.convert("L"))
         with self._lock:
             rects, margins, _ = self._detector.run(array, upsample, margin)
         if scale == 1.0:
