@@ -70,25 +70,32 @@ class FaceIndex:
         return set(users[:count])
 
     def replace(self, rows: list[tuple[str, bytes]], generation: int) -> None:
-        self._view = (0, np.empty((max(len(rows), 16), self.size), np.float32), np.empty(max(len(rows), 16), np.float32),
-                      [])
-        self.append(rows, generation)
+        """Everything read again (after a deletion): published at once, never an empty index between."""
+        capacity = max(len(rows), 16)
+        empty = (0, np.empty((capacity, self.size), np.float32), np.empty(capacity, np.float32), [])
+        self._view = self._appended(empty, rows)
+        self.generation = generation
 
     def append(self, rows: list[tuple[str, bytes]], generation: int) -> None:
-        count, vectors, norms, users = self._view
-        if rows:
-            block = np.frombuffer(b"".join(blob for _, blob in rows), dtype="<f4").reshape(len(rows), self.size)
-            end = count + len(rows)
-            if end > len(vectors):
-                capacity = max(end, 2 * len(vectors))
-                grown, grown_norms = np.empty((capacity, self.size), np.float32), np.empty(capacity, np.float32)
-                grown[:count], grown_norms[:count] = vectors[:count], norms[:count]
-                vectors, norms = grown, grown_norms
-            vectors[count:end] = block
-            norms[count:end] = np.einsum("ij,ij->i", block, block)
-            users = users[:count] + [userid for userid, _ in rows]
-            self._view = (end, vectors, norms, users)
+        self._view = self._appended(self._view, rows)
         self.generation = generation
+
+    def _appended(self, view: tuple, rows: list[tuple[str, bytes]]) -> tuple:
+        """`view` with `rows` after it: written into its spare capacity (where no reader looks), or
+        into a copy twice as large."""
+        count, vectors, norms, users = view
+        if not rows:
+            return view
+        block = np.frombuffer(b"".join(blob for _, blob in rows), dtype="<f4").reshape(len(rows), self.size)
+        end = count + len(rows)
+        if end > len(vectors):
+            capacity = max(end, 2 * len(vectors))
+            grown, grown_norms = np.empty((capacity, self.size), np.float32), np.empty(capacity, np.float32)
+            grown[:count], grown_norms[:count] = vectors[:count], norms[:count]
+            vectors, norms = grown, grown_norms
+        vectors[count:end] = block
+        norms[count:end] = np.einsum("ij,ij->i", block, block)
+        return end, vectors, norms, users[:count] + [userid for userid, _ in rows]
 
     def nearest(self, queries: np.ndarray) -> list[Nearest]:
         """The registered embedding nearest to each query (rows of `queries`), exactly."""
