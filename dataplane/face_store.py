@@ -103,9 +103,10 @@ class FaceIndex:
         if count == 0:
             return [Nearest(None, float("inf")) for _ in queries]
         queries = np.asarray(queries, np.float32)
-        # |v - q|^2 = |v|^2 - 2 v.q + |q|^2: one matrix product for the ranking...
-        scores = norms[:count, None] - 2.0 * (vectors[:count] @ queries.T)
-        best = np.argmin(scores, axis=0)
+        # |v - q|^2 = |v|^2 - 2 v.q + |q|^2: one pass over the rows per face for the ranking, in
+        # numpy's own loop on one thread (OpenBLAS's threads, on a machine whose cores are busy
+        # with dlib or other work, mostly wait: slower and far less predictable)...
+        best = [int(np.argmin(norms[:count] - 2.0 * np.einsum("ij,j->i", vectors[:count], query))) for query in queries]
         # ...and the winner's distance computed directly, in float64.
         return [Nearest(users[i], float(np.linalg.norm(vectors[i].astype(np.float64) - q)))
                 for i, q in zip(best, queries.astype(np.float64))]
