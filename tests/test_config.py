@@ -138,7 +138,7 @@ def test_every_variable_is_read_and_documented(tmp_path):
     fields = {f.metadata["variable"]: f.name for f in dataclasses.fields(Settings) if f.metadata}
     assert set(fields) == set(VARIABLES) and len(VARIABLES) >= 27
     accepted = {"MODELS_DIR": str(tmp_path), "FETCH_ALLOW_HOSTS": "images.internal", "API_KEYS": "k1",
-                "REDIS_PASSWORD": "any text", "CACHE_PREFIX": "team-a"}
+                "REDIS_PASSWORD": "any text", "CACHE_PREFIX": "team-a", "DATA_DIR": str(tmp_path / "data")}
     for name in VARIABLES:
         assert name in documented, f"{name} is not documented in docs/configuration.md"
         if name in accepted:

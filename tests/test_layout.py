@@ -10,10 +10,10 @@ import subprocess
 
 from tests.support.paths import ROOT
 
-PACKAGES = ("api", "dataplane", "registry", "serving", "classifiers", "detectors", "runtimes", "models", "bench")
+PACKAGES = ("api", "dataplane", "registry", "serving", "classifiers", "detectors", "faces", "runtimes", "models", "bench")
 # The layers of the design map (docs/architecture.md), top first: a module imports only from its own layer or
 # below. A `python -m` entry point (a module with a __main__ block) stands on top of them all.
-LAYERS = (("app", "serving", "config"), ("api",), ("dataplane",), ("registry",), ("classifiers", "detectors"),
+LAYERS = (("app", "serving", "config"), ("api",), ("dataplane",), ("registry",), ("classifiers", "detectors", "faces"),
           ("models",), ("runtimes",), ("contract", "errors"))
 # Attributes the contract declares: probing for them means the contract is not trusted.
 CONTRACT = ("batchable", "resize_mode", "class_ids", "validate", "input_size", "labels", "runtime", "device",

@@ -37,8 +37,9 @@ def test_the_summary_names_port_models_states_and_what_is_missing(tmp_path):
                         "fetch them with `python -m models.download resnet` (MODEL_DOWNLOAD=false: it answers 503 "
                         "until then)); the default is mobilenet")
     assert lines[2] == "detection: disabled; set OBJECT_DETECTION_ENABLED=true to enable it"
-    assert "loads at its first request" in lines[3] and "openvino (f32)" in lines[3]
-    assert "no API key required" in lines[4] and "FRAMEWORK_LOGS=true shows them" in lines[4]
+    assert lines[3] == "face: disabled; set FACE_ENABLED=true to enable it"
+    assert "loads at its first request" in lines[4] and "openvino (f32)" in lines[4]
+    assert "no API key required" in lines[5] and "FRAMEWORK_LOGS=true shows them" in lines[5]
 
     lines = startup.summary(settings(OBJECT_DETECTION_ENABLED="true", OBJECT_DETECTION_MODEL="engine,local,tiny_yolo",
                                      MODELS_DIR=tmp_path, WORKERS=3, PRELOAD_MODELS="true", API_KEYS="k1",
@@ -49,8 +50,9 @@ def test_the_summary_names_port_models_states_and_what_is_missing(tmp_path):
                                "local (model folder, onnx file run by openvino), tiny_yolo (built-in, weights "
                                "missing: fetch them with `python -m models.download tiny_yolo`, or they are "
                                "downloaded at its first load")
-    assert lines[3].startswith("models load now, in the background")
-    assert "API keys required (1 configured)" in lines[4] and "in Redis, key prefix ics" in lines[4]
+    assert lines[3] == "face: disabled; set FACE_ENABLED=true to enable it"
+    assert lines[4].startswith("models load now, in the background")
+    assert "API keys required (1 configured)" in lines[5] and "in Redis, key prefix ics" in lines[5]
     assert "secret" not in "\n".join(lines) and "k1" not in "\n".join(lines)
 
 
@@ -108,7 +110,8 @@ def test_a_start_says_what_is_served_first_and_nothing_of_the_frameworks(models_
     if (models_dir / "mobilenet_v2_quant").is_dir():
         assert "mobilenet_v2_quant (model folder, tflite file run by litert)" in lines[1]
     assert lines[2].endswith("detection: disabled; set OBJECT_DETECTION_ENABLED=true to enable it")
-    assert "models load now, in the background" in lines[3]
+    assert lines[3].endswith("face: disabled; set FACE_ENABLED=true to enable it")
+    assert "models load now, in the background" in lines[4]
     assert "model 'mobilenet' ready in" in log and "model 'resnet' is unavailable" in log
     assert [line for line in lines if not OWN_LINE.match(line)] == []
     assert not any(notice in log for notice in NOTICES)
