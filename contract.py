@@ -19,6 +19,7 @@ from PIL import Image
 
 CLASSIFICATION = "classification"
 DETECTION = "detection"
+FACE = "face"
 
 STRETCH = "stretch"      # the whole image is resized to `input_size`, aspect ratio not kept
 LETTERBOX = "letterbox"  # resized to fit `input_size`, aspect ratio kept, padded
@@ -155,3 +156,31 @@ class Detector(Model):
     @abc.abstractmethod
     def predict(self, images: list[Image.Image], min_score: float) -> list[list[Detection]]:
         """Per image, the detections with score >= min_score, in any order."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Face:
+    box: tuple[int, int, int, int]   # x1, y1, x2, y2 in the input image's pixels
+    score: float                     # the detector's confidence, 0-1
+    embedding: np.ndarray | None     # float32, `FaceModel.embedding_size` values; None when not asked for
+
+
+class FaceModel(Model):
+    """Finds faces and describes each one as an embedding: two faces of one person lie closer
+    (Euclidean distance) than `same_person_distance`, the model's published threshold. The data
+    plane stores and searches the embeddings; the model never sees who is who."""
+    task = FACE
+    embedding_size: int
+    same_person_distance: float
+    # The detector's own operating point on the 0-1 score scale: registering and recognising
+    # find faces at it; a client's min_confidence on detection moves it.
+    default_min_score: float
+
+    @property
+    def labels(self) -> Sequence[str]:
+        return ("face",)
+
+    @abc.abstractmethod
+    def predict(self, images: list[Image.Image], min_score: float, embed: bool) -> list[list[Face]]:
+        """Per image, the faces with score >= min_score, each with its embedding when `embed`
+        (detection alone is much cheaper), in any order."""

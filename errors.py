@@ -130,3 +130,20 @@ class UpstreamError(ApiError):
     code, type = 502, "upstream_error"
     message = ("The model's inference engine failed or gave an answer that cannot be used; "
                "try again shortly.")
+
+
+class NoFace(ApiError):
+    """A photo that must show a face (to register, to match) shows none the detector finds."""
+    code, type = 400, "no_face"
+    message = "No face was found in the image."
+
+
+class FaceStoreUnavailable(ApiError):
+    """The face store's database cannot be read or written (PostgreSQL down, SQLite locked or
+    its disk full): nothing was registered or deleted; the client may retry."""
+    code, type = 503, "face_store_unavailable"
+    message = "The face store's database cannot be reached; nothing was changed. Try again shortly."
+
+    def __init__(self, message: str | None = None, **kwargs):
+        kwargs.setdefault("headers", {"Retry-After": "5"})
+        super().__init__(message, **kwargs)

@@ -26,6 +26,16 @@ if ! command -v redis-server >/dev/null 2>&1; then
   fi
 fi
 
+# tests/test_face_store.py starts a real PostgreSQL server (the face store of several replicas) on a
+# free loopback port: Debian's package, as for redis-server. Elsewhere those tests skip.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+  else
+    echo "run_tests.sh: PostgreSQL is missing and cannot be installed here; the PostgreSQL face store tests skip" >&2
+  fi
+fi
+
 # tests/test_page_browser.py drives the page at / in headless Chromium: Debian's package, as for
 # redis-server (Playwright's own browser download is not reachable here). Elsewhere those tests skip.
 if [ ! -x /usr/bin/chromium ]; then

@@ -3,8 +3,7 @@ models, so NVR and home-automation clients (Frigate, Blue Iris, Home Assistant, 
 unchanged. Same data plane, decoding, caps, admission and feature flags as every other route;
 only the request fields, the answer and the error shape are theirs. The image is the `image`
 part, or else the first file part whatever its name, as CodeProject.AI reads it (api.parsing).
-README: "Use it as a DeepStack / CodeProject.AI server" lists the sources each field was checked
-against."""
+docs/deepstack.md lists the sources each field was checked against."""
 from __future__ import annotations
 
 import logging

@@ -26,7 +26,11 @@ OPEN_ENDPOINTS = {"operations.health", "operations.ready", "operations.metrics",
 # multipart/form-data body only, as those clients send it (a urlencoded body is not theirs, and a
 # key there would authenticate a request no DeepStack client makes). Every other route's body
 # is left to the route.
-FORM_KEY_BLUEPRINTS = {"deepstack"}
+FORM_KEY_BLUEPRINTS = {"deepstack", "faces"}
+# Except where a DeepStack client sends its key urlencoded: deepstack-python's
+# DeepstackFace.get_registered_faces posts `data={"api_key": ...}` with no file (DeepStack's gin
+# server reads either encoding).
+URLENCODED_KEY_ENDPOINTS = {"faces.list_faces"}
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 # On every answer, errors and static files included: no MIME sniffing, never framed, no referrer.
@@ -105,7 +109,8 @@ def _presented_key() -> str | None:
     auth = request.headers.get("Authorization", "")
     if auth[:7].lower() == "bearer ":
         return auth[7:].strip()
-    if request.blueprint in FORM_KEY_BLUEPRINTS and request.mimetype == "multipart/form-data":
+    if request.blueprint in FORM_KEY_BLUEPRINTS and (request.mimetype == "multipart/form-data" or (
+            request.endpoint in URLENCODED_KEY_ENDPOINTS and request.mimetype == "application/x-www-form-urlencoded")):
         return request.form.get("api_key") or None
     return None
 

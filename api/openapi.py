@@ -158,6 +158,85 @@ _DEEPSTACK_SCHEMAS = {
 }
 
 
+# --- faces: DeepStack's face API and /v2/faces (api/faces.py) -----------------------------------
+
+def _face_form(required: list[str], **fields) -> dict:
+    fields["api_key"] = {"type": "string", "description": "An API key when API_KEYS is set; read from this multipart body only"}
+    return {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": required, "properties": fields}}}}
+
+
+_PHOTO = {"type": "string", "format": "binary", "description": "JPEG, PNG, BMP, GIF, WEBP or TIFF"}
+_USERID = {"type": "string", "maxLength": 100, "description": "letters and digits of any script, spaces inside, "
+                                                               "- _ . ' @ +; 'unknown' is reserved"}
+_CORNERS = {k: {"type": "integer"} for k in ("x_min", "y_min", "x_max", "y_max")}
+_TIMINGS = {k: {"type": "integer"} for k in ("inferenceMs", "processMs", "analysisRoundTripMs", "code")}
+
+
+def _face_op(operation: str, summary: str, body: dict | None, answer: dict, *codes: int) -> dict:
+    op = {"summary": summary, "operationId": operation,
+          "responses": {"200": _json({"type": "object", "properties": {"success": {"type": "boolean"}, **answer}}),
+                        **_deepstack_errors(*codes)}}
+    return {"post": {**op, "requestBody": body} if body else op}
+
+
+def _face_paths() -> dict:
+    inference = (400, 401, 403, 413, 415, 500, 503, 504)
+    predictions = lambda item: {"predictions": {"type": "array", "items": {"type": "object", "properties": item}},  # noqa: E731
+                                "count": {"type": "integer"}, "message": {"type": "string"}, **_TIMINGS}
+    detect = _face_op("faceDetect", "DeepStack face detection: the faces found, highest confidence first",
+                      _face_form(["image"], image=_PHOTO, min_confidence={"type": "number", "minimum": 0, "maximum": 1,
+                                                                          "default": 0.55}),
+                      predictions({"confidence": {"type": "number"}, **_CORNERS}), *inference)
+    return {
+        "/v1/vision/face": detect, "/v1/vision/face/": {"post": {**detect["post"], "operationId": "faceDetectSlash"}},
+        "/v1/vision/face/register": _face_op(
+            "faceRegister", "Register a person's face: the largest face of each photo is added to userid",
+            _face_form(["userid", "image"], userid=_USERID, image=_PHOTO,
+                       image1={**_PHOTO, "description": "more photos: image1, image2, ... (any field names)"}),
+            {"message": {"type": "string", "enum": ["face added", "face updated"]}, "userid": {"type": "string"},
+             "faces": {"type": "integer"}, "used": {"type": "array", "items": {"type": "object"}},
+             "skipped": {"type": "array", "items": {"type": "string"}}, **_TIMINGS}, *inference),
+        "/v1/vision/face/recognize": _face_op(
+            "faceRecognize", "Every face with its userid ('unknown', confidence 0, below min_confidence)",
+            _face_form(["image"], image=_PHOTO, min_confidence={"type": "number", "minimum": 0, "maximum": 1,
+                                                                "default": 0.67}),
+            predictions({"userid": {"type": "string"}, "confidence": {"type": "number"}, **_CORNERS}), *inference),
+        "/v1/vision/face/match": _face_op(
+            "faceMatch", "Similarity (0-1; 0.67 at the model's same-person distance) of the largest faces of two photos",
+            _face_form(["image1", "image2"], image1=_PHOTO, image2=_PHOTO),
+            {"similarity": {"type": "number"}, "distance": {"type": "number"}, **_TIMINGS}, *inference),
+        "/v1/vision/face/list": _face_op("faceList", "The registered userids", None, {
+            "faces": {"type": "array", "items": {"type": "string"}}, "count": {"type": "integer"}}, 401, 403, 503),
+        "/v1/vision/face/delete": _face_op(
+            "faceDelete", "Delete every face of userid (success also for a userid not registered)",
+            _face_form(["userid"], userid=_USERID), {"deleted": {"type": "integer"}}, 400, 401, 403, 503),
+        "/v2/faces": {"post": {
+            "summary": "Faces with identities in one image or a batch (multipart parts, URLs, base64)",
+            "operationId": "facesV2",
+            "parameters": [_query("min_confidence", {"type": "number", "minimum": 0, "maximum": 1, "default": 0.67},
+                                  "Name a face only at this confidence or over")],
+            "requestBody": _BATCH_BODY,
+            "responses": {"200": _timed(_json(_ref("FacesV2"))), **_errors(*inference)}}},
+    }
+
+
+_FACE_SCHEMAS = {
+    "FacesV2": {"type": "object", "properties": {
+        "model": {"type": "string"}, "cached": {"type": "boolean"},
+        "results": {"type": "array", "items": {"oneOf": [{"type": "object", "properties": {
+            "width": {"type": "integer"}, "height": {"type": "integer"}, "cached": {"type": "boolean"},
+            "faces": {"type": "array", "description": "largest first", "items": {"type": "object", "properties": {
+                "box": {"type": "object", "properties": {k: {"type": "integer"} for k in ("x1", "y1", "x2", "y2")}},
+                "score": {"type": "number", "description": "the detector's confidence"},
+                "userid": {"type": "string", "nullable": True, "description": "null: unknown"},
+                "confidence": {"type": "number"},
+                "distance": {"type": "number", "nullable": True,
+                             "description": "to the nearest registered face; null when nobody is registered"}}}}}},
+            _ref("Error")]}}}},
+}
+
+
 def openapi_document(app: Flask) -> dict:
     settings = app.extensions["settings"]
     open_route = {"security": []}
@@ -295,6 +374,8 @@ def openapi_document(app: Flask) -> dict:
     paths.update(_deepstack_paths())
     paths.update(_codeproject_status_paths())
     schemas.update(_DEEPSTACK_SCHEMAS)
+    paths.update(_face_paths())
+    schemas.update(_FACE_SCHEMAS)
     document = {
         "openapi": "3.0.3",
         "info": {"title": SERVICE_NAME, "version": VERSION,

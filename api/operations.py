@@ -88,9 +88,11 @@ def status():
                               "enable_with": f"{entry.enable_variable}=true"}
     admission, store = current_app.extensions["admission"], current_app.extensions["shared_store"]
     worker = current_app.extensions.get("worker")  # this process' place under WORKERS > 1
+    faces = current_app.extensions.get("faces")
     return jsonify(features=features, models=registry.status(), ready=registry.ready,
                    admission={"admitted": admission.admitted, "capacity": admission.capacity},
                    shared_store=store.status() if store else {"backend": "memory"},
+                   face_store=faces.store.status() if faces else None,
                    worker={"index": worker.index, "count": worker.count} if worker else {"index": 0, "count": 1})
 
 

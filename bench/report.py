@@ -2,8 +2,8 @@
 PNG charts (throughput and p95 latency against clients) linked from the Markdown; given several
 results of the same benchmark (one per WORKERS value, say), one chart per model and image with a
 line per result:
-    python -m bench.report out.json [--charts docs/charts]
-    python -m bench.report workers1.json workers4.json --charts docs/charts"""
+    python -m bench.report out.json [--charts charts/]
+    python -m bench.report workers1.json workers4.json --charts charts/"""
 from __future__ import annotations
 
 import json

@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 from PIL import Image
 
-from contract import CLASSIFICATION, DETECTION, STRETCH, Detection
+from contract import CLASSIFICATION, DETECTION, FACE, STRETCH, Detection, Face
 from dataplane.cache import ResultCache
 from dataplane.fetch import Fetcher
 from dataplane.images import ImageLimits, decode_image
@@ -69,6 +69,7 @@ class Job:
     route: str
     keep_images: bool = False
     gone: Callable[[], bool] = lambda: False   # has the client left? (its work is then dropped)
+    cached: bool = True        # faces are not: an embedding is a person's data, kept only where they are registered
 
 
 class Pipeline:
@@ -97,13 +98,20 @@ class Pipeline:
                             lambda slot, found: kept(found, classes, max_detections), route, keep_images,
                             gone), sources)
 
+    def faces(self, sources: list[ImageSource], *, min_score: float, embed: bool, route: str,
+              gone: Callable[[], bool] = lambda: False) -> tuple[ModelSlot, list[ImageResult]]:
+        """Faces (contract.Face), largest first; with their embeddings when `embed`. Never cached."""
+        return self.run(Job(FACE, None, (min_score, embed), (min_score, embed),
+                            lambda slot, found: sorted(found, key=_area, reverse=True), route, gone=gone,
+                            cached=False), sources)
+
     def run(self, job: Job, sources: list[ImageSource]) -> tuple[ModelSlot, list[ImageResult]]:
         slot = self.registry.for_task(job.task, job.model)
         key = (job.task, slot.name) + job.params
         stretch_to = slot.model.input_size if slot.model.resize_mode == STRETCH else None
         check = self._check(job, slot)
         with slot.expecting() as token:
-            results, pending = self._prepare(sources, key, job.keep_images, stretch_to, check)
+            results, pending = self._prepare(sources, key if job.cached else None, job.keep_images, stretch_to, check)
             if pending:
                 started = time.perf_counter()
                 # The images are listed inside the call, so nothing here holds them afterwards.
@@ -114,7 +122,7 @@ class Pipeline:
                     result.inference_seconds = share
                     if not job.keep_images:
                         result.image = None
-                    self._answered(slot.name, check, key, result, job.finish(slot, output))
+                    self._answered(slot.name, check, key if job.cached else None, result, job.finish(slot, output))
         self._record(results, slot.name, job.route)
         return slot, results
 
@@ -122,15 +130,18 @@ class Pipeline:
         labels = self._labels.get(slot.name)
         if labels is None:  # once per model: its labels never change
             labels = self._labels[slot.name] = label_table(slot.model.labels, slot.model.class_ids)
-        return AnswerCheck(job.task, job.params, labels, self.limits)
+        size = slot.model.embedding_size if job.task == FACE else None
+        return AnswerCheck(job.task, job.params, labels, self.limits, embedding_size=size)
 
-    def _answered(self, model: str, check: "AnswerCheck", key: tuple, result: ImageResult, value) -> None:
-        """The model's answer for one image: cached when a cached copy would pass the check, served
-        uncached when only its scores leave [0, 1], and that image's error otherwise."""
+    def _answered(self, model: str, check: "AnswerCheck", key: tuple | None, result: ImageResult, value) -> None:
+        """The model's answer for one image: cached (unless `key` is None) when a cached copy would
+        pass the check, served uncached when only its scores leave [0, 1], and that image's error
+        otherwise."""
         problem = check.problem(result.width, result.height, value)
         if problem is None:
             result.value = value
-            self.cache.put(key + (result.key,), (result.width, result.height, value))
+            if key is not None:
+                self.cache.put(key + (result.key,), (result.width, result.height, value))
         elif dataclasses.replace(check, scores=FINITE).problem(result.width, result.height, value) is None:
             result.value = value
             if model not in self._uncached:
@@ -143,15 +154,15 @@ class Pipeline:
             result.error = InferenceFailed()
 
     def _prepare(self, sources, key, keep_images: bool, stretch_to, check):
-        """Results from the cache, and the decoded images still to compute."""
+        """Results from the cache (none when `key` is None), and the decoded images still to compute."""
         results, pending = [], []
         for source in sources:
             result = ImageResult(key=source.key, error=source.error, read=source.data is not None)
             results.append(result)
             if source.error is not None:
                 continue
-            cached = self.cache.get(key + (source.key,), check=check)
-            if self.metrics:
+            cached = self.cache.get(key + (source.key,), check=check) if key is not None else None
+            if self.metrics and key is not None:
                 self.metrics.cache(cached is not None)
             if cached is not None:
                 result.width, result.height, result.value = cached
@@ -197,6 +208,11 @@ def kept(found: list[Detection], classes: frozenset[str] | None, max_detections:
     return found[:max_detections] if max_detections else found
 
 
+def _area(face: Face) -> int:
+    x1, y1, x2, y2 = face.box
+    return (x2 - x1) * (y2 - y1)
+
+
 def label_table(labels, class_ids) -> dict[str, frozenset]:
     """label -> the class ids it names (ImageNet names two classes 'crane', two 'maillot')."""
     table = collections.defaultdict(set)
@@ -215,6 +231,7 @@ class AnswerCheck:
     labels: Mapping[str, frozenset]
     limits: ImageLimits
     scores: tuple[float, float] = PROBABILITY
+    embedding_size: int | None = None   # faces: the model's embedding size
 
     def __call__(self, value: tuple) -> bool:
         return self.problem(*value) is None
@@ -227,6 +244,8 @@ class AnswerCheck:
             return "not a list"
         if self.task == CLASSIFICATION:
             return _classification_problem(result, self.labels, self.scores, top_k=self.params[0])
+        if self.task == FACE:
+            return _face_problem(result, self.scores, width, height, *self.params, size=self.embedding_size)
         min_score, max_detections, classes = self.params
         if max_detections and len(result) > max_detections:
             return "more detections than asked for"
@@ -273,6 +292,21 @@ def _detection_problem(found: list, labels: Mapping[str, frozenset], scores: tup
         if not _inside(d.box, width, height):
             return "a box that is not inside the image"
         last = d.score
+    return None
+
+
+def _face_problem(found: list, scores: tuple[float, float], width: int, height: int, min_score: float,
+                  embed: bool, size: int) -> str | None:
+    """Faces with scores within `scores` and over min_score, boxes inside the image, and (when
+    asked for) an embedding of the model's size of finite numbers."""
+    for face in found:
+        if not isinstance(face, Face) or not _score(face.score, scores) or face.score < min_score - SCORE_SLACK:
+            return "a face with a score outside [min_score, 1] or not finite"
+        if not _inside(face.box, width, height):
+            return "a face box that is not inside the image"
+        vector = face.embedding
+        if embed and not (isinstance(vector, np.ndarray) and vector.shape == (size,) and np.isfinite(vector).all()):
+            return "an embedding that is missing, of another size or not finite"
     return None
 
 

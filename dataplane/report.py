@@ -17,7 +17,7 @@ import time
 
 BUCKET_SECONDS = 60
 # Distinct image keys over the window, at most (in memory and in Redis): the bound on the
-# report's size that the README states.
+# report's size that docs/operations.md states.
 MAX_IMAGES = 100_000
 # The report's "series": requests and errors per minute over the last hour (the page's "requests
 # over time"), read from the route buckets the report keeps anyway.

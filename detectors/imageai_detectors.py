@@ -54,7 +54,7 @@ class ImageAIDetector(BuiltinModel, Detector):
         self._retinanet_steps = None   # RetinaNet: the network whose transform, anchors and NMS run
         self._lock = threading.Lock()
         # YOLO stacks a micro-batch into one network call. RetinaNet runs one image per call:
-        # a batch was measured slower than the images one by one on a GPU (docs/benchmarks.md),
+        # a batch was measured slower than the images one by one on a GPU (docs/performance.md),
         # and on the CPU OpenVINO runs its network one image at a time anyway.
         self.batchable = self.model_type != "RetinaNet"
         # YOLO letterboxes to 416x416; RetinaNet resizes inside the network (shorter side 800).

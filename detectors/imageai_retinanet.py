@@ -22,7 +22,8 @@ from contract import InferenceOptions
 
 # The input the load-time check runs at: a small padded size (multiples of 32, as the transform
 # pads). The dense part takes any size, and a check at the transform's ~800x1066 would cost a
-# large part of a start (docs/benchmarks.md). A conversion is also checked once at serving size.
+# large part of a start (docs/benchmarks.md in git history, at fec9c9d). A conversion is also
+# checked once at serving size.
 PROBE_SIZE = (128, 128)
 
 

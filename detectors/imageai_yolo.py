@@ -2,10 +2,10 @@
 for a batch of images in one network call, and the network split before its detection layers
 so OpenVINO can run the convolutions.
 
-Measured with `python -m bench` (docs/benchmarks.md): ImageAI's `detectObjectsFromImage` spent
-several times the network's forward pass outside it: converting and copying the full
-image twice, drawing every box on it, and running non-maximum suppression one box at a time
-through torch calls. This module keeps ImageAI's own network, letterbox (`prepare_image`)
+Measured with `python -m bench` (docs/benchmarks.md in git history, at fec9c9d): ImageAI's
+`detectObjectsFromImage` spent several times the network's forward pass outside it: converting
+and copying the full image twice, drawing every box on it, and running non-maximum suppression
+one box at a time through torch calls. This module keeps ImageAI's own network, letterbox (`prepare_image`)
 and arithmetic, stacks the letterboxed images of a micro-batch into one network call, and
 replaces the loop with the same greedy algorithm in torchvision's nms kernel, on the network's
 device (a GPU host runs no Python per candidate): same thresholds (objectness 0.5, IoU 0.4),
@@ -31,7 +31,8 @@ from contract import InferenceOptions
 YOLO_INPUT = 416
 # The load check's input side (a multiple of the network's stride, 32): a start from the cache
 # checks the compiled network on it. At 416 the check would be a full forward pass, a large part
-# of a YOLOv3 start (docs/benchmarks.md); the first call at 416 then costs a little more.
+# of a YOLOv3 start (docs/benchmarks.md in git history, at fec9c9d); the first call at 416 then
+# costs a little more.
 PROBE_SIDE = 128
 OBJECTNESS = 0.5   # ImageAI ObjectDetection.__objectness_score
 NMS_IOU = 0.4      # ImageAI ObjectDetection.__nms_score
@@ -191,7 +192,7 @@ def compile_heads(network, key: str, models_dir, options: InferenceOptions):
         # Any batch size: a micro-batch is one call, a little faster than one call per image,
         # and one image costs the same as on a batch-1 network. Any input size, for the small
         # load check: serving at 416 costs the same as on a network compiled for 416 only
-        # (docs/benchmarks.md has the measurements).
+        # (docs/benchmarks.md in git history, at fec9c9d, has the measurements).
         key=key, probe=answers, source=source, input_shapes=[[-1, 3, -1, -1]])
     compiled = openvino.compile_network(conversion, models_dir, options)
     return compiled, [detection_layer(spec) for spec in compiled.details["layers"]]

@@ -43,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     names = args.names
     if not names:
         names = [settings.models_for(task)[0] for task in TASKS if settings.models_for(task)] or ["all"]
+    packaged = [n for n in names if n in BUILTINS and n not in CATALOG]
+    for name in packaged:
+        print(f"{name}: its files come with the Python package {BUILTINS[name].weights.requirement} "
+              "(requirements.txt): nothing to download")
+    names = [n for n in names if n not in packaged]
     if "all" in names:
         names = list(CATALOG)
     unknown = [n for n in names if n not in CATALOG]

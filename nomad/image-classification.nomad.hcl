@@ -4,8 +4,11 @@
 # /report through Redis (nomad/redis.nomad.hcl runs one, registered in Consul as
 # image-classification-redis; or point REDIS_URL at your own). Without Redis, or while it is
 # away, each replica serves from its own memory.
+# Faces (FACE_ENABLED) need one face store for every replica: PostgreSQL (nomad/postgres.nomad.hcl),
+# named by DATABASE_URL in the job's Nomad Variable. Without DATABASE_URL each replica would keep
+# its own SQLite store in DATA_DIR and they would disagree: FACE_ENABLED stays "false" until it is set.
 # Secrets come from Nomad Variables, never from this file (see the template block):
-#   nomad var put nomad/jobs/image-classification API_KEYS=key1,key2 REDIS_PASSWORD=...
+#   nomad var put nomad/jobs/image-classification API_KEYS=key1,key2 REDIS_PASSWORD=... DATABASE_URL=postgresql://...
 job "image-classification" {
   datacenters = ["dc1"]
   type        = "service"
@@ -78,11 +81,18 @@ job "image-classification" {
         IMAGE_CLASSIFICATION_MODEL   = "mobilenet"
         OBJECT_DETECTION_ENABLED     = "true"
         OBJECT_DETECTION_MODEL       = "yolo"
+        # Faces: "true" once DATABASE_URL is set (see the top of this file).
+        FACE_ENABLED                 = "false"
+        FACE_MODEL                   = "dlib"
+        FACE_MAX_DISTANCE            = "0"
+        # The SQLite face store of a single replica (unused with DATABASE_URL): the task's own
+        # directory, kept across restarts of the task, lost with the allocation.
+        DATA_DIR                     = "/alloc/data/faces"
         MODELS_DIR                   = "/app/models"
         MODEL_DOWNLOAD               = "false"
         PRELOAD_MODELS               = "true"
         # Serving processes in this task, each with its own models: 1 on CPUs (the model uses
-        # every core already); on a GPU host, more (README, "Several serving processes").
+        # every core already); on a GPU host, more (docs/operations.md, "Several serving processes").
         WORKERS                      = "1"
         INFERENCE_CONCURRENCY             = "4"
         PORT                         = "5001"
@@ -118,7 +128,9 @@ job "image-classification" {
         # Web pages of other origins allowed to call the API from a browser (docs/neighbours.md):
         # "" none, "*" any, or a comma-separated list such as "https://dashboard.example".
         CORS_ORIGINS                 = ""
-        # Remote inference engines (README, "Remote inference engines"): a model folder under
+        # The frameworks' own log lines (TensorFlow, absl, gRPC, LiteRT); "true" while debugging one.
+        FRAMEWORK_LOGS               = "false"
+        # Remote inference engines (docs/remote-engines.md): a model folder under
         # MODELS_DIR whose model.json says "format": "kserve_v2" (Triton, KServe, OVMS, MLServer)
         # or "tfserving", with the engine's "url" (e.g. http://triton.service.consul:8000, or
         # grpc://triton.service.consul:8001 for the faster gRPC transport) and "model". Name such folders in IMAGE_CLASSIFICATION_MODEL / OBJECT_DETECTION_MODEL like
@@ -132,7 +144,8 @@ job "image-classification" {
       # Secrets from the job's Nomad Variable (nomad/jobs/image-classification), rendered into
       # the task's private secrets/ directory and read as environment variables: never a literal
       # in this file, never in `nomad job inspect`. An item that is not set is not rendered
-      # (no API_KEYS: the API is open; no REDIS_PASSWORD: Redis without a password).
+      # (no API_KEYS: the API is open; no REDIS_PASSWORD: Redis without a password; no
+      # DATABASE_URL: the face store in DATA_DIR).
       # With Vault instead: {{ with secret "kv/data/image-classification" }}...{{ end }}.
       template {
         destination = "secrets/service.env"
@@ -146,6 +159,9 @@ API_KEYS="{{ .API_KEYS }}"
 {{- end }}
 {{- if .REDIS_PASSWORD }}
 REDIS_PASSWORD="{{ .REDIS_PASSWORD }}"
+{{- end }}
+{{- if .DATABASE_URL }}
+DATABASE_URL="{{ .DATABASE_URL }}"
 {{- end }}
 {{- end }}
 {{- end }}

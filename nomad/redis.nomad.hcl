@@ -41,7 +41,7 @@ job "image-classification-redis" {
         args  = ["redis-server", "/secrets/redis.conf"]
       }
 
-      # maxmemory: what the cache and a MONITOR_WINDOW of report may hold (README, "Sizing");
+      # maxmemory: what the cache and a MONITOR_WINDOW of report may hold (docs/operations.md, "Sizing");
       # the task's memory below leaves room for Redis' own overhead. protected-mode is off so
       # the replicas on other hosts can connect: set REDIS_PASSWORD, or only the cluster
       # network stands between Redis and a client (the password: letters and digits).

@@ -9,7 +9,7 @@ import dataclasses
 import importlib
 from pathlib import Path
 
-from contract import CLASSIFICATION, DETECTION, InferenceOptions, Model
+from contract import CLASSIFICATION, DETECTION, FACE, InferenceOptions, Model
 from models.builtins import BUILTINS, builtins_of
 from models.folder_spec import SpecError, load_spec
 
@@ -19,7 +19,7 @@ class Task:
     name: str
     enable_variable: str
     model_variable: str
-    folder_factory: str             # "module:Class", Class(spec, options), for MODELS_DIR/<name>/ folders
+    folder_factory: str | None      # "module:Class", Class(spec, options), for MODELS_DIR/<name>/ folders; None: built-ins only
     enable_alias: str | None = None
 
     @property
@@ -41,6 +41,7 @@ TASKS: dict[str, Task] = {t.name: t for t in (
     Task(CLASSIFICATION, "IMAGE_CLASSIFICATION_ENABLED", "IMAGE_CLASSIFICATION_MODEL",
          "classifiers.folder:FolderClassifier", enable_alias="IMAGE_CLASSIFICATION"),
     Task(DETECTION, "OBJECT_DETECTION_ENABLED", "OBJECT_DETECTION_MODEL", "detectors.folder:FolderDetector"),
+    Task(FACE, "FACE_ENABLED", "FACE_MODEL", None),
 )}
 
 
@@ -59,6 +60,9 @@ def create_model(task: str, name: str, models_dir: Path, download: bool = True,
     builtin = BUILTINS.get(name)
     if builtin is not None and builtin.task == task:
         return resolve(builtin.family)(builtin, Path(models_dir), download, options)
+    if entry.folder_factory is None:
+        raise SpecError([f"MODELS_DIR/{name}: {entry.model_variable} takes a built-in model "
+                         f"({', '.join(entry.builtins)}); model folders are not supported for {task} yet"])
     spec = load_spec(Path(models_dir) / name, allow_hosts)
     if spec.task != task:
         raise SpecError([f"{spec.where}: 'task' is {spec.task!r}, but the model is configured "

@@ -2,7 +2,7 @@
 cache key; the cached network, against its manifest), remembered between starts.
 
 Hashing YOLOv3's weights and its converted network was a quarter of a load from the cache
-(docs/benchmarks.md). A digest is remembered in
+(docs/benchmarks.md in git history, at fec9c9d). A digest is remembered in
 MODELS_DIR/.openvino/digests.json with the identity of the file it was computed from (device,
 inode, size, and the modification and change times in nanoseconds) and reused only while that
 identity is unchanged: any write or replacement of the file changes its change time, which no

@@ -55,9 +55,9 @@ OPENVINO_EXECUTOR = "runtimes.openvino_file:OpenVINOFileExecutor"
 
 FORMATS: dict[str, Format] = {row.name: row for row in (
     # OpenVINO answered the quantized TFLite models of ../shared otherwise than LiteRT (its
-    # integer kernels round otherwise): LiteRT stays the default (docs/benchmarks.md).
+    # integer kernels round otherwise): LiteRT stays the default (docs/performance.md).
     Format("tflite", "litert", {FILE: "runtimes.tflite:TFLiteExecutor"}, choices=(OPENVINO,)),
-    # OpenVINO ran ONNX files faster than ONNX Runtime with the same answers (docs/benchmarks.md),
+    # OpenVINO ran ONNX files faster than ONNX Runtime with the same answers (docs/performance.md),
     # unless ONNX Runtime has a GPU (OnnxExecutor.sees_gpu).
     Format("onnx", "onnxruntime", {FILE: "runtimes.onnx:OnnxExecutor"}, choices=(OPENVINO,), default=OPENVINO),
     Format("keras", "tensorflow", {FILE: "runtimes.keras_file:KerasFileExecutor"},

@@ -18,7 +18,7 @@ take the cores from the next network call, so with OpenVINO running the networks
 but made torch's own networks slower, and inside a forward pass even a short spin costs torch a
 little: where torch runs the networks, libgomp keeps its default. It is set just before torch
 loads libgomp, and never where the deployment set OMP_WAIT_POLICY or GOMP_SPINCOUNT itself.
-(docs/benchmarks.md has the measurements: `python -m bench.openmp`.)
+(docs/performance.md has the measurements: `python -m bench.openmp`.)
 
 The thread counts and the runtime choice come from the caller (contract.InferenceOptions); the
 pools they set are process-wide, as the frameworks' own are, and set once, at the import.

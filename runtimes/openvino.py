@@ -11,7 +11,7 @@ checks the compiled network against it without building the framework's model at
 entry that fails the check is converted again, and a conversion that fails it is not used (the
 framework runs instead).
 
-Measured on the 2-core development machine (docs/benchmarks.md): a static batch-1 network
+Measured on the 2-core development machine (docs/performance.md): a static batch-1 network
 called once per image is faster here than a dynamic or a batch-8 network, so a batch of N is
 N calls on one compiled network. OpenVINO's converter reports usage to Google Analytics
 unless told otherwise; the service sends nothing anywhere, so that is blocked before

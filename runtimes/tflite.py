@@ -1,7 +1,17 @@
-"""TFLite models with LiteRT (`ai-edge-litert`). An interpreter is not thread-safe: one call at a time."""
+"""TFLite models with LiteRT (`ai-edge-litert`). An interpreter is not thread-safe: one call at a time.
+
+LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." once per process, when
+its first interpreter is made, straight to file descriptor 2; no variable of its own turns it
+off. Where TF_CPP_MIN_LOG_LEVEL hides TensorFlow's INFO lines (the service sets it unless
+FRAMEWORK_LOGS=true: serving.startup), interpreters are made with descriptor 2 going to a
+temporary file until that notice has been held back once; everything else written there
+meanwhile (another thread's log line, an error of LiteRT's) is written out right after.
+"""
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -18,13 +28,50 @@ def _info(detail: dict) -> TensorInfo:
                       np.dtype(detail["dtype"]), float(scale), int(zero_point))
 
 
+XNNPACK_NOTICE = b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"
+_notice = threading.Lock()
+_notice_held_back = False
+
+
+def _info_lines_off() -> bool:
+    level = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0").strip()
+    return level.isdigit() and int(level) >= 1
+
+
+def _without_notice(make):
+    """`make()`, with LiteRT's XNNPACK notice held back (module docstring) where it should be."""
+    global _notice_held_back
+    with _notice:
+        if _notice_held_back or not _info_lines_off():
+            return make()
+        with tempfile.TemporaryFile() as held:
+            sys.stderr.flush()
+            saved = os.dup(2)
+            os.dup2(held.fileno(), 2)
+            try:
+                return make()
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+                held.seek(0)
+                written = held.read()
+                _notice_held_back = XNNPACK_NOTICE in written
+                if written.replace(XNNPACK_NOTICE, b""):
+                    os.write(2, written.replace(XNNPACK_NOTICE, b""))
+
+
+def _interpreter(path: Path, threads: int):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path), num_threads=threads)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
 class TFLiteExecutor(Executor):
 
     def __init__(self, path: Path, threads: int | None = None):
-        from ai_edge_litert.interpreter import Interpreter
-
-        self._interpreter = Interpreter(model_path=str(path), num_threads=threads or os.cpu_count() or 1)
-        self._interpreter.allocate_tensors()
+        self._interpreter = _without_notice(lambda: _interpreter(path, threads or os.cpu_count() or 1))
         inputs = self._interpreter.get_input_details()
         if len(inputs) != 1:
             raise ValueError(f"the model has {len(inputs)} inputs; one image input is supported")

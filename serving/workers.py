@@ -2,7 +2,7 @@
 
 Why: one process runs every request's Python work (waitress' I/O loop, multipart parsing, JPEG
 decoding, the JSON answer) under one interpreter lock. On a GPU host that lock, not the GPU,
-limits throughput (docs/benchmarks.md, "Why not 300"). With WORKERS=N, `python app.py` becomes
+limits throughput (docs/performance.md, "On a GPU"). With WORKERS=N, `python app.py` becomes
 a supervisor that
 - binds the port once and hands the listening socket to N workers, each the same program in
   worker mode: a whole service (its own models, admission, cache, drain) accepting connections

@@ -328,7 +328,7 @@ def test_report_prunes_old_entries_as_it_goes():
 
 
 def test_report_memory_is_bounded_by_its_key_cap():
-    """Every fresh image adds one key until max_keys, within the README's bound (about 650 bytes
+    """Every fresh image adds one key until max_keys, within the documented bound (docs/operations.md: about 650 bytes
     per image, MAX_IMAGES of them: about 65 MB, here with a few per cent of slack), and past the
     cap memory stops growing: the least recently seen key goes, and so do its entries in the
     prune queue (they used to stay, with their names, for the whole window)."""

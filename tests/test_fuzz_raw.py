@@ -5,7 +5,7 @@ query strings and headers, against the app with instant fake models.
 Property: every answer is a 200 or one of our JSON errors (4xx), never a 5xx, and nothing is
 logged with a traceback or at ERROR level for a client's input. CI runs a short budget;
 FUZZ_EXAMPLES raises it (about 350 examples a second on a quiet 2-core machine), and
---hypothesis-show-statistics shows the spread of statuses reached; the README shows the loop
+--hypothesis-show-statistics shows the spread of statuses reached; docs/testing.md shows the loop
 that runs it for an hour in rounds with fresh seeds (docs/reliability.md records one):
     FUZZ_EXAMPLES=20000 .venv/bin/python -m pytest -p no:cacheprovider --timeout=0 tests/test_fuzz_raw.py \
         --hypothesis-seed=1 --hypothesis-show-statistics

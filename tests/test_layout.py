@@ -1,4 +1,4 @@
-"""The code's shape, as the README describes it: the design map names every module that exists
+"""The code's shape, as docs/architecture.md describes it: the design map names every module that exists
 (and nothing that does not), a handful of modules at the root, imports point down the layers,
 each built-in model's and each format's name is written in its table only, the model contract
 is declared rather than probed, and functions stay short."""
@@ -11,10 +11,10 @@ import sys
 
 from tests.support.paths import ROOT
 
-PACKAGES = ("api", "dataplane", "registry", "serving", "classifiers", "detectors", "runtimes", "models", "bench")
-# The layers of the README's design map, top first: a module imports only from its own layer or
+PACKAGES = ("api", "dataplane", "registry", "serving", "classifiers", "detectors", "faces", "runtimes", "models", "bench")
+# The layers of the design map (docs/architecture.md), top first: a module imports only from its own layer or
 # below. A `python -m` entry point (a module with a __main__ block) stands on top of them all.
-LAYERS = (("app", "serving", "config"), ("api",), ("dataplane",), ("registry",), ("classifiers", "detectors"),
+LAYERS = (("app", "serving", "config"), ("api",), ("dataplane",), ("registry",), ("classifiers", "detectors", "faces"),
           ("models",), ("runtimes",), ("contract", "errors"))
 # Attributes the contract declares: probing for them means the contract is not trusted.
 CONTRACT = ("batchable", "resize_mode", "class_ids", "validate", "input_size", "labels", "runtime", "device",
@@ -22,7 +22,7 @@ CONTRACT = ("batchable", "resize_mode", "class_ids", "validate", "input_size", "
 
 
 def design_map() -> str:
-    section = (ROOT / "README.md").read_text().split("## Design\n", 1)[1]
+    section = (ROOT / "docs" / "architecture.md").read_text().split("## The design map\n", 1)[1]
     return section.split("```", 2)[1]
 
 
@@ -47,7 +47,7 @@ def test_the_design_map_names_every_module_and_only_those():
             if package and not line.startswith(name):
                 mapped.add(f"{package}/{name}")
     existing = set(python_modules())
-    assert existing - mapped == set(), "modules missing from the README's design map"
+    assert existing - mapped == set(), "modules missing from the design map (docs/architecture.md)"
     assert {m for m in mapped if m.endswith(".py")} - existing == set(), "the design map names modules that do not exist"
 
 

@@ -59,7 +59,8 @@ def images():
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, images):
     require_browser()
-    process, url, log_path = serve(tmp_path_factory, "page", FETCH_ALLOW_HOSTS=f"127.0.0.1:{images.port}")
+    process, url, log_path = serve(tmp_path_factory, "page", FETCH_ALLOW_HOSTS=f"127.0.0.1:{images.port}",
+                                   FACE_ENABLED="true", DATA_DIR=str(tmp_path_factory.mktemp("faces-data")))
     try:
         yield url
     finally:
@@ -224,6 +225,33 @@ def test_detect_draws_the_apis_boxes_and_the_slider_filters_them(watched, shots)
     watched.check()
 
 
+# --- faces -----------------------------------------------------------------------------------------
+
+def test_faces_registers_a_person_from_one_photo_and_names_them_in_another(watched, shots):
+    from tests.support.faces import FACES
+    page = open_page(watched, "faces")
+    expect(page.locator("#faces-none")).to_be_visible()
+    page.set_input_files("#panel-faces-file", FACES / "obama1.jpg")
+    expect(page.locator("#faces-table tbody tr[data-userid='unknown']")).to_have_count(1)   # nobody registered yet
+    page.fill("#faces-name", "Barack Obama")
+    page.click("#faces-register")
+    expect(page.locator("#faces-people li[data-userid='Barack Obama']")).to_have_count(1)
+    expect(page.locator("#faces-status")).to_contain_text("Registered Barack Obama")
+    other = FACES / "obama2.jpg"
+    page.set_input_files("#panel-faces-file", other)
+    expect(page.locator("#faces-boxes g.box[data-userid='Barack Obama']")).to_have_count(1)
+    answer = requests.post(watched.origin + "/v2/faces", files={"image": ("photo", other.read_bytes())},
+                           timeout=60).json()["results"][0]["faces"]
+    assert [[f["userid"], ",".join(map(str, f["box"].values()))] for f in answer] == \
+        page.locator("#faces-boxes g.box").evaluate_all("gs => gs.map(g => [g.dataset.userid, g.dataset.box])")
+    assert page.locator("#faces-table tbody td").first.inner_text() == "Barack Obama"
+    page.screenshot(path=shots / "faces.png", full_page=True)
+    page.click("#faces-people li button")                       # delete: the same photo is unknown again
+    expect(page.locator("#faces-people li")).to_have_count(0)
+    expect(page.locator("#faces-boxes g.box[data-userid='unknown']")).to_have_count(1)
+    watched.check()
+
+
 # --- errors --------------------------------------------------------------------------------------
 
 def test_a_bad_file_shows_the_apis_message(watched):
@@ -324,7 +352,7 @@ def test_a_narrow_screen_needs_no_sideways_scrolling(watched, shots):
     open_page(watched, "detect")
     page.set_input_files("#panel-detect-file", photo("darknet/dog.jpg"))
     expect(page.locator("#detect-boxes g.box").first).to_be_attached()
-    for tab in ("detect", "classify", "bench", "dashboard"):
+    for tab in ("detect", "classify", "faces", "bench", "dashboard"):
         page.click(f"#tab-{tab}")
         expect(page.locator(f"#panel-{tab}")).to_be_visible()
         assert page.evaluate("document.documentElement.scrollWidth") <= 375, tab

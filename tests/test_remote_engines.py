@@ -625,10 +625,10 @@ def test_labels_that_do_not_match_the_engines_model_stop_the_start(engine, tmp_p
     assert "'labels' has 3 lines but the model has 1001 outputs" in str(info.value)
 
 
-# --- what the README and the compose example show -----------------------------------------------
+# --- what docs/remote-engines.md and the compose example show -----------------------------------
 
-def test_the_readme_example_is_a_valid_remote_folder(tmp_path, monkeypatch):
-    section = (ROOT / "README.md").read_text().split("## Remote inference engines\n", 1)[1]
+def test_the_documented_example_is_a_valid_remote_folder(tmp_path, monkeypatch):
+    section = (ROOT / "docs" / "remote-engines.md").read_text()
     example = json.loads(section.split("```json\n", 1)[1].split("```", 1)[0])
     monkeypatch.setenv("ENGINE_TOKEN", "Bearer example")
     folder = tmp_path / "mobilenet_v2"

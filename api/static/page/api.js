@@ -66,6 +66,8 @@ async function errorOf(response) {
     const body = await response.json();
     if (body && body.error && typeof body.error.message === "string") {
       ({ type, message } = body.error);
+    } else if (body && body.success === false && typeof body.error === "string") {
+      message = body.error;   // DeepStack's shape (the /v1/vision routes)
     }
   } catch {
     // not JSON: keep the status line

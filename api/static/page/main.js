@@ -7,9 +7,10 @@ import * as classify from "./classify.js";
 import * as dashboard from "./dashboard.js";
 import { $, describeError } from "./dom.js";
 import * as detect from "./detect.js";
+import * as faces from "./faces.js";
 import { chooser, installDropAndPaste } from "./photo.js";
 
-const TABS = { classify, detect, bench, dashboard };
+const TABS = { classify, detect, faces, bench, dashboard };
 const tabs = [...document.querySelectorAll("[role=tab]")];
 let selected = "classify";
 
