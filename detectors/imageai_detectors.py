@@ -19,15 +19,18 @@ YOLO's up to its detection layers (imageai_yolo.py), RetinaNet's backbone and he
 ImageAI's arithmetic; RetinaNet's are torchvision's own. ImageAI loads the weights for a
 conversion, and the compiled networks are checked against torch's answer on a probe at every
 load (a start from the converted-model cache checks against the answer the entry recorded and
-loads no ImageAI network at all: YOLO decodes with the recorded anchors, RetinaNet's steps run
-on a weightless skeleton of torchvision's network); a model OpenVINO cannot run stays on torch.
+loads no ImageAI network at all: YOLO decodes with the recorded anchors and imports neither
+torch nor imageai, RetinaNet's steps run on a weightless skeleton of torchvision's network); a
+model OpenVINO cannot run stays on torch.
 """
 from __future__ import annotations
 
 import functools
+import glob
 import importlib.metadata
 import importlib.util
 import logging
+import os
 import threading
 from pathlib import Path
 
@@ -92,7 +95,11 @@ class ImageAIDetector(BuiltinModel, Detector):
         return detector
 
     def gpu_in_use(self) -> str | None:
-        """ImageAI places the network on a GPU wherever torch sees one."""
+        """ImageAI places the network on a GPU wherever torch sees one. Where the machine has no
+        GPU device at all, torch is not imported to ask: a start from the converted-model cache
+        then serves without it."""
+        if not _gpu_device_present():
+            return None
         import torch
 
         if not torch.cuda.is_available():
@@ -110,10 +117,10 @@ class ImageAIDetector(BuiltinModel, Detector):
     def load_openvino(self, detector: openvino.FrameworkModel, weights: Path) -> str:
         """The network's convolutions compiled by OpenVINO (checked against torch when converted,
         against the recorded answer on a start from the cache). YOLO's detection layers,
-        thresholds and NMS run in numpy (imageai_yolo.py); RetinaNet's steps stay torchvision's."""
-        import torch
-
-        source = f"torch{torch.__version__}-imageai{importlib.metadata.version('imageai')}"
+        thresholds and NMS run in numpy (imageai_yolo.py): from the cache, nothing here imports
+        torch or imageai; RetinaNet's steps stay torchvision's."""
+        versions = importlib.metadata.version
+        source = f"torch{versions('torch')}-imageai{versions('imageai')}"
         code = (__file__, (imageai_retinanet if self.model_type == "RetinaNet" else imageai_yolo).__file__)
         key = openvino.cache_key(self.name, weights, source, code, models_dir=self.models_dir)
         if self.model_type == "RetinaNet":
@@ -177,6 +184,13 @@ class ImageAIDetector(BuiltinModel, Detector):
                                                        output["labels"].tolist())
                           if score >= min_score])
         return found
+
+
+def _gpu_device_present() -> bool:
+    """Whether the machine shows a GPU's device files or driver (NVIDIA's; AMD's ROCm, which
+    torch.cuda also drives): where it shows none, torch can see no GPU."""
+    return (any(os.path.exists(path) for path in ("/dev/nvidiactl", "/proc/driver/nvidia", "/dev/kfd"))
+            or bool(glob.glob("/dev/nvidia[0-9]*")))
 
 
 @functools.lru_cache(maxsize=None)
