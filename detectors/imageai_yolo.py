@@ -287,7 +287,7 @@ def candidates_np(pred: np.ndarray, num_classes: int) -> np.ndarray:
 
 
 _NMS_IOU32 = np.float32(NMS_IOU)   # ImageAI compares its float32 IoU with 0.4 as a float32
-_NMS_BLOCK = 256   # rows of one group's IoU matrix computed at a time (bounded memory in a crowd)
+_PAIRS_AT_ONCE = 1 << 20   # box pairs whose IoU is computed in one go (bounded memory in a crowd)
 
 
 def suppress_np(rows: np.ndarray, num_classes: int) -> np.ndarray:
@@ -310,29 +310,68 @@ def suppress_np(rows: np.ndarray, num_classes: int) -> np.ndarray:
 
 
 def _greedy(boxes: np.ndarray) -> np.ndarray:
-    """Which of one group's boxes (best first) the greedy NMS keeps. A NaN IoU (two boxes of
-    infinite size) suppresses nothing, as in torchvision's nms (ImageAI's `iou < 0.4` would
-    suppress)."""
+    """Which of one group's boxes (best first) the greedy NMS keeps: each box still kept, in
+    turn, drops the later ones it overlaps at IoU >= 0.4. A NaN IoU (two boxes of infinite size)
+    suppresses nothing, as in torchvision's nms (ImageAI's `iou < 0.4` would suppress)."""
+    corners = np.ascontiguousarray(boxes.T)   # x1, y1, x2, y2 each contiguous: numpy's fast loops
+    earlier, later = [], []
+    for a, b in _neighbours(corners):
+        hit = _iou(np.take(corners, a, 1), np.take(corners, b, 1)) >= _NMS_IOU32
+        earlier.append(np.minimum(a[hit], b[hit]))
+        later.append(np.maximum(a[hit], b[hit]))
+    earlier, later = np.concatenate(earlier), np.concatenate(later)
+    by_earlier = np.argsort(earlier, kind="stable")
+    earlier, later = earlier[by_earlier], later[by_earlier]
+    starts = np.flatnonzero(np.diff(earlier, prepend=-1)).tolist()
     alive = np.ones(len(boxes), bool)
-    for start in range(0, len(boxes), _NMS_BLOCK):
-        over = _iou(boxes[start:start + _NMS_BLOCK], boxes[start:]) >= _NMS_IOU32
-        for i in range(len(over)):
-            if alive[start + i]:
-                alive[start + i + 1:] &= ~over[i, i + 1:]
+    for start, stop in zip(starts, [*starts[1:], len(earlier)]):
+        if alive[earlier[start]]:
+            alive[later[start:stop]] = False
     return alive
 
 
+def _neighbours(corners: np.ndarray):
+    """Pairs (i, j) of the boxes that may overlap, in chunks of at most about _PAIRS_AT_ONCE:
+    along x, each box with the boxes whose left edge lies from its own to its right edge + 2 px,
+    of those the pairs as near along y. Boxes further apart have IoU 0 (ImageAI's +1 pixel; 2
+    leaves room for float32 rounding), so only these pairs' IoUs are computed, not all n * n."""
+    by_x = np.argsort(corners[0], kind="stable")
+    position = np.arange(len(by_x))
+    reach = np.searchsorted(corners[0, by_x], corners[2, by_x] + np.float32(2), side="right")
+    counts = np.maximum(reach - position - 1, 0)
+    firsts = np.cumsum(counts) - counts   # where each box's pairs begin in the list of all pairs
+    top, bottom = corners[1], corners[3] + np.float32(2)
+    start = 0
+    while start < len(by_x):
+        stop = max(start + 1, int(np.searchsorted(firsts, firsts[start] + _PAIRS_AT_ONCE, side="right")))
+        rows = np.repeat(position[start:stop], counts[start:stop])
+        partners = rows + 1 + np.arange(len(rows)) - np.repeat(firsts[start:stop] - firsts[start], counts[start:stop])
+        a, b = by_x[rows], by_x[partners]
+        near = (np.take(top, b) <= np.take(bottom, a)) & (np.take(top, a) <= np.take(bottom, b))
+        yield a[near], b[near]
+        start = stop
+
+
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """[len(a), len(b)] IoUs by imageai.yolov3.utils.bbox_iou's float32 arithmetic (+1 pixel)."""
+    """The IoUs of boxes a[:, k] and b[:, k] (rows x1, y1, x2, y2) by imageai.yolov3.utils.
+    bbox_iou's float32 arithmetic (+1 pixel)."""
+    one, zero = np.float32(1), np.float32(0)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):   # inf sizes give inf or NaN
-        w = np.maximum(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-                       + np.float32(1), np.float32(0))
-        h = np.maximum(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-                       + np.float32(1), np.float32(0))
-        inter = w * h
-        area_a = (a[:, 2] - a[:, 0] + np.float32(1)) * (a[:, 3] - a[:, 1] + np.float32(1))
-        area_b = (b[:, 2] - b[:, 0] + np.float32(1)) * (b[:, 3] - b[:, 1] + np.float32(1))
-        return inter / (area_a[:, None] + area_b[None, :] - inter)
+        low = np.maximum(a[0], b[0])
+        inter = np.minimum(a[2], b[2])
+        inter -= low
+        inter += one
+        np.maximum(inter, zero, out=inter)
+        np.maximum(a[1], b[1], out=low)
+        high = np.minimum(a[3], b[3])
+        high -= low
+        high += one
+        np.maximum(high, zero, out=high)
+        inter *= high
+        union = np.add((a[2] - a[0] + one) * (a[3] - a[1] + one), (b[2] - b[0] + one) * (b[3] - b[1] + one),
+                       out=high)
+        union -= inter
+        return np.divide(inter, union, out=inter)
 
 
 def rescaled_np(rows: np.ndarray, sizes: np.ndarray) -> np.ndarray:
@@ -388,10 +427,9 @@ def detect(forward, classes: list[str], rgbs: list[np.ndarray], min_score: float
     else:
         rows = _on_device(pred, len(classes), sizes)
     found: list[list[tuple]] = [[] for _ in rgbs]
-    for row in rows:
-        score = float(row[6])
+    for image, x1, y1, x2, y2, _, score, label in rows.tolist():   # Python floats: the float32 values
         if score >= min_score:
-            found[int(row[0])].append((classes[int(row[7])], score, [int(v) for v in row[1:5]]))
+            found[int(image)].append((classes[int(label)], score, [int(x1), int(y1), int(x2), int(y2)]))
     return found
 
 

@@ -325,12 +325,13 @@ def test_numpy_candidates_are_imageai_s_gate_written_out():
     assert candidates_np(pred[:0], 3).shape == (0, 8)
 
 
-def nms_rows(seed: int, images: int = 3, per_image: int = 300, classes: int = 4) -> np.ndarray:
-    """Candidate rows, crowded enough that most are suppressed, with exact ties in objectness,
-    boxes of no size (an exp that underflowed), and boxes of infinite size (one that overflowed)."""
+def nms_rows(seed: int, images: int = 3, per_image: int = 300, classes: int = 4, extent: float = 70) -> np.ndarray:
+    """Candidate rows, crowded enough that most are suppressed (where `extent` is small), with exact
+    ties in objectness, boxes of no size (an exp that underflowed), and boxes of infinite size (one
+    that overflowed)."""
     rng = np.random.default_rng(seed)
     count = images * per_image
-    xy = rng.uniform(-10, 60, (count, 2))
+    xy = rng.uniform(-10, extent - 10, (count, 2))
     wh = rng.uniform(40, 100, (count, 2))
     wh[rng.random(count) < 0.1] = 0
     rows = np.column_stack([rng.integers(0, images, count), xy, xy + wh,
@@ -366,15 +367,21 @@ def reference_imageai_nms(rows: np.ndarray, classes: int) -> list[int]:
     return kept
 
 
-@pytest.mark.parametrize("seed, per_image", [(1, 300), (2, 300), (3, 700)])   # 700: past one IoU block
-def test_numpy_nms_is_imageai_s_box_by_box_loop(seed, per_image):
+@pytest.mark.parametrize("seed, per_image, extent, pairs_at_once", [
+    (1, 300, 70, None), (2, 300, 70, None), (3, 700, 70, None),
+    (3, 700, 70, 1000),      # the pairs in many chunks
+    (4, 250, 600, None)])   # spread out: most pairs never overlap along x
+def test_numpy_nms_is_imageai_s_box_by_box_loop(seed, per_image, extent, pairs_at_once, monkeypatch):
+    from detectors import imageai_yolo
     from detectors.imageai_yolo import suppress_np
 
-    rows = nms_rows(seed, per_image=per_image, classes=4 if per_image == 300 else 1)
+    if pairs_at_once:
+        monkeypatch.setattr(imageai_yolo, "_PAIRS_AT_ONCE", pairs_at_once)
+    rows = nms_rows(seed, per_image=per_image, classes=4 if per_image == 300 else 1, extent=extent)
     kept = suppress_np(rows, 4)
     assert kept.dtype == np.int64
     assert kept.tolist() == reference_imageai_nms(rows, 4)
-    assert 30 < len(kept) < len(rows) // 3   # keeps some, suppresses most
+    assert 30 < len(kept) < len(rows) * (0.9 if extent > 70 else 0.33)   # keeps some, suppresses some
     infinite = np.flatnonzero(np.isinf(rows[:, 3]))
     assert set(infinite) <= set(kept.tolist())   # an infinite box suppresses nothing and is not suppressed
 
