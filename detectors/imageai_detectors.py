@@ -9,18 +9,19 @@ for a server, so each model gets what it handles correctly:
   on a read-only image, races between requests, and re-encodes the pixels): its network is
   called with the exact tensor ImageAI would build from that file (RGB, CHW, 0-1), no file.
 Concurrent YOLO requests are micro-batched (`batchable`): the letterboxed images go through
-one network call, candidates and NMS on the network's device. RetinaNet runs one image per
-network call (batches measured slower on a GPU). ImageAI keeps state in its layers, so each
-detector runs one call at a time.
+one network call, candidates and NMS after it (on torch, on the network's device). RetinaNet
+runs one image per network call (batches measured slower on a GPU). ImageAI keeps state in its
+layers, so each detector runs one call at a time.
 
 By default (INFERENCE_RUNTIME=openvino, no GPU) OpenVINO runs the convolutional networks:
 YOLO's up to its detection layers (imageai_yolo.py), RetinaNet's backbone and heads
-(imageai_retinanet.py); ImageAI's and torchvision's own decoding, thresholds and NMS stay in
-Python. ImageAI loads the weights for a conversion, and the compiled networks are checked
-against torch's answer on a probe at every load (a start from the converted-model cache checks
-against the answer the entry recorded and loads no ImageAI network at all: YOLO's detection
-layers are made from the recorded anchors, RetinaNet's steps run on a weightless skeleton of
-torchvision's network); a model OpenVINO cannot run stays on torch.
+(imageai_retinanet.py). YOLO's detection layers, thresholds and NMS then run in numpy with
+ImageAI's arithmetic; RetinaNet's are torchvision's own. ImageAI loads the weights for a
+conversion, and the compiled networks are checked against torch's answer on a probe at every
+load (a start from the converted-model cache checks against the answer the entry recorded and
+loads no ImageAI network at all: YOLO decodes with the recorded anchors and imports neither
+torch nor imageai, RetinaNet's steps run on a weightless skeleton of torchvision's network); a
+model OpenVINO cannot run stays on torch.
 """
 from __future__ import annotations
 
@@ -49,7 +50,9 @@ class ImageAIDetector(BuiltinModel, Detector):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.model_type = self.builtin.architecture["model_type"]
-        self._forward = None   # YOLO: letterboxed input batch -> the network's output, on its device
+        # YOLO: letterboxed input batch (numpy) -> the network's output: numpy on OpenVINO, a torch
+        # tensor on the network's device on torch.
+        self._forward = None
         self._detector = None
         self._retinanet_steps = None   # RetinaNet: the network whose transform, anchors and NMS run
         self._lock = threading.Lock()
@@ -90,7 +93,8 @@ class ImageAIDetector(BuiltinModel, Detector):
         return detector
 
     def gpu_in_use(self) -> str | None:
-        """ImageAI places the network on a GPU wherever torch sees one."""
+        """ImageAI places the network on a GPU wherever torch sees one (asked only where the host
+        shows a GPU driver: BuiltinModel._gpu_reason)."""
         import torch
 
         if not torch.cuda.is_available():
@@ -106,8 +110,10 @@ class ImageAIDetector(BuiltinModel, Detector):
             self._forward = self._torch_forward()
 
     def load_openvino(self, detector: openvino.FrameworkModel, weights: Path) -> openvino.CompiledNetwork:
-        """The network's convolutions compiled by OpenVINO (checked against torch at load);
-        ImageAI's detection layers, thresholds and NMS stay in Python."""
+        """The network's convolutions compiled by OpenVINO (checked against torch when converted,
+        against the recorded answer on a start from the cache). YOLO's detection layers,
+        thresholds and NMS run in numpy (imageai_yolo.py): from the cache, nothing here imports
+        torch or imageai."""
         source = self.source_versions()
         code = (__file__, (imageai_retinanet if self.model_type == "RetinaNet" else imageai_yolo).__file__)
         key = openvino.cache_key(self.name, weights, source, code, models_dir=self.models_dir)
@@ -118,9 +124,9 @@ class ImageAIDetector(BuiltinModel, Detector):
                                                        self._retinanet_steps, key, self.models_dir, self.options)
             self._forward = compiled
             return compiled
-        compiled, layers = imageai_yolo.compile_heads(lambda: detector()._ObjectDetection__model, key,
-                                                      self.models_dir, self.options)
-        self._forward = lambda inputs: imageai_yolo.decode_heads(layers, compiled(inputs.numpy()))
+        compiled, specs = imageai_yolo.compile_heads(lambda: detector()._ObjectDetection__model, key,
+                                                     self.models_dir, self.options)
+        self._forward = lambda inputs: imageai_yolo.decode_heads(specs, compiled(inputs))
         return compiled
 
     def _torch_forward(self):
@@ -131,7 +137,7 @@ class ImageAIDetector(BuiltinModel, Detector):
 
         def forward(inputs):
             with torch.no_grad():
-                return network(inputs.to(device))
+                return network(torch.from_numpy(inputs).to(device))
         return forward
 
     def predict(self, images: list[Image.Image], min_score: float) -> list[list[Detection]]:

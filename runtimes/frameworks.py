@@ -44,9 +44,9 @@ _ORDER = {
     TORCH: ("torch", "torchvision", "imageai.Detection"),
     TENSORFLOW: ("tensorflow", "keras"),
 }
-# Where an NVIDIA driver shows itself: without any of these no framework can see a GPU, so a model
-# need not import its framework to ask.
-_NVIDIA = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/nvidia0")
+# Where a GPU driver shows itself (NVIDIA's; AMD's ROCm, which torch.cuda also drives): without any
+# of these no framework can see a GPU, so a model need not import its framework to ask.
+_GPU_DRIVERS = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd")
 # The distributions whose versions shape a network converted from each framework's model (part
 # of the converted-model cache key).
 CONVERTERS = {TORCH: ("torch", "imageai"), TENSORFLOW: ("keras",)}
@@ -101,8 +101,8 @@ def imported(needed: set[str]) -> bool:
 
 
 def gpu_possible() -> bool:
-    """Whether this host has an NVIDIA driver at all (else no framework sees a GPU)."""
-    return any(os.path.exists(path) for path in _NVIDIA)
+    """Whether this host has a GPU driver at all (else no framework sees a GPU)."""
+    return any(os.path.exists(path) for path in _GPU_DRIVERS)
 
 
 def version(package: str) -> str | None:
