@@ -91,7 +91,11 @@ class ImageAIDetector(BuiltinModel, Detector):
         return detector
 
     def gpu_in_use(self) -> str | None:
-        """ImageAI places the network on a GPU wherever torch sees one."""
+        """ImageAI places the network on a GPU wherever torch sees one. Without an NVIDIA device
+        torch sees none: asking it would import torch, which a start from the converted-model
+        cache otherwise never does."""
+        if not _nvidia_device_present():
+            return None
         import torch
 
         if not torch.cuda.is_available():
@@ -184,6 +188,13 @@ def _resized_away(transform, height: int, width: int) -> bool:
     """Whether torchvision's RetinaNet transform would resize the image to 0 rows or columns (a
     2000x1 strip: its shorter side is scaled by at most 1333/2000), where it raises."""
     return min(imageai_retinanet.resized_size(height, width, transform.min_size[-1], transform.max_size)) < 1
+
+
+def _nvidia_device_present() -> bool:
+    """Whether an NVIDIA device is present (its driver's files): the GPUs the service's torch
+    (a CUDA build) can use."""
+    return (Path("/dev/nvidiactl").exists() or Path("/proc/driver/nvidia").exists()
+            or any(Path("/dev").glob("nvidia[0-9]*")))
 
 
 def _clip(box, width: int, height: int) -> tuple[int, int, int, int]:

@@ -223,3 +223,19 @@ def test_batched_nms_equals_torchvision_s(count):
     expected = batched_nms(torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(labels), 0.5)
     assert retina.batched_nms(boxes, scores, labels, 0.5).tolist() == expected.tolist()
 
+
+def test_without_an_nvidia_device_the_detector_asks_torch_nothing(tmp_path, monkeypatch):
+    """gpu_in_use() runs before every OpenVINO start: where no NVIDIA device is present it must
+    not import torch (a start from the converted-model cache imports no framework)."""
+    import sys
+
+    from detectors import imageai_detectors
+    from registry import create_model
+
+    detector = create_model("detection", "retina", tmp_path, download=False)
+    monkeypatch.setitem(sys.modules, "torch", None)   # an import of torch now raises
+    monkeypatch.setattr(imageai_detectors, "_nvidia_device_present", lambda: False)
+    assert detector.gpu_in_use() is None
+    monkeypatch.setattr(imageai_detectors, "_nvidia_device_present", lambda: True)
+    with pytest.raises(ImportError):
+        detector.gpu_in_use()
