@@ -269,6 +269,46 @@ def test_a_detector_started_from_the_cache_answers_as_when_converted(name, calib
     assert compared > 100
 
 
+# A fresh process: loads RetinaNet on OpenVINO from MODELS_DIR (argv[1]), detects in one image
+# (argv[2]), prints its runtime, the framework modules imported and the detections (JSON).
+_SERVE_FROM_CACHE = """
+import json, sys
+from pathlib import Path
+from PIL import Image
+from contract import InferenceOptions
+from registry import create_model
+
+detector = create_model("detection", "retina", Path(sys.argv[1]), download=False,
+                        options=InferenceOptions(runtime="openvino"))
+detector.load()
+found = detector.predict([Image.open(sys.argv[2]).convert("RGB")], 0.05)[0]
+frameworks = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision", "imageai", "tensorflow", "keras"))
+print(json.dumps({"runtime": detector.runtime, "frameworks": frameworks,
+                  "found": [[d.label, d.score, list(d.box)] for d in found]}))
+"""
+
+
+def test_a_retinanet_start_from_the_cache_imports_no_framework(calibrated_dir, tmp_path):
+    """A replica serving from the converted-model cache never imports torch, torchvision or
+    ImageAI (nor TensorFlow): a fresh process loads RetinaNet from the cache filled here, serves
+    an image with none of them imported, and finds what the converting process finds."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.support.paths import ROOT
+
+    converted = load_detector("retina", "openvino", calibrated_dir)   # converts, unless a test before did
+    image = sample_image(640, 480, 6)
+    image.save(tmp_path / "scene.png")
+    answer = subprocess.run([sys.executable, "-c", _SERVE_FROM_CACHE, str(calibrated_dir), str(tmp_path / "scene.png")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert answer.returncode == 0, answer.stderr[-3000:]
+    served = json.loads(answer.stdout.splitlines()[-1])
+    assert (served["runtime"], served["frameworks"]) == ("openvino", [])
+    assert assert_same_detections([tuple(d) for d in served["found"]], ours(converted, image, 0.05)) > 100
+
+
 @pytest.mark.parametrize("name", ["tiny_yolo", "retina"])
 def test_a_conversion_wrong_only_at_the_serving_size_is_neither_used_nor_cached(name, calibrated_dir, tmp_path,
                                                                                    monkeypatch):
