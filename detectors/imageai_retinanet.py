@@ -218,13 +218,27 @@ def _level_candidates(logits: np.ndarray, codes: np.ndarray, anchors, steps: Ste
 def _best_logits(flat: np.ndarray, steps: Steps) -> np.ndarray:
     """The indices (ascending) of at most topk_candidates logits, the largest ones, among those
     whose sigmoid may pass score_thresh. The sigmoid is monotonic: the best logits are the best
-    scores, and only those get a sigmoid (~15 million logits at serving size; with untrained
-    weights millions may pass the threshold)."""
-    candidates = np.flatnonzero(flat > _logit_floor(steps.score_thresh))
-    if len(candidates) > steps.topk_candidates:
-        candidates = np.sort(candidates[np.argpartition(flat[candidates], -steps.topk_candidates)
-                                        [-steps.topk_candidates:]])
+    scores, and only those get a sigmoid."""
+    best = steps.topk_candidates
+    passing = flat > _logit_floor(steps.score_thresh)
+    if np.count_nonzero(passing) > 4 * best:
+        passing = _fewer_passing(flat, passing, best)
+    candidates = np.flatnonzero(passing)
+    if len(candidates) > best:
+        candidates = np.sort(candidates[np.argpartition(flat[candidates], -best)[-best:]])
     return candidates
+
+
+def _fewer_passing(flat: np.ndarray, passing: np.ndarray, best: int) -> np.ndarray:
+    """`passing` narrowed to the logits above the `best`-th largest of every 16th logit, where
+    at least `best` of them are left: those hold the `best` largest passing logits (and any
+    equal to the last), a few thousand to select from instead of millions (a level holds up to
+    ~11 million logits at serving size, and with untrained weights all may pass)."""
+    sample = flat[::16]
+    if len(sample) < best:
+        return passing
+    narrower = passing & (flat > np.partition(sample, -best)[-best])
+    return narrower if np.count_nonzero(narrower) >= best else passing
 
 
 def _logit_floor(score: float) -> float:

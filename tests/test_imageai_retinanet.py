@@ -141,6 +141,19 @@ def test_candidates_equal_sigmoid_threshold_and_top_k_brute_force():
     assert (boxes == np.array([0, 0, 8, 5], np.float32)).all()   # clipped to the 5 x 8 image
 
 
+@pytest.mark.parametrize("pattern", ["ties", "off the sampled grid"])
+def test_the_best_logits_survive_the_narrowing_to_fewer_candidates(pattern):
+    """Where more than 4 x topk_candidates logits pass, every 16th logit estimates a higher
+    floor: never one that drops a logit of the top k (equal logits, or the best ones where the
+    estimate does not look)."""
+    flat = np.zeros(200_000, np.float32)
+    if pattern == "off the sampled grid":
+        flat[1::16] = np.arange(len(flat[1::16]), dtype=np.float32)
+    got = retina._best_logits(flat, STEPS)
+    assert len(got) == 1000 and (np.diff(got) > 0).all()
+    assert np.sort(flat[got]).tolist() == np.sort(flat)[-1000:].tolist()
+
+
 def _one_detection_network(batch):
     """A dense part answering for an 800x1088 batch: one anchor scored for class 3 (level 0,
     row 10, column 20, the 40-pixel square), no box offsets."""
