@@ -16,12 +16,12 @@ layers, so each detector runs one call at a time.
 By default (INFERENCE_RUNTIME=openvino, no GPU) OpenVINO runs the convolutional networks:
 YOLO's up to its detection layers (imageai_yolo.py), RetinaNet's backbone and heads
 (imageai_retinanet.py). YOLO's detection layers, thresholds and NMS then run in numpy with
-ImageAI's arithmetic; RetinaNet's are torchvision's own. ImageAI loads the weights for a
-conversion, and the compiled networks are checked against torch's answer on a probe at every
-load (a start from the converted-model cache checks against the answer the entry recorded and
-loads no ImageAI network at all: YOLO decodes with the recorded anchors and imports neither
-torch nor imageai, RetinaNet's steps run on a weightless skeleton of torchvision's network); a
-model OpenVINO cannot run stays on torch.
+ImageAI's arithmetic; torchvision's steps around RetinaNet's network are made again in numpy.
+ImageAI loads the weights for a conversion, and the compiled networks are checked against
+torch's answer on a probe at every load (a start from the converted-model cache checks against
+the answer the entry recorded and loads no ImageAI network at all: YOLO decodes with the
+recorded anchors, RetinaNet's steps read their settings from the entry, and neither imports
+torch or imageai); a model OpenVINO cannot run stays on torch.
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ class ImageAIDetector(BuiltinModel, Detector):
         # tensor on the network's device on torch.
         self._forward = None
         self._detector = None
-        self._retinanet_steps = None   # RetinaNet: the network whose transform, anchors and NMS run
+        self._retinanet_steps = None   # RetinaNet on torch: the network whose transform, anchors and NMS run
         self._lock = threading.Lock()
         # YOLO stacks a micro-batch into one network call. RetinaNet runs one image per call:
         # a batch was measured slower than the images one by one on a GPU (docs/performance.md),
@@ -111,19 +111,16 @@ class ImageAIDetector(BuiltinModel, Detector):
 
     def load_openvino(self, detector: openvino.FrameworkModel, weights: Path) -> openvino.CompiledNetwork:
         """The network's convolutions compiled by OpenVINO (checked against torch when converted,
-        against the recorded answer on a start from the cache). YOLO's detection layers,
-        thresholds and NMS run in numpy (imageai_yolo.py): from the cache, nothing here imports
+        against the recorded answer on a start from the cache). The steps after the network run
+        in numpy (imageai_yolo.py, imageai_retinanet.py): from the cache, nothing here imports
         torch or imageai."""
         source = self.source_versions()
         code = (__file__, (imageai_retinanet if self.model_type == "RetinaNet" else imageai_yolo).__file__)
         key = openvino.cache_key(self.name, weights, source, code, models_dir=self.models_dir)
         if self.model_type == "RetinaNet":
-            # The transform, anchors and NMS around the converted part need no weights.
-            self._retinanet_steps = imageai_retinanet.skeleton()
-            compiled = imageai_retinanet.compile_dense(lambda: detector()._ObjectDetection__model,
-                                                       self._retinanet_steps, key, self.models_dir, self.options)
-            self._forward = compiled
-            return compiled
+            self._forward = imageai_retinanet.compile_dense(lambda: detector()._ObjectDetection__model, key,
+                                                            self.models_dir, self.options)
+            return self._forward.dense
         compiled, specs = imageai_yolo.compile_heads(lambda: detector()._ObjectDetection__model, key,
                                                      self.models_dir, self.options)
         self._forward = lambda inputs: imageai_yolo.decode_heads(specs, compiled(inputs))
@@ -158,26 +155,26 @@ class ImageAIDetector(BuiltinModel, Detector):
 
     def _retinanet(self, rgbs: list[np.ndarray], min_score: float) -> list[list[tuple]]:
         """Per image, (label, score, box), one network call each."""
-        import torch
-
-        network, classes = self._retinanet_steps, self.labels
-        device = torch.device("cpu") if self._runtime == OPENVINO else self._network_device()
+        classes = self.labels
         found: list[list[tuple]] = []
         for rgb in rgbs:
-            if _resized_away(network.transform, *rgb.shape[:2]):
-                found.append([])   # nothing to detect in a strip torchvision would resize to 0 pixels
-                continue
-            tensor = torch.from_numpy(rgb).permute(2, 0, 1).to(device).float().div(255.0)
-            if self._runtime == OPENVINO:
-                output = imageai_retinanet.detections(network, self._forward, tensor)
-            else:
-                with torch.no_grad():
-                    output = network([tensor])[0]
+            boxes, scores, labels = self._forward(rgb) if self._runtime == OPENVINO else self._torch_retinanet(rgb)
             found.append([(classes[label], float(score), [int(v) for v in box])
-                          for box, score, label in zip(output["boxes"].tolist(), output["scores"].tolist(),
-                                                       output["labels"].tolist())
+                          for box, score, label in zip(boxes.tolist(), scores.tolist(), labels.tolist())
                           if score >= min_score])
         return found
+
+    def _torch_retinanet(self, rgb: np.ndarray):
+        """torchvision's RetinaNet.forward on the network's device: (boxes, scores, labels)."""
+        import torch
+
+        network = self._retinanet_steps
+        if _resized_away(network.transform, *rgb.shape[:2]):
+            return imageai_retinanet.nothing_found()   # torchvision raises on a strip resized to 0 pixels
+        tensor = torch.from_numpy(rgb).permute(2, 0, 1).to(self._network_device()).float().div(255.0)
+        with torch.no_grad():
+            output = network([tensor])[0]
+        return output["boxes"], output["scores"], output["labels"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -191,8 +188,7 @@ def _imageai_classes(filename: str) -> list[str]:
 def _resized_away(transform, height: int, width: int) -> bool:
     """Whether torchvision's RetinaNet transform would resize the image to 0 rows or columns (a
     2000x1 strip: its shorter side is scaled by at most 1333/2000), where it raises."""
-    scale = min(float(transform.min_size[-1]) / min(height, width), float(transform.max_size) / max(height, width))
-    return int(min(height, width) * scale) < 1
+    return min(imageai_retinanet.resized_size(height, width, transform.min_size[-1], transform.max_size)) < 1
 
 
 def _clip(box, width: int, height: int) -> tuple[int, int, int, int]:

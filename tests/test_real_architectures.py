@@ -202,43 +202,55 @@ def test_yolo_worst_case_plain_random_weights(name, random_models_dir):
 
 
 def test_openvino_retinanet_equals_torchvision(calibrated_dir):
-    """RetinaNet's convolutions on OpenVINO with torchvision's own transform, anchors,
-    decoding and NMS: the detections of torchvision's RetinaNet.forward (ImageAI's path)."""
+    """RetinaNet's convolutions on OpenVINO with torchvision's transform, anchors, decoding and
+    NMS made again in numpy: the detections of torchvision's RetinaNet.forward (ImageAI's
+    path), at a photo's size, portrait, landscape and tiny. A 2000x1 strip, which torchvision
+    resizes to 0 rows (and raises), finds nothing. (Not compared: an image of a few pixels
+    blown up ~100 times, such as 1x1, is flat over whole regions, where thousands of anchors
+    score exactly alike: torch's topk keeps some of them in an order of its own, and even
+    torchvision's own steps on OpenVINO's outputs keep others there.)"""
+    from PIL import Image
+
     detector = load_detector("retina", "openvino", calibrated_dir)
     compared = 0
-    for image in [sample_image(640, 480, 6)] + photos():
+    odd = [sample_image(200, 1500, 8), sample_image(1500, 200, 9), sample_image(12, 9, 12), sample_image(32, 24, 13)]
+    for image in [sample_image(640, 480, 6)] + photos() + odd:
         compared += assert_same_detections(ours(detector, image, 0.05), torchvision_reference(detector, image, 0.05))
     assert compared > 300
+    strip = Image.new("RGB", (2000, 1), (90, 140, 200))
+    assert ours(detector, strip, 0.05) == []
+    with pytest.raises(RuntimeError):
+        torchvision_reference(detector, strip, 0.05)
 
 
-def test_the_retinanet_skeleton_has_the_steps_of_imageai_s_network(calibrated_dir):
-    """A start from the cache runs torchvision's transform, anchors, decoding and NMS on a
-    weightless skeleton of the network: every setting of those steps is the loaded network's."""
-    import torch
-
-    from detectors.imageai_retinanet import skeleton
+def test_the_retinanet_steps_a_conversion_records_are_imageai_s_network_s(calibrated_dir):
+    """A start from the cache runs torchvision's steps in numpy with the settings the conversion
+    recorded in the entry: every one is the loaded network's (and the unit tests' table), and
+    the cell anchors they give are its anchor generator's."""
+    from detectors import imageai_retinanet
+    from tests.test_imageai_retinanet import STEPS
 
     loaded = load_detector("retina", "framework", calibrated_dir)._detector._ObjectDetection__model
-    built = skeleton()
-
-    def steps(network):
-        transform, anchors, coder = network.transform, network.anchor_generator, network.box_coder
-        return (transform.min_size, transform.max_size, transform.image_mean, transform.image_std,
-                transform.size_divisible, transform.fixed_size, network.score_thresh, network.nms_thresh,
-                network.detections_per_img, network.topk_candidates, coder.weights, coder.bbox_xform_clip,
-                anchors.sizes, anchors.aspect_ratios, network.training)
-
-    assert steps(built) == steps(loaded)
-    assert all(torch.equal(a, b) for a, b in zip(built.anchor_generator.cell_anchors,
-                                                 loaded.anchor_generator.cell_anchors, strict=True))
-    assert {p.device.type for p in built.parameters()} == {"meta"}   # nothing was loaded or initialised
+    steps = load_detector("retina", "openvino", calibrated_dir)._forward.steps
+    transform, anchors, coder = loaded.transform, loaded.anchor_generator, loaded.box_coder
+    assert (transform.fixed_size, loaded.training) == (None, False)   # what the steps implement
+    assert (steps.min_size, steps.max_size, steps.image_mean, steps.image_std, steps.size_divisible) == (
+        transform.min_size[-1], transform.max_size, tuple(transform.image_mean), tuple(transform.image_std),
+        transform.size_divisible)
+    assert (steps.anchor_sizes, steps.aspect_ratios) == (anchors.sizes, anchors.aspect_ratios)
+    assert (steps.box_weights, steps.bbox_xform_clip) == (coder.weights, coder.bbox_xform_clip)
+    assert (steps.score_thresh, steps.topk_candidates, steps.nms_thresh, steps.detections_per_img) == (
+        loaded.score_thresh, loaded.topk_candidates, loaded.nms_thresh, loaded.detections_per_img)
+    assert steps == STEPS
+    for cell, sizes, ratios in zip(anchors.cell_anchors, steps.anchor_sizes, steps.aspect_ratios, strict=True):
+        assert (imageai_retinanet.cell_anchors(sizes, ratios) == cell.numpy()).all()
 
 
 @pytest.mark.parametrize("name", ["tiny_yolo", "retina"])
 def test_a_detector_started_from_the_cache_answers_as_when_converted(name, calibrated_dir, tmp_path, caplog):
     """A start from the converted-model cache (no ImageAI network loaded: YOLO's detection layers
-    made again from the anchors the entry recorded, RetinaNet's steps on the network's skeleton)
-    gives the detections of the start that converted, box for box."""
+    made again from the anchors the entry recorded, RetinaNet's steps from the settings it
+    recorded) gives the detections of the start that converted, box for box."""
     weights = CATALOG[name].path(tmp_path)
     weights.parent.mkdir(parents=True)
     weights.symlink_to(CATALOG[name].path(calibrated_dir))
@@ -249,12 +261,54 @@ def test_a_detector_started_from_the_cache_answers_as_when_converted(name, calib
     cached = load_detector(name, "openvino", tmp_path)
     assert "read from the cache" in caplog.text and "saved to" not in caplog.text
     assert len([p for p in (tmp_path / ".openvino").glob("*.json") if p.name != file_digests.MEMO_NAME]) == 1
-    assert cached._detector is None   # no ImageAI network loaded (RetinaNet: its skeleton runs the steps)
+    assert cached._detector is None   # no ImageAI network loaded
+    if name == "retina":
+        assert cached._forward.steps == converted._forward.steps
     min_score = 0.05 if name == "retina" else 0.3
     compared = 0
     for image in [sample_image(640, 480, 6)] + photos():
         compared += assert_same_detections(ours(cached, image, min_score), ours(converted, image, min_score))
     assert compared > 100
+
+
+# A fresh process: loads RetinaNet on OpenVINO from MODELS_DIR (argv[1]), detects in one image
+# (argv[2]), prints its runtime, the framework modules imported and the detections (JSON).
+_SERVE_FROM_CACHE = """
+import json, sys
+from pathlib import Path
+from PIL import Image
+from contract import InferenceOptions
+from registry import create_model
+
+detector = create_model("detection", "retina", Path(sys.argv[1]), download=False,
+                        options=InferenceOptions(runtime="openvino"))
+detector.load()
+found = detector.predict([Image.open(sys.argv[2]).convert("RGB")], 0.05)[0]
+frameworks = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision", "imageai", "tensorflow", "keras"))
+print(json.dumps({"runtime": detector.runtime, "frameworks": frameworks,
+                  "found": [[d.label, d.score, list(d.box)] for d in found]}))
+"""
+
+
+def test_a_retinanet_start_from_the_cache_imports_no_framework(calibrated_dir, tmp_path):
+    """A replica serving from the converted-model cache never imports torch, torchvision or
+    ImageAI (nor TensorFlow): a fresh process loads RetinaNet from the cache filled here, serves
+    an image with none of them imported, and finds what the converting process finds."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.support.paths import ROOT
+
+    converted = load_detector("retina", "openvino", calibrated_dir)   # converts, unless a test before did
+    image = sample_image(640, 480, 6)
+    image.save(tmp_path / "scene.png")
+    answer = subprocess.run([sys.executable, "-c", _SERVE_FROM_CACHE, str(calibrated_dir), str(tmp_path / "scene.png")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert answer.returncode == 0, answer.stderr[-3000:]
+    served = json.loads(answer.stdout.splitlines()[-1])
+    assert (served["runtime"], served["frameworks"]) == ("openvino", [])
+    assert assert_same_detections([tuple(d) for d in served["found"]], ours(converted, image, 0.05)) > 100
 
 
 @pytest.mark.parametrize("name", ["tiny_yolo", "retina"])
