@@ -125,7 +125,12 @@ class Drain:
             if elapsed >= self.seconds or (elapsed >= self.grace and self.server.quiet()):
                 break
             time.sleep(0.05)
-        self.server.trigger.pull_trigger(self._finish)
+        try:
+            self.server.trigger.pull_trigger(self._finish)
+        except OSError:
+            # The loop thread, woken by something else between the trigger's queueing of
+            # _finish and its wake-up write, already ran _finish, which closes the trigger.
+            pass
 
     def _finish(self) -> None:
         cut = self.server.finish()
