@@ -69,6 +69,7 @@ class Job:
     route: str
     keep_images: bool = False
     gone: Callable[[], bool] = lambda: False   # has the client left? (its work is then dropped)
+    cached: bool = True        # looked up in and stored to the result cache
 
 
 class Pipeline:
@@ -88,6 +89,16 @@ class Pipeline:
         return self.run(Job(CLASSIFICATION, model, (top_k,), (), lambda slot, row: ranked(slot, row, top_k),
                             route, gone=gone), sources)
 
+    def probabilities(self, sources: list[ImageSource], *, model: str | None, route: str,
+                      gone: Callable[[], bool] = lambda: False) -> tuple[ModelSlot, list[ImageResult]]:
+        """Classification: every class, ranked as classify() ranks them (the Open Inference
+        Protocol answers the whole row). Never cached: a row of every class is no answer a
+        cache entry may hold (a shared one holds at most 1,000 rows)."""
+        slot = self.registry.for_task(CLASSIFICATION, model)
+        every = len(slot.model.labels)
+        return self.run(Job(CLASSIFICATION, slot.name, (every,), (), lambda slot, row: ranked(slot, row, every),
+                            route, gone=gone, cached=False), sources)
+
     def detect(self, sources: list[ImageSource], *, model: str | None, min_score: float,
                max_detections: int | None, classes: frozenset[str] | None, route: str,
                keep_images: bool = False, gone: Callable[[], bool] = lambda: False
@@ -103,7 +114,7 @@ class Pipeline:
         stretch_to = slot.model.input_size if slot.model.resize_mode == STRETCH else None
         check = self._check(job, slot)
         with slot.expecting() as token:
-            results, pending = self._prepare(sources, key, job.keep_images, stretch_to, check)
+            results, pending = self._prepare(sources, key, job, stretch_to, check)
             if pending:
                 started = time.perf_counter()
                 # The images are listed inside the call, so nothing here holds them afterwards.
@@ -114,7 +125,7 @@ class Pipeline:
                     result.inference_seconds = share
                     if not job.keep_images:
                         result.image = None
-                    self._answered(slot.name, check, key, result, job.finish(slot, output))
+                    self._answered(slot.name, check, key if job.cached else None, result, job.finish(slot, output))
         self._record(results, slot.name, job.route)
         return slot, results
 
@@ -124,13 +135,15 @@ class Pipeline:
             labels = self._labels[slot.name] = label_table(slot.model.labels, slot.model.class_ids)
         return AnswerCheck(job.task, job.params, labels, self.limits)
 
-    def _answered(self, model: str, check: "AnswerCheck", key: tuple, result: ImageResult, value) -> None:
-        """The model's answer for one image: cached when a cached copy would pass the check, served
-        uncached when only its scores leave [0, 1], and that image's error otherwise."""
+    def _answered(self, model: str, check: "AnswerCheck", key: tuple | None, result: ImageResult, value) -> None:
+        """The model's answer for one image: cached (unless `key` is None) when a cached copy would
+        pass the check, served uncached when only its scores leave [0, 1], and that image's error
+        otherwise."""
         problem = check.problem(result.width, result.height, value)
         if problem is None:
             result.value = value
-            self.cache.put(key + (result.key,), (result.width, result.height, value))
+            if key is not None:
+                self.cache.put(key + (result.key,), (result.width, result.height, value))
         elif dataclasses.replace(check, scores=FINITE).problem(result.width, result.height, value) is None:
             result.value = value
             if model not in self._uncached:
@@ -142,16 +155,16 @@ class Pipeline:
                       model, problem)
             result.error = InferenceFailed()
 
-    def _prepare(self, sources, key, keep_images: bool, stretch_to, check):
+    def _prepare(self, sources, key, job: Job, stretch_to, check):
         """Results from the cache, and the decoded images still to compute."""
-        results, pending = [], []
+        results, pending, keep_images = [], [], job.keep_images
         for source in sources:
             result = ImageResult(key=source.key, error=source.error, read=source.data is not None)
             results.append(result)
             if source.error is not None:
                 continue
-            cached = self.cache.get(key + (source.key,), check=check)
-            if self.metrics:
+            cached = self.cache.get(key + (source.key,), check=check) if job.cached else None
+            if self.metrics and job.cached:
                 self.metrics.cache(cached is not None)
             if cached is not None:
                 result.width, result.height, result.value = cached
