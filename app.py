@@ -87,8 +87,9 @@ def create_app(settings: Settings | None = None, *, classifier: Model | None = N
         pipeline=Pipeline(registry, cache, report, fetcher, ImageLimits(settings.max_image_pixels, settings.max_image_side),
                           metrics=metrics, after_images=memory.after_images))
 
-    from api import deepstack, inference, operations, page
+    from api import deepstack, inference, open_inference, operations, page
     app.register_blueprint(inference.bp)
+    app.register_blueprint(open_inference.bp)
     app.register_blueprint(operations.bp)
     app.register_blueprint(deepstack.bp)
     app.register_blueprint(page.bp)
