@@ -235,6 +235,9 @@ _FACE_SCHEMAS = {
                 "distance": {"type": "number", "nullable": True,
                              "description": "to the nearest registered face; null when nobody is registered"}}}}}},
             _ref("Error")]}}}},
+}
+
+
 # --- the Open Inference Protocol (api/open_inference.py) ---------------------------------------
 
 def _oip_errors(*codes: int) -> dict:
