@@ -91,8 +91,9 @@ def create_app(settings: Settings | None = None, *, classifier: Model | None = N
         metrics=metrics, report=report, shared_store=shared_store, pipeline=pipeline,
         faces=face_recognition(settings, registry, pipeline))
 
-    from api import codeproject, deepstack, faces, inference, operations, page
+    from api import codeproject, deepstack, faces, inference, open_inference, operations, page
     app.register_blueprint(inference.bp)
+    app.register_blueprint(open_inference.bp)
     app.register_blueprint(operations.bp)
     app.register_blueprint(deepstack.bp)
     app.register_blueprint(codeproject.bp)

@@ -5,7 +5,9 @@ a model is discovered at run time.
 A model's life: constructed from configuration (cheap: no framework import, no file read) →
 `validate()` at start-up (a bad model folder stops the process with the others' problems) →
 `load()` exactly once, on first use or at preload, after its `frameworks` are imported →
-`predict()` from many threads at once → `describe()` whenever /models asks.
+`predict()` from many threads at once → `describe()` whenever /models asks. A model may also
+offer its network's own tensors (`network_tensors()`, `infer_tensors()`) to clients that prepare
+the input themselves.
 """
 from __future__ import annotations
 
@@ -65,6 +67,38 @@ class FrameworksNeeded(Exception):
     conversion on a cache miss, a framework path, a GPU check. The registry imports every
     configured model's frameworks, in the one order that works, and loads the model again; a
     load that needs none (a start from the converted-model cache) never imports them."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorInfo:
+    """One of a network's tensors: what an executor reads from a model file or an engine's
+    metadata, and what a model offers to clients that prepare its input themselves."""
+    name: str
+    shape: tuple[int | None, ...]   # None for a dynamic dimension
+    dtype: np.dtype
+    scale: float = 0.0              # quantization: real = (q - zero_point) * scale
+    zero_point: int = 0
+
+    @property
+    def quantized(self) -> bool:
+        return self.scale > 0 and np.issubdtype(self.dtype, np.integer)
+
+    def describe(self) -> dict:
+        info = {"name": self.name, "shape": [d if d is not None else -1 for d in self.shape],
+                "dtype": np.dtype(self.dtype).name}
+        if self.quantized:
+            info.update(scale=self.scale, zero_point=self.zero_point)
+        return info
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkTensors:
+    """The tensors a model's network takes and gives, offered to clients that prepare its input
+    themselves (the Open Inference Protocol's own tensors): one input, batch first, in the
+    network's own data types (a quantized model's integers, with their scale and zero point)."""
+    input: TensorInfo
+    outputs: tuple[TensorInfo, ...]
+    preprocessing: str    # how the input is made from an image, for a client to do the same
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,6 +167,18 @@ class Model(abc.ABC):
     def describe(self) -> dict:
         """Static facts for /models: format, weights or files, preprocessing."""
         return {}
+
+    def network_tensors(self) -> NetworkTensors | None:
+        """The network's own tensors, once loaded, for clients that send its input tensor
+        themselves; None where the model offers none (the default: its network takes no fixed
+        tensor, or runs in steps no client could feed)."""
+        return None
+
+    def infer_tensors(self, batch: np.ndarray) -> list[np.ndarray]:
+        """The network on a batch of its own input tensor (dtype and shape as network_tensors()
+        says): its outputs in that order, batch first. Called only where network_tensors()
+        offers tensors, from many threads at once."""
+        raise NotImplementedError(f"model '{self.name}' offers no network tensors")
 
     def load_failure(self, exc: Exception) -> str:
         """What an operator should read when `load()` raised `exc`: the cause, and the fix.

@@ -68,6 +68,17 @@ if [ "$(cat "$serving_stamp" 2>/dev/null)" != "$serving_wanted" ]; then
   echo "$serving_wanted" > "$serving_stamp"
 fi
 
+# The Open Inference Protocol clients that tests/test_open_inference.py drives (tritonclient[http])
+# live in their own virtualenv too: tritonclient pins ml-dtypes<=0.5.4, which the engine's clashes with.
+clients_stamp=.venv-clients/.requirements.sha256
+clients_wanted=$(sha256sum requirements-clients.txt | cut -d' ' -f1)
+if [ "$(cat "$clients_stamp" 2>/dev/null)" != "$clients_wanted" ]; then
+  "$PYTHON" -m venv .venv-clients
+  .venv-clients/bin/python -m pip install --quiet --upgrade pip
+  .venv-clients/bin/python -m pip install --quiet -r requirements-clients.txt
+  echo "$clients_wanted" > "$clients_stamp"
+fi
+
 .venv/bin/ruff check .
 
 # pytest exits 5 when it collected no tests: that is a failure here, as is any non-zero code.

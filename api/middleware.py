@@ -15,13 +15,16 @@ from errors import Unauthorized
 
 access_log = logging.getLogger("image_service.access")
 
-# Routes called without a key: an orchestrator's or scraper's, and the API's own description
+# Routes called without a key: an orchestrator's or scraper's (/health, /ready and their Open
+# Inference Protocol twins, which say no more than /ready does), and the API's own description
 # (public: it says what the routes take, never a key or a model's data), so that /docs loads
 # and its "Authorize" button takes the key for the calls made from it; likewise the page at `/`
 # and its files (the same for everyone, no data in them), whose key field then sends the key.
 OPEN_ENDPOINTS = {"operations.health", "operations.ready", "operations.metrics",
                   "operations.openapi", "operations.docs", "operations.docs_static",
-                  "page.index", "page.asset"}
+                  "page.index", "page.asset",
+                  # The Open Inference Protocol's health routes: liveness, readiness, a model's readiness.
+                  "open_inference.live", "open_inference.server_ready", "open_inference.model_ready"}
 # Blueprints whose clients send the key as a form field `api_key` (DeepStack's API): read from a
 # multipart/form-data body only, as those clients send it (a urlencoded body is not theirs, and a
 # key there would authenticate a request no DeepStack client makes). Every other route's body

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Flask
 
 from api import SERVICE_NAME, VERSION
+from runtimes.open_inference_tensors import BYTES, HEADER_LENGTH, V2_TYPES
 
 _ERROR = {"$ref": "#/components/responses/Error"}
 
@@ -237,6 +238,96 @@ _FACE_SCHEMAS = {
 }
 
 
+# --- the Open Inference Protocol (api/open_inference.py) ---------------------------------------
+
+def _oip_errors(*codes: int) -> dict:
+    error = _json(_ref("OipError"), "An error, in the protocol's shape")
+    return {str(code): error for code in codes}
+
+
+_OIP_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
+             "description": "A configured model"}
+_OIP_VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "string", "enum": ["1"]},
+                "description": "Every model has one version, 1"}
+
+
+def _oip_model_paths(suffix: str, method: str, operation_id: str, operation: dict) -> dict:
+    """/v2/models/{name}<suffix> and its /versions/{version} twin."""
+    return {f"/v2/models/{{name}}{suffix}": {method: {
+                **operation, "operationId": operation_id, "parameters": [_OIP_NAME]}},
+            f"/v2/models/{{name}}/versions/{{version}}{suffix}": {method: {
+                **operation, "operationId": operation_id + "Version", "parameters": [_OIP_NAME, _OIP_VERSION]}}}
+
+
+def _open_inference_paths() -> dict:
+    open_route = {"security": []}
+    infer_body = {"required": True, "description": (
+        "The protocol's JSON request; with binary tensors (Inference-Header-Content-Length) the JSON header is "
+        "followed by the tensors' bytes. One input: 'image' BYTES [N] of encoded images (binary: the files' bytes; "
+        "JSON: base64 text), or the network's own tensor as the model's metadata lists it. Request parameters for "
+        "detectors: min_score (default 0.3), max_detections, classes. At most MAX_UPLOAD_MB, "
+        "MAX_IMAGES_PER_REQUEST images."), "content": {
+        "application/json": {"schema": _ref("InferRequest")},
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
+    infer_ok = {"description": "The outputs (binary ones after the JSON header, whose length "
+                               "Inference-Header-Content-Length gives)",
+                "headers": {HEADER_LENGTH: {"description": "present when some output is binary",
+                                            "schema": {"type": "integer"}}, **_SERVER_TIMING},
+                "content": {"application/json": {"schema": _ref("InferResponse")},
+                            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
+    paths = {
+        "/v2/health/live": {"get": {**open_route, "summary": "Open Inference Protocol: liveness", "operationId": "oipLive",
+                                    "responses": {"200": _json({"type": "object", "properties": {"live": {"type": "boolean"}}})}}},
+        "/v2/health/ready": {"get": {**open_route, "summary": "Open Inference Protocol: readiness (as /ready)",
+                                     "operationId": "oipReady", "responses": {
+                                         "200": _json({"type": "object", "properties": {"ready": {"type": "boolean"}}}),
+                                         "503": _json({"type": "object", "properties": {
+                                             "ready": {"type": "boolean"}, "error": {"type": "string"}}}, "Not ready")}}},
+        "/v2": {"get": {"summary": "Open Inference Protocol: server metadata and extensions", "operationId": "oipServer",
+                        "responses": {"200": _json({"type": "object", "properties": {
+                            "name": {"type": "string"}, "version": {"type": "string"},
+                            "extensions": {"type": "array", "items": {"type": "string"}}}}), **_oip_errors(401)}}},
+    }
+    models = (
+        ("", "get", "oipModel", {"summary": "Open Inference Protocol: a model's metadata (its tensors)",
+                                 "responses": {"200": _json(_ref("ModelMetadata")), **_oip_errors(401, 404, 503)}}),
+        ("/ready", "get", "oipModelReady", {**open_route, "summary": "Open Inference Protocol: a model's readiness",
+                                            "responses": {"200": _json({"type": "object"}), **_oip_errors(404, 503)}}),
+        ("/config", "get", "oipModelConfig", {
+            "summary": "Open Inference Protocol: a model's configuration (Triton's model_config as JSON)",
+            "responses": {"200": _json({"type": "object"}), **_oip_errors(401, 404, 503)}}),
+        ("/infer", "post", "oipInfer", {
+            "summary": "Open Inference Protocol: inference", "requestBody": infer_body,
+            "responses": {"200": infer_ok, **_oip_errors(400, 401, 404, 413, 415, 500, 502, 503, 504)}}))
+    for model_route in models:
+        paths.update(_oip_model_paths(*model_route))
+    return paths
+
+
+_OIP_TENSOR = {"type": "object", "required": ["name", "datatype", "shape"], "properties": {
+    "name": {"type": "string"}, "datatype": {"type": "string", "enum": [*V2_TYPES, BYTES]},
+    "shape": {"type": "array", "items": {"type": "integer"}}}}
+_OIP_SCHEMAS = {
+    "OipError": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+    "ModelMetadata": {"type": "object", "properties": {
+        "name": {"type": "string"}, "versions": {"type": "array", "items": {"type": "string"}},
+        "platform": {"type": "string"},
+        "inputs": {"type": "array", "items": _OIP_TENSOR}, "outputs": {"type": "array", "items": _OIP_TENSOR}}},
+    "InferRequest": {"type": "object", "required": ["inputs"], "properties": {
+        "id": {"type": "string"}, "parameters": {"type": "object"},
+        "inputs": {"type": "array", "minItems": 1, "maxItems": 1, "items": {"allOf": [_OIP_TENSOR, {
+            "type": "object", "properties": {"data": {"type": "array", "items": {}},
+                                             "parameters": {"type": "object"}}}]}},
+        "outputs": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {
+            "name": {"type": "string"}, "parameters": {"type": "object", "properties": {
+                "binary_data": {"type": "boolean"}, "classification": {"type": "integer", "minimum": 1}}}}}}}},
+    "InferResponse": {"type": "object", "properties": {
+        "model_name": {"type": "string"}, "model_version": {"type": "string"}, "id": {"type": "string"},
+        "outputs": {"type": "array", "items": {"allOf": [_OIP_TENSOR, {"type": "object", "properties": {
+            "data": {"type": "array", "items": {}}, "parameters": {"type": "object"}}}]}}}},
+}
+
+
 def openapi_document(app: Flask) -> dict:
     settings = app.extensions["settings"]
     open_route = {"security": []}
@@ -376,6 +467,8 @@ def openapi_document(app: Flask) -> dict:
     schemas.update(_DEEPSTACK_SCHEMAS)
     paths.update(_face_paths())
     schemas.update(_FACE_SCHEMAS)
+    paths.update(_open_inference_paths())
+    schemas.update(_OIP_SCHEMAS)
     document = {
         "openapi": "3.0.3",
         "info": {"title": SERVICE_NAME, "version": VERSION,

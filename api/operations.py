@@ -60,19 +60,25 @@ def health():
 
 @bp.get("/ready")
 def ready():
-    registry = _registry()
-    admission, time_limit = current_app.extensions["admission"], current_app.extensions["time_limit"]
-    models = registry.status()
-    if admission.draining.is_set():
-        body = error_body(503, "shutting_down", "The service is shutting down.")
-    elif not time_limit.healthy:
-        body = error_body(503, "inference_stuck", "Model calls are stuck past the time limit.")
-    elif not registry.ready:
-        body = error_body(503, "not_ready", "Not every enabled model is loaded and ready yet.")
-    else:
+    models = _registry().status()
+    body = not_ready()
+    if body is None:
         return jsonify(status="ready", models=models)
     body.update(status="not_ready", models=models)
     return jsonify(body), 503
+
+
+def not_ready() -> dict | None:
+    """Why the service is not ready, as an error body, or None when it is: /ready and the Open
+    Inference Protocol's /v2/health/ready say the same."""
+    admission, time_limit = current_app.extensions["admission"], current_app.extensions["time_limit"]
+    if admission.draining.is_set():
+        return error_body(503, "shutting_down", "The service is shutting down.")
+    if not time_limit.healthy:
+        return error_body(503, "inference_stuck", "Model calls are stuck past the time limit.")
+    if not _registry().ready:
+        return error_body(503, "not_ready", "Not every enabled model is loaded and ready yet.")
+    return None
 
 
 @bp.get("/status")

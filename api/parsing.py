@@ -165,11 +165,15 @@ def _json_item(item) -> ImageSource:
         return ImageSource.of_url(url)
     if not isinstance(encoded, str):
         raise InvalidImage("'image_base64' must be a string.")
+    return ImageSource.of_bytes(base64_image(encoded, "'image_base64'"))
+
+
+def base64_image(encoded: str, field: str) -> bytes:
+    """An image sent as base64 text (a `data:` URI prefix and whitespace allowed); `field` names it."""
     try:
-        data = base64.b64decode(_DATA_URI.sub("", "".join(encoded.split())), validate=True)
+        return base64.b64decode(_DATA_URI.sub("", "".join(encoded.split())), validate=True)
     except (binascii.Error, ValueError):
-        raise InvalidImage("'image_base64' is not valid base64.") from None
-    return ImageSource.of_bytes(data)
+        raise InvalidImage(f"{field} is not valid base64.") from None
 
 
 # --- query parameters ------------------------------------------------------------------------

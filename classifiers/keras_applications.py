@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from classifiers import imagenet
-from contract import STRETCH, Classifier
+from contract import STRETCH, Classifier, NetworkTensors, TensorInfo
 from models.builtin_model import BuiltinModel
 from runtimes import frameworks, openvino
 
@@ -148,6 +148,20 @@ class KerasApplicationClassifier(BuiltinModel, Classifier):
                 img = img.resize((width, height), Image.BILINEAR)
             batch[i] = np.asarray(img, dtype=np.float32)
         return batch
+
+    def network_tensors(self) -> NetworkTensors | None:
+        """The network's preprocessed input and its probabilities, once loaded (any batch size:
+        OpenVINO's batch-1 network runs a batch image by image)."""
+        if self._infer is None:
+            return None
+        side, float32 = self.side, np.dtype(np.float32)
+        return NetworkTensors(TensorInfo("input", (None, side, side, 3), float32),
+                              (TensorInfo("predictions", (None, len(self._labels)), float32),),
+                              f"RGB 0-255 resized (bilinear) to {side}x{side}, then "
+                              f"keras.applications.{self.module_name}.preprocess_input, NHWC")
+
+    def infer_tensors(self, batch: np.ndarray) -> list[np.ndarray]:
+        return [self._infer(batch)]
 
     def predict(self, images: list[Image.Image]) -> np.ndarray:
         # preprocess_input scales float arrays in place: the batch is ours alone.

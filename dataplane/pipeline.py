@@ -69,7 +69,7 @@ class Job:
     route: str
     keep_images: bool = False
     gone: Callable[[], bool] = lambda: False   # has the client left? (its work is then dropped)
-    cached: bool = True        # faces are not: an embedding is a person's data, kept only where they are registered
+    cached: bool = True        # looked up in and stored to the result cache (faces and whole rows are not)
 
 
 class Pipeline:
@@ -88,6 +88,16 @@ class Pipeline:
                  route: str, gone: Callable[[], bool] = lambda: False) -> tuple[ModelSlot, list[ImageResult]]:
         return self.run(Job(CLASSIFICATION, model, (top_k,), (), lambda slot, row: ranked(slot, row, top_k),
                             route, gone=gone), sources)
+
+    def probabilities(self, sources: list[ImageSource], *, model: str | None, route: str,
+                      gone: Callable[[], bool] = lambda: False) -> tuple[ModelSlot, list[ImageResult]]:
+        """Classification: every class, ranked as classify() ranks them (the Open Inference
+        Protocol answers the whole row). Never cached: a row of every class is no answer a
+        cache entry may hold (a shared one holds at most 1,000 rows)."""
+        slot = self.registry.for_task(CLASSIFICATION, model)
+        every = len(slot.model.labels)
+        return self.run(Job(CLASSIFICATION, slot.name, (every,), (), lambda slot, row: ranked(slot, row, every),
+                            route, gone=gone, cached=False), sources)
 
     def detect(self, sources: list[ImageSource], *, model: str | None, min_score: float,
                max_detections: int | None, classes: frozenset[str] | None, route: str,

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from contract import LETTERBOX, OPENVINO, Detection, Detector
+from contract import LETTERBOX, OPENVINO, Detection, Detector, NetworkTensors, TensorInfo
 from detectors import imageai_retinanet, imageai_yolo
 from models.builtin_model import BuiltinModel
 from runtimes import frameworks, openvino
@@ -136,6 +136,23 @@ class ImageAIDetector(BuiltinModel, Detector):
             with torch.no_grad():
                 return network(torch.from_numpy(inputs).to(device))
         return forward
+
+    def network_tensors(self) -> NetworkTensors | None:
+        """YOLO's letterboxed input and its network's output (ImageAI's detection layers
+        applied), once loaded. RetinaNet offers none: its network takes a list of images of any
+        size and answers boxes after torchvision's own steps, no tensor a client could send."""
+        if self._forward is None or self.model_type == "RetinaNet":
+            return None
+        side, float32 = imageai_yolo.YOLO_INPUT, np.dtype(np.float32)
+        return NetworkTensors(TensorInfo("images", (None, 3, side, side), float32),
+                              (TensorInfo("output", (None, None, 5 + len(self.labels)), float32),),
+                              f"RGB letterboxed to {side}x{side} (ImageAI's: bicubic, grey 128), divided by 255, NCHW")
+
+    def infer_tensors(self, batch: np.ndarray) -> list[np.ndarray]:
+        import torch
+
+        with self._lock:   # ImageAI's layers keep state: one network call at a time
+            return [self._forward(torch.from_numpy(batch)).cpu().numpy()]
 
     def predict(self, images: list[Image.Image], min_score: float) -> list[list[Detection]]:
         retinanet = self.model_type == "RetinaNet"

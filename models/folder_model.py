@@ -3,12 +3,13 @@ reaches the remote engine (its format's row in runtimes/formats.py), the input s
 start-up checks against the model itself, and the image → tensor step."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
 from PIL import Image
 
-from contract import OPENVINO, InferenceOptions, ModelUnavailable
+from contract import OPENVINO, InferenceOptions, ModelUnavailable, NetworkTensors, TensorInfo
 from models.folder_spec import FolderSpec, SpecError
 from models.preprocessing import Placement, normalise, place
 from runtimes import FORMATS, Executor, open_executor, openvino
@@ -66,6 +67,23 @@ class FolderModel:
     def tensors(self) -> Executor | None:
         """The opened executor with its tensors (models.check prints them); None before load."""
         return self._executor
+
+    def network_tensors(self) -> NetworkTensors | None:
+        """The model file's (or engine model's) own input and outputs, in their own data types,
+        for any batch size (the executor splits a batch where the model fixes it)."""
+        executor = self._executor
+        if executor is None:
+            return None
+        spec = self.spec
+        height, width = self.input_size
+        made = (f"RGB 0-255, {spec.resize} to {height}x{width}, (pixel - mean {list(spec.mean)}) / std "
+                f"{list(spec.std)}, {executor.layout}")
+        if executor.input.quantized:
+            made += ", quantized with the input's scale and zero point"
+        return NetworkTensors(_any_batch(executor.input), tuple(_any_batch(o) for o in executor.outputs), made)
+
+    def infer_tensors(self, batch: np.ndarray) -> list[np.ndarray]:
+        return self._executor.run_raw(batch)
 
     def describe(self) -> dict:
         info = {"builtin": False, **self.spec.describe()}
@@ -158,3 +176,8 @@ class FolderModel:
         placed = [place(img, size, self.spec.resize) for img in images]
         pixels = np.stack([p[0] for p in placed])
         return normalise(pixels, self.spec.mean, self.spec.std, self._executor.layout), [p[1] for p in placed]
+
+
+def _any_batch(info: TensorInfo) -> TensorInfo:
+    """The tensor with its batch dimension free: any batch size is run, split where need be."""
+    return dataclasses.replace(info, shape=(None, *info.shape[1:]))

@@ -171,6 +171,17 @@ class ModelSlot:
             call = lambda: batcher.submit(images, token, options, gone)
         else:
             call = lambda: _unless_gone(gone, model.predict, images, *options)
+        return self._called(call)
+
+    def infer_tensors(self, batch, gone: Callable[[], bool] = lambda: False) -> list:
+        """The model's network on a batch of its own input tensor (contract.Model.infer_tensors),
+        loaded first if needed, under the time limit, timed; never micro-batched (a client's
+        tensors are one call)."""
+        model = self.ensure_loaded()
+        return self._called(lambda: _unless_gone(gone, model.infer_tensors, batch))
+
+    def _called(self, call: Callable[[], object]):
+        """`call()` under the time limit, timed for /metrics, a failure turned into one API error."""
         started = time.perf_counter()
         try:
             return self._policy.limit(call)

@@ -1,30 +1,12 @@
-"""The executor interface and the quantization arithmetic every executor shares."""
+"""The executor interface and the quantization arithmetic every executor shares (a tensor's facts,
+TensorInfo, are the model contract's: models offer the same tensors to clients)."""
 from __future__ import annotations
 
 import abc
-import dataclasses
 
 import numpy as np
 
-
-@dataclasses.dataclass(frozen=True)
-class TensorInfo:
-    name: str
-    shape: tuple[int | None, ...]   # None for a dynamic dimension
-    dtype: np.dtype
-    scale: float = 0.0              # quantization: real = (q - zero_point) * scale
-    zero_point: int = 0
-
-    @property
-    def quantized(self) -> bool:
-        return self.scale > 0 and np.issubdtype(self.dtype, np.integer)
-
-    def describe(self) -> dict:
-        info = {"name": self.name, "shape": [d if d is not None else -1 for d in self.shape],
-                "dtype": np.dtype(self.dtype).name}
-        if self.quantized:
-            info.update(scale=self.scale, zero_point=self.zero_point)
-        return info
+from contract import TensorInfo
 
 
 def quantize(x: np.ndarray, info: TensorInfo) -> np.ndarray:
@@ -79,12 +61,17 @@ class Executor(abc.ABC):
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         """float32 batch in the model's layout -> float32 outputs, batch first."""
+        raw = self.run_raw(quantize(batch, self.input))
+        return [dequantize(y, info) for y, info in zip(raw, self.outputs)]
+
+    def run_raw(self, batch: np.ndarray) -> list[np.ndarray]:
+        """A batch already in the model's own dtype -> its outputs in theirs (a quantized
+        model's integers), any batch size: split where the model fixes its batch."""
         step = self.fixed_batch
         if step is not None and len(batch) > step:
-            parts = [self.run(batch[i:i + step]) for i in range(0, len(batch), step)]
+            parts = [self._invoke(batch[i:i + step]) for i in range(0, len(batch), step)]
             return [np.concatenate(outs) for outs in zip(*parts)]
-        raw = self._invoke(quantize(batch, self.input))
-        return [dequantize(y, info) for y, info in zip(raw, self.outputs)]
+        return self._invoke(batch)
 
     @abc.abstractmethod
     def _invoke(self, batch: np.ndarray) -> list[np.ndarray]:

@@ -18,16 +18,17 @@ import numpy as np
 import orjson
 
 from runtimes.base import TensorInfo
+from runtimes.open_inference_tensors import (
+    BINARY_EXTENSION,
+    HEADER_LENGTH,
+    V2_TYPES,
+    TensorError,
+    read_tensors,
+    split_body,
+    v2_name,
+)
 from runtimes.remote import FAILED, NOT_READY, EngineProblem, RemoteExecutor, expect_ok, malformed, parse_json, url_path
 
-V2_TYPES = {
-    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
-    "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
-    "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
-}
-_V2_NAMES = {np.dtype(t): name for name, t in V2_TYPES.items()}
-HEADER_LENGTH = "Inference-Header-Content-Length"
-BINARY_EXTENSION = "binary_tensor_data"   # what Triton lists in its server metadata's extensions
 _INFER = "the inference request"
 
 
@@ -90,11 +91,6 @@ class KServeV2Executor(RemoteExecutor):
         return [answers[o.name] for o in self.outputs]
 
 
-def v2_name(dtype: np.dtype) -> str:
-    """The protocol's name of a numpy data type (UINT8, FP32, ...)."""
-    return _V2_NAMES[np.dtype(dtype)]
-
-
 def metadata_tensor(item, what: str) -> TensorInfo:
     """A metadata tensor: name, datatype, shape (-1 variable)."""
     if not isinstance(item, dict):
@@ -110,29 +106,11 @@ def metadata_tensor(item, what: str) -> TensorInfo:
 
 
 def _read_outputs(content: bytes, header_length: str | None) -> dict[str, np.ndarray]:
-    """The answer's output tensors by name, from JSON data or the binary data after the header."""
+    """The answer's output tensors by name, from JSON data or the binary data after the header
+    (runtimes/open_inference_tensors.py reads them, as our own server reads its inputs)."""
     try:
-        split = int(header_length) if header_length is not None else len(content)
-        if not 0 < split <= len(content):
-            raise ValueError("header length outside the body")
-        head = parse_json(content[:split], _INFER)
-        items, raw = head.get("outputs"), memoryview(content)[split:]
-        if not isinstance(items, list):
-            raise ValueError("no outputs")
-        arrays, offset = {}, 0
-        for item in items:
-            dtype = np.dtype(V2_TYPES[item["datatype"]])
-            shape = [int(d) for d in item["shape"]]
-            size = (item.get("parameters") or {}).get("binary_data_size")
-            if size is None:
-                array = np.asarray(item["data"], dtype=dtype)
-            else:
-                chunk = raw[offset:offset + int(size)]
-                offset += int(size)
-                array = np.frombuffer(chunk, dtype.newbyteorder("<")).astype(dtype)
-            arrays[str(item["name"])] = array.reshape(shape)
-        if offset != len(raw):
-            raise ValueError("binary data left over")
-        return arrays
-    except (ValueError, TypeError, KeyError, AttributeError):
+        head, raw = split_body(content, header_length)
+        outputs = read_tensors(parse_json(head, _INFER).get("outputs"), raw, "output", datatypes=tuple(V2_TYPES))
+    except TensorError:
         raise malformed(_INFER) from None
+    return {name: array for name, array in outputs}

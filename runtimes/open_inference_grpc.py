@@ -25,7 +25,8 @@ import numpy as np
 from runtimes import open_inference_pb2 as pb
 from runtimes import remote
 from runtimes.base import TensorInfo
-from runtimes.open_inference import V2_TYPES, metadata_tensor, v2_name
+from runtimes.open_inference import metadata_tensor
+from runtimes.open_inference_tensors import V2_TYPES, v2_name
 from runtimes.remote import EngineProblem, RemoteExecutor, RemoteTarget
 
 _SERVICE = "/inference.GRPCInferenceService/"

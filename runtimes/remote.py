@@ -333,9 +333,9 @@ class RemoteExecutor(Executor):
     def status(self) -> dict:
         return {"host": self.target.host, "state": self.health.current()}
 
-    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+    def run_raw(self, batch: np.ndarray) -> list[np.ndarray]:
         try:
-            outputs = super().run(batch)
+            outputs = super().run_raw(batch)
         except EngineProblem as problem:
             gone = problem.state in (UNREACHABLE, NOT_READY)  # a bad or slow answer is not "gone"
             if not gone or self.health.state != problem.state:  # an outage is logged once, not per call

@@ -16,8 +16,18 @@ client has gone.
   the answer is flushed, our side is shut for writing, and whatever the client still sends is
   read and dropped until it closes or `LINGER_SECONDS` pass. Closing a socket with unread
   data sends a reset, which can destroy the answer before the client has read it.
+- A connection that lingered out is closed by its own `readable()`, never by the server's
+  `maintenance`: that runs inside wasyncore's registration pass, whose list of descriptors was
+  taken before it; a channel closed there would still be polled under its old descriptor
+  (POLLNVAL), and a connection accepted in the same turn, given that descriptor number by the
+  kernel, would be closed in its place, its request unread (a reset to the client).
 - While the server drains, every answer carries `Connection: close`, so a keep-alive client
   learns that the connection ends with this answer instead of meeting a closed socket.
+- The drain's end stops listening first, after accepting every connection already waiting
+  (closing the listening socket would reset those). Then a connection closes when it is idle:
+  nothing arriving or being answered, and a request answered on it or none begun within
+  `FRESH_SECONDS` of its accept (a client that has just connected is sending its request:
+  closing now would reset it unanswered). The rest are cut at the drain's deadline.
 """
 from __future__ import annotations
 
@@ -26,6 +36,7 @@ import socket
 import threading
 import time
 
+from waitress import wasyncore
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser, ParsingError
@@ -36,6 +47,7 @@ from api.errors import error_body
 from api.middleware import API_POLICY, CACHE_CONTROL, SECURITY_HEADERS
 
 LINGER_SECONDS = 2.0
+FRESH_SECONDS = 1.0
 ACCEPTS_PER_TURN = 64
 # On every answer waitress writes itself: the application's own headers for an API answer.
 ERROR_HEADERS = [("Content-Type", "application/json"), *SECURITY_HEADERS.items(),
@@ -94,12 +106,15 @@ class Channel(HTTPChannel):
     error_task_class = JsonErrorTask
     partial_since: float | None = None   # when the request now arriving sent its first byte
     lingering_until: float | None = None
+    answered_any = False                 # a request on this connection has been read whole
 
     # --- a request too slow to arrive ---------------------------------------------------------
 
     def received(self, data):
         partial = self.request
         result = super().received(data)
+        if self.requests:
+            self.answered_any = True
         if self.request is None:
             self.partial_since = None
         elif self.request is not partial or self.partial_since is None:
@@ -126,6 +141,12 @@ class Channel(HTTPChannel):
         self.close_when_flushed = True
 
     # --- a lingering close --------------------------------------------------------------------
+
+    def readable(self):
+        if self.lingered_out or (self.server.finishing and self.idle):
+            self.handle_close()  # before this descriptor is polled: see the module's docstring
+            return False
+        return super().readable()
 
     def writable(self):
         return self.lingering_until is None and super().writable()
@@ -171,9 +192,16 @@ class Channel(HTTPChannel):
         return (not self.requests and self.request is None and not self.total_outbufs_len
                 and self.lingering_until is None)
 
+    @property
+    def idle(self) -> bool:
+        """Quiet, and no request on its way: one was answered here (a keep-alive connection
+        between requests) or none began in the first `FRESH_SECONDS`."""
+        return self.quiet and (self.answered_any or time.time() - self.creation_time > FRESH_SECONDS)
+
 
 class Server(TcpWSGIServer):
     channel_class = Channel
+    finishing = False   # the listening socket is closed; idle connections close
 
     def __init__(self, application, adj: Adjustments, *, sock=None, draining: threading.Event,
                  request_grace: float, request_min_rate: float):
@@ -199,9 +227,8 @@ class Server(TcpWSGIServer):
         super().maintenance(now)
         clock = time.monotonic()
         for channel in list(self.active_channels.values()):
-            if channel.lingered_out:
-                channel.handle_close()
-            elif channel.too_slow(clock, self.request_grace, self.request_min_rate):
+            # A channel that lingered out closes in its own readable(), not here.
+            if channel.too_slow(clock, self.request_grace, self.request_min_rate):
                 channel.time_out()
 
     def quiet(self) -> bool:
@@ -211,12 +238,29 @@ class Server(TcpWSGIServer):
             return False
         return all(channel.quiet for channel in list(self.active_channels.values()))
 
+    def stop_listening(self) -> None:
+        """Accept every connection already waiting, close the listening socket, and close each
+        connection once it is idle (from the loop thread, at the drain's end)."""
+        while True:
+            before = len(self._map)
+            super().handle_accept()
+            if len(self._map) == before:
+                break
+        self.finishing = True
+        wasyncore.dispatcher.close(self)  # the listening socket only: the trigger still wakes the loop
+
+    @property
+    def connections(self) -> int:
+        return len(self.active_channels)
+
     def finish(self) -> int:
-        """Stop listening and close every connection (from the loop thread, at the drain's end);
+        """Close every connection and the trigger, which ends the loop (from the loop thread);
         how many were not quiet (cut)."""
+        if not self.finishing:
+            self.stop_listening()
         channels = list(self.active_channels.values())
         cut = sum(not channel.quiet for channel in channels)
-        self.close()  # the listening socket and the trigger
         for channel in channels:
             channel.handle_close()
+        self.trigger.close()
         return cut

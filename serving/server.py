@@ -120,12 +120,26 @@ class Drain:
 
     def _run(self) -> None:
         started = time.monotonic()
-        while True:
-            elapsed = time.monotonic() - started
-            if elapsed >= self.seconds or (elapsed >= self.grace and self.server.quiet()):
-                break
+        deadline = started + self.seconds
+        while time.monotonic() < deadline and not (time.monotonic() - started >= self.grace
+                                                   and self.server.quiet()):
             time.sleep(0.05)
-        self.server.trigger.pull_trigger(self._finish)
+        # Stop listening; the connections close as they become idle, the rest at the deadline.
+        if time.monotonic() < deadline and self._in_loop(self.server.stop_listening):
+            while time.monotonic() < deadline and self.server.connections:
+                self._in_loop(lambda: None)  # a turn of the loop: idle connections close in it
+                time.sleep(0.05)
+        self._in_loop(self._finish)
+
+    def _in_loop(self, thunk) -> bool:
+        """Run `thunk` in the server's loop thread; False where the loop has already ended."""
+        try:
+            self.server.trigger.pull_trigger(thunk)
+            return True
+        except OSError:
+            # The loop thread, woken by something else between the trigger's queueing of
+            # _finish and its wake-up write, already ran _finish, which closes the trigger.
+            return False
 
     def _finish(self) -> None:
         cut = self.server.finish()

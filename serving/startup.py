@@ -24,8 +24,10 @@ from collections.abc import MutableMapping
 from pathlib import Path
 
 from config import Settings
+from contract import ModelUnavailable
 from models.builtins import BUILTINS
 from models.folder_spec import SPEC_FILE
+from models.weights import PackagedFiles
 from registry import TASKS
 from runtimes.formats import FORMATS, default_runtime
 
@@ -72,6 +74,12 @@ def model_state(settings: Settings, task: str, name: str) -> str:
     builtin = BUILTINS.get(name)
     if builtin is not None and builtin.task == task:
         weights = builtin.weights
+        if isinstance(weights, PackagedFiles):
+            try:
+                weights.paths()
+            except ModelUnavailable as exc:
+                return f"built-in, {exc.reason}"
+            return f"built-in, its files from {weights.requirement}"
         if weights.path(settings.models_dir).is_file():
             return "built-in, weights present"
         fetch = f"weights missing: fetch them with `{weights.fetch_command}`"

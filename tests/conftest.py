@@ -61,12 +61,26 @@ def client(app):
 
 
 @pytest.fixture(scope="session")
-def random_models_dir(tmp_path_factory):
-    """A MODELS_DIR holding all seven official weight files, real architectures, random weights."""
+def random_weights(tmp_path_factory):
+    """`random_weights(*names)`: the one session MODELS_DIR of official weight files with real
+    architectures and random weights, holding at least those models' (each written the first
+    time a test asks for it, so a module that needs two models does not wait for all seven)."""
     from bench.random_weights import write_weights
     from models.builtins import CATALOG
 
     models_dir = tmp_path_factory.mktemp("models")
-    for name in CATALOG:
-        write_weights(name, models_dir)
-    return models_dir
+
+    def holding(*names: str):
+        for name in names:
+            if not CATALOG[name].path(models_dir).exists():
+                write_weights(name, models_dir)
+        return models_dir
+    return holding
+
+
+@pytest.fixture(scope="session")
+def random_models_dir(random_weights):
+    """A MODELS_DIR holding all seven official weight files, real architectures, random weights."""
+    from models.builtins import CATALOG
+
+    return random_weights(*CATALOG)

@@ -18,7 +18,7 @@ LAYERS = (("app", "serving", "config"), ("api",), ("dataplane",), ("registry",),
           ("models",), ("runtimes",), ("contract", "errors"))
 # Attributes the contract declares: probing for them means the contract is not trusted.
 CONTRACT = ("batchable", "resize_mode", "class_ids", "validate", "input_size", "labels", "runtime", "device",
-            "load_failure", "describe", "frameworks")
+            "load_failure", "describe", "frameworks", "network_tensors", "infer_tensors")
 
 
 def design_map() -> str:

@@ -56,6 +56,12 @@ def test_the_summary_names_port_models_states_and_what_is_missing(tmp_path):
     assert "secret" not in "\n".join(lines) and "k1" not in "\n".join(lines)
 
 
+def test_a_face_model_from_a_package_says_so(tmp_path):
+    lines = startup.summary(settings(FACE_ENABLED="true", MODELS_DIR=tmp_path, DATA_DIR=tmp_path / "data"))
+    face = next(line for line in lines if line.startswith("face: "))
+    assert face.startswith("face: dlib (built-in, its files from face-recognition-models==0.3.0")
+
+
 def test_frameworks_are_quieted_unless_asked_and_a_deployments_own_value_wins():
     environ = {}
     startup.quiet_frameworks(settings(), environ)

@@ -64,7 +64,7 @@ def assert_error(response, code, type_=None) -> dict:
 
 
 # Path parameters of every route, filled with what the fakes and Swagger UI have.
-PATH_VALUES = {"model": "fake_detector", "name": "fake_classifier", "filename": "swagger-ui.css"}
+PATH_VALUES = {"model": "fake_detector", "name": "fake_classifier", "filename": "swagger-ui.css", "version": "1"}
 
 
 def every_route(app) -> list[tuple[str, str]]:
