@@ -149,10 +149,10 @@ class ImageAIDetector(BuiltinModel, Detector):
                               f"RGB letterboxed to {side}x{side} (ImageAI's: bicubic, grey 128), divided by 255, NCHW")
 
     def infer_tensors(self, batch: np.ndarray) -> list[np.ndarray]:
-        import torch
-
-        with self._lock:   # ImageAI's layers keep state: one network call at a time
-            return [self._forward(torch.from_numpy(batch)).cpu().numpy()]
+        with self._lock:   # ImageAI's layers (torch's path) keep state: one network call at a time
+            output = self._forward(batch)
+        # numpy on OpenVINO's path; a tensor on the network's device on torch's.
+        return [output if isinstance(output, np.ndarray) else output.cpu().numpy()]
 
     def predict(self, images: list[Image.Image], min_score: float) -> list[list[Detection]]:
         retinanet = self.model_type == "RetinaNet"
