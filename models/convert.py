@@ -14,18 +14,15 @@ import sys
 
 from config import ConfigError, Settings
 from contract import OPENVINO
+from models.builtin_model import BuiltinModel
 from models.builtins import BUILTINS
 from registry import TASKS, create_model
+from runtimes import frameworks
 
 
-def convert(name: str, settings: Settings) -> tuple[str, str | None]:
-    """Load `name` on OpenVINO with the frameworks imported (a conversion where the cache has no
-    valid entry); the runtime it ended on, and why not OpenVINO when it did not."""
-    from runtimes import frameworks
-
-    options = settings.inference_options
-    model = create_model(BUILTINS[name].task, name, settings.models_dir, settings.model_download, options)
-    frameworks.require(set(model.frameworks), options)
+def convert(model) -> tuple[str, str | None]:
+    """Load `model` on OpenVINO (its frameworks imported: `main`), a conversion where the cache
+    has no valid entry; the runtime it ended on, and why not OpenVINO when it did not."""
     model.load()
     return model.runtime, model.describe().get("runtime_reason")
 
@@ -48,10 +45,19 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [name for name in names if name not in BUILTINS]
     if unknown:
         parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(BUILTINS)} or all")
+    options = settings.inference_options
+    models = {name: create_model(BUILTINS[name].task, name, settings.models_dir, settings.model_download, options)
+              for name in names}
+    # Every framework the models need, imported at once: torch's stack must come before TensorFlow
+    # in a process (frameworks.require orders one call; a later call cannot undo an earlier one's).
+    frameworks.require({framework for model in models.values() for framework in model.frameworks}, options)
     failed = 0
-    for name in names:
+    for name, model in models.items():
+        if not isinstance(model, BuiltinModel):
+            print(f"{name}: nothing to convert (it runs its own files: {model.describe().get('runtime', 'its library')})")
+            continue
         try:
-            runtime, reason = convert(name, settings)
+            runtime, reason = convert(model)
         except Exception as exc:  # one model's failure does not stop the others
             failed += 1
             print(f"{name}: FAILED: {getattr(exc, 'reason', type(exc).__name__)}", file=sys.stderr)
