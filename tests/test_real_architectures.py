@@ -266,7 +266,8 @@ def test_a_detector_started_from_the_cache_answers_as_when_converted(name, calib
         assert cached._forward.steps == converted._forward.steps
     min_score = 0.05 if name == "retina" else 0.3
     compared = 0
-    for image in [sample_image(640, 480, 6)] + photos():
+    # RetinaNet: one scene (~300 detections; each image is ~800x1000 pixels at its network).
+    for image in [sample_image(640, 480, 6)] + ([] if name == "retina" else photos()):
         compared += assert_same_detections(ours(cached, image, min_score), ours(converted, image, min_score))
     assert compared > 100
 
@@ -341,10 +342,12 @@ def test_a_conversion_wrong_only_at_the_serving_size_is_neither_used_nor_cached(
                                            ("yolo", "openvino"), ("retina", "openvino")])
 def test_a_micro_batch_answers_as_each_image_alone(name, runtime, calibrated_dir):
     """One predict() over images of several sizes (YOLO: one stacked network call; RetinaNet:
-    one call per image) gives each image the detections it gets alone, box for box."""
+    one call per image, three scenes only: each is ~800x1000 pixels at its network) gives each
+    image the detections it gets alone, box for box."""
     detector = load_detector(name, runtime, calibrated_dir)
     min_score = 0.05 if name == "retina" else 0.3
-    images = [sample_image(640, 480, 6), sample_image(300, 500, 7), sample_image(640, 480, 8)] + photos()
+    images = [sample_image(640, 480, 6), sample_image(300, 500, 7), sample_image(640, 480, 8)]
+    images += [] if name == "retina" else photos()
     together = detector.predict(images, min_score)
     assert len(together) == len(images)
     compared = 0
