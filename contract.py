@@ -62,6 +62,13 @@ class ModelUnavailable(Exception):
         self.reason = reason
 
 
+class FrameworksNeeded(Exception):
+    """A model's load needs its frameworks (TensorFlow, torch) and they are not imported yet: a
+    conversion on a cache miss, a framework path, a GPU check. The registry imports every
+    configured model's frameworks, in the one order that works, and loads the model again; a
+    load that needs none (a start from the converted-model cache) never imports them."""
+
+
 @dataclasses.dataclass(frozen=True)
 class TensorInfo:
     """One of a network's tensors: what an executor reads from a model file or an engine's

@@ -9,7 +9,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 stamp=.venv/.requirements.sha256
-wanted=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
+wanted=$(cat requirements.txt requirements-serving.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt
@@ -55,6 +55,17 @@ if [ "$(cat "$engine_stamp" 2>/dev/null)" != "$engine_wanted" ]; then
   .venv-engine/bin/python -m pip install --quiet --upgrade pip
   .venv-engine/bin/python -m pip install --quiet -r requirements-engine.txt
   echo "$engine_wanted" > "$engine_stamp"
+fi
+
+# The serving-only install (requirements-serving.txt: OpenVINO, no TensorFlow, no torch) in a
+# virtualenv of its own: tests/test_lean.py serves the converted models with it.
+serving_stamp=.venv-serving/.requirements.sha256
+serving_wanted=$(sha256sum requirements-serving.txt | cut -d' ' -f1)
+if [ "$(cat "$serving_stamp" 2>/dev/null)" != "$serving_wanted" ]; then
+  "$PYTHON" -m venv .venv-serving
+  .venv-serving/bin/python -m pip install --quiet --upgrade pip
+  .venv-serving/bin/python -m pip install --quiet -r requirements-serving.txt
+  echo "$serving_wanted" > "$serving_stamp"
 fi
 
 # The Open Inference Protocol clients that tests/test_open_inference.py drives (tritonclient[http])

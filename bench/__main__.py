@@ -192,12 +192,10 @@ def raw_cost(name: str, models_dir: Path, images: dict[str, bytes], repeat: int,
                  "detect_batch8_ms": detect8 * 1e3, "detect_batch8_speedup": 8 * detect / detect8}
         if model.model_type != "RetinaNet":
             # The network's forward pass, its detection layers included, on this runtime.
-            import torch
-
             rgb = np.asarray(image)
-            tensor = letterboxed(rgb)
-            forward = timed(lambda: model._forward(tensor), repeat, sync)
-            stacked = torch.cat([tensor] * 8)
+            inputs = letterboxed(rgb)
+            forward = timed(lambda: model._forward(inputs), repeat, sync)
+            stacked = np.concatenate([inputs] * 8)
             forward8 = timed(lambda: model._forward(stacked), max(3, repeat // 2), sync)
             prep = timed(lambda: letterboxed(rgb), repeat)
             entry.update(forward_ms=forward * 1e3, forward_batch8_ms=forward8 * 1e3, preprocess_ms=prep * 1e3,

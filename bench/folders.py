@@ -6,7 +6,7 @@ Per folder and runtime: load seconds, the median model call on each image (prepr
 network, decoding: the folder model's own `predict`), and whether the answers agree: the same
 top-5 labels and the largest probability difference (classifiers), or the same detections one
 to one, boxes within 1 px and scores within 1e-3 (detectors). Where OpenVINO is faster with
-the same answers it is the format's default (models/folder_spec.FILE_RUNTIMES).
+the same answers it is the format's default (runtimes/formats.py).
 """
 from __future__ import annotations
 
@@ -21,15 +21,14 @@ import numpy as np
 from PIL import Image
 
 from bench.__main__ import publish, timed
-from models.folder_spec import FILE_RUNTIMES, load_spec
-from registry import TASKS
+from models.folder_spec import load_spec
+from registry import TASKS, resolve
+from runtimes.formats import FORMATS
 
 
 def load(folder: Path, runtime: str):
     spec = dataclasses.replace(load_spec(folder), runtime=runtime)
-    factory = TASKS[spec.task].folder_factory
-    module, _, name = factory.partition(":")
-    model = getattr(__import__(module, fromlist=[name]), name)(spec)
+    model = resolve(TASKS[spec.task].folder_factory)(spec)
     started = time.perf_counter()
     model.load()
     return model, time.perf_counter() - started
@@ -67,14 +66,14 @@ def measure(folder: Path, images: list[Path], repeat: int) -> dict:
     result = {"format": spec.format, "runtimes": {}}
     photos = {p.name: Image.open(p).convert("RGB") for p in images}
     answers = {}
-    for runtime in FILE_RUNTIMES[spec.format]:
+    for runtime in FORMATS[spec.format].runtimes:
         model, seconds = load(folder, runtime)
         entry = {"in_use": model.runtime, "load_seconds": seconds, "call_ms": {}}
         for name, image in photos.items():
             entry["call_ms"][name] = timed(lambda m=model, i=image: answer(m, i), repeat) * 1e3
         answers[runtime] = {name: answer(model, image) for name, image in photos.items()}
         result["runtimes"][runtime] = entry
-    reference_runtime, *others = FILE_RUNTIMES[spec.format]
+    reference_runtime, *others = FORMATS[spec.format].runtimes
     for runtime in others:
         result["runtimes"][runtime]["agreement"] = {
             name: agreement(spec.task, answers[runtime][name], answers[reference_runtime][name]) for name in photos}

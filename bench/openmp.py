@@ -34,8 +34,8 @@ def child(name: str, runtime: str, repeat: int, models_dir: Path) -> dict:
     if model.model_type != "RetinaNet":
         from detectors.imageai_yolo import letterboxed
 
-        tensor = letterboxed(np.asarray(image))
-        result["forward_ms"] = timed(lambda: model._forward(tensor), repeat) * 1e3
+        inputs = letterboxed(np.asarray(image))
+        result["forward_ms"] = timed(lambda: model._forward(inputs), repeat) * 1e3
     return result
 
 

@@ -31,9 +31,33 @@ def _tensorflow_device() -> str:
     return "cuda:0" if tf.config.list_logical_devices("GPU") else "cpu"
 
 
+# keras.applications' preprocess_input modes: the ImageNet means (and deviations) of each.
+_MODES = {"torch": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), "caffe": ((103.939, 116.779, 123.68), None)}
+
+
+def preprocess(batch: np.ndarray, mode: str) -> np.ndarray:
+    """keras.applications' preprocess_input of a float32 NHWC batch (in place, as Keras does),
+    step for step as keras.src.applications.imagenet_utils computes it, so the answers are the
+    same bit for bit without importing Keras (a test compares them)."""
+    if mode == "tf":
+        batch /= 127.5
+        batch -= 1.0
+        return batch
+    if mode == "torch":
+        batch /= 255.0
+    else:   # caffe: RGB to BGR, then the means
+        batch = batch[..., ::-1]
+    mean, std = _MODES[mode]
+    for channel in range(3):
+        batch[..., channel] -= mean[channel]
+    for channel in range(3 if std else 0):
+        batch[..., channel] /= std[channel]
+    return batch
+
+
 class KerasApplicationClassifier(BuiltinModel, Classifier):
     """A built-in row's `architecture`: module (keras.applications.<module>), constructor (its
-    class) and side (the square input)."""
+    class), side (the square input) and preprocess (the module's preprocess_input mode)."""
     framework = frameworks.TENSORFLOW
     framework_label = "TensorFlow"
     frameworks = frozenset({frameworks.TENSORFLOW})
@@ -44,10 +68,9 @@ class KerasApplicationClassifier(BuiltinModel, Classifier):
         super().__init__(*args, **kwargs)
         architecture = self.builtin.architecture
         self.module_name, self.constructor = architecture["module"], architecture["constructor"]
-        self.side = architecture["side"]
+        self.side, self.mode = architecture["side"], architecture["preprocess"]
         self._labels: list[str] = imagenet.labels()
         self._infer = None        # preprocessed float32 batch -> probabilities
-        self._preprocess = None
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -77,10 +100,6 @@ class KerasApplicationClassifier(BuiltinModel, Classifier):
         """The Keras model with the given weights file (the official legacy HDF5 layout)."""
         return getattr(self._module(), self.constructor)(weights=str(weights_path))
 
-    def load(self) -> None:
-        self._preprocess = self._module().preprocess_input
-        super().load()
-
     def gpu_in_use(self) -> str | None:
         if _tensorflow_device() == "cpu":
             return None
@@ -97,11 +116,9 @@ class KerasApplicationClassifier(BuiltinModel, Classifier):
         traced(tf.zeros([1, side, side, 3]))
         self._infer = lambda batch: np.asarray(traced(batch))
 
-    def load_openvino(self, model: openvino.FrameworkModel, weights: Path) -> openvino.CompiledNetwork:
+    def load_openvino(self, model: openvino.FrameworkModel, weights: Path | None) -> openvino.CompiledNetwork:
         """The model compiled by OpenVINO (batch 1, one call per image), checked against Keras'
         answer on a probe: computed now where the cache has no entry, else the one it recorded."""
-        import keras
-
         side = self.side
         probe = self._preprocess(openvino.probe_batch(side, side))
 
@@ -111,13 +128,16 @@ class KerasApplicationClassifier(BuiltinModel, Classifier):
                                    convert=lambda: openvino.convert(keras_model))
 
         conversion = openvino.Conversion(
-            key=openvino.cache_key(self.name, weights, f"keras{keras.__version__}", code=(__file__,),
+            key=openvino.cache_key(self.name, weights, self.source_versions(), code=(__file__,),
                                    models_dir=self.models_dir),
             probe=lambda network: network.per_image(probe), source=source,
             input_shapes=[[1, side, side, 3]])
         network = openvino.compile_network(conversion, self.models_dir, self.options)
         self._infer = lambda batch: network.per_image(batch)[0]
         return network
+
+    def _preprocess(self, batch: np.ndarray) -> np.ndarray:
+        return preprocess(batch, self.mode)
 
     def to_array(self, images: list[Image.Image]) -> np.ndarray:
         """The whole image resized (bilinear) to the input size, as float32 RGB 0-255."""

@@ -9,24 +9,23 @@ for a server, so each model gets what it handles correctly:
   on a read-only image, races between requests, and re-encodes the pixels): its network is
   called with the exact tensor ImageAI would build from that file (RGB, CHW, 0-1), no file.
 Concurrent YOLO requests are micro-batched (`batchable`): the letterboxed images go through
-one network call, candidates and NMS on the network's device. RetinaNet runs one image per
-network call (batches measured slower on a GPU). ImageAI keeps state in its layers, so each
-detector runs one call at a time.
+one network call, candidates and NMS after it (on torch, on the network's device). RetinaNet
+runs one image per network call (batches measured slower on a GPU). ImageAI keeps state in its
+layers, so each detector runs one call at a time.
 
 By default (INFERENCE_RUNTIME=openvino, no GPU) OpenVINO runs the convolutional networks:
 YOLO's up to its detection layers (imageai_yolo.py), RetinaNet's backbone and heads
-(imageai_retinanet.py); ImageAI's and torchvision's own decoding, thresholds and NMS stay in
-Python. ImageAI loads the weights for a conversion, and the compiled networks are checked
-against torch's answer on a probe at every load (a start from the converted-model cache checks
-against the answer the entry recorded and loads no ImageAI network at all: YOLO's detection
-layers are made from the recorded anchors, RetinaNet's steps run on a weightless skeleton of
-torchvision's network); a model OpenVINO cannot run stays on torch.
+(imageai_retinanet.py). YOLO's detection layers, thresholds and NMS then run in numpy with
+ImageAI's arithmetic; torchvision's steps around RetinaNet's network are made again in numpy.
+ImageAI loads the weights for a conversion, and the compiled networks are checked against
+torch's answer on a probe at every load (a start from the converted-model cache checks against
+the answer the entry recorded and loads no ImageAI network at all: YOLO decodes with the
+recorded anchors, RetinaNet's steps read their settings from the entry, and neither imports
+torch or imageai); a model OpenVINO cannot run stays on torch.
 """
 from __future__ import annotations
 
 import functools
-import importlib.metadata
-import importlib.util
 import logging
 import threading
 from pathlib import Path
@@ -51,9 +50,11 @@ class ImageAIDetector(BuiltinModel, Detector):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.model_type = self.builtin.architecture["model_type"]
-        self._forward = None   # YOLO: letterboxed input batch -> the network's output, on its device
+        # YOLO: letterboxed input batch (numpy) -> the network's output: numpy on OpenVINO, a torch
+        # tensor on the network's device on torch.
+        self._forward = None
         self._detector = None
-        self._retinanet_steps = None   # RetinaNet: the network whose transform, anchors and NMS run
+        self._retinanet_steps = None   # RetinaNet on torch: the network whose transform, anchors and NMS run
         self._lock = threading.Lock()
         # YOLO stacks a micro-batch into one network call. RetinaNet runs one image per call:
         # a batch was measured slower than the images one by one on a GPU (docs/performance.md),
@@ -92,7 +93,8 @@ class ImageAIDetector(BuiltinModel, Detector):
         return detector
 
     def gpu_in_use(self) -> str | None:
-        """ImageAI places the network on a GPU wherever torch sees one."""
+        """ImageAI places the network on a GPU wherever torch sees one (asked only where the host
+        shows a GPU driver: BuiltinModel._gpu_reason)."""
         import torch
 
         if not torch.cuda.is_available():
@@ -108,23 +110,20 @@ class ImageAIDetector(BuiltinModel, Detector):
             self._forward = self._torch_forward()
 
     def load_openvino(self, detector: openvino.FrameworkModel, weights: Path) -> openvino.CompiledNetwork:
-        """The network's convolutions compiled by OpenVINO (checked against torch at load);
-        ImageAI's detection layers, thresholds and NMS stay in Python."""
-        import torch
-
-        source = f"torch{torch.__version__}-imageai{importlib.metadata.version('imageai')}"
+        """The network's convolutions compiled by OpenVINO (checked against torch when converted,
+        against the recorded answer on a start from the cache). The steps after the network run
+        in numpy (imageai_yolo.py, imageai_retinanet.py): from the cache, nothing here imports
+        torch or imageai."""
+        source = self.source_versions()
         code = (__file__, (imageai_retinanet if self.model_type == "RetinaNet" else imageai_yolo).__file__)
         key = openvino.cache_key(self.name, weights, source, code, models_dir=self.models_dir)
         if self.model_type == "RetinaNet":
-            # The transform, anchors and NMS around the converted part need no weights.
-            self._retinanet_steps = imageai_retinanet.skeleton()
-            compiled = imageai_retinanet.compile_dense(lambda: detector()._ObjectDetection__model,
-                                                       self._retinanet_steps, key, self.models_dir, self.options)
-            self._forward = compiled
-            return compiled
-        compiled, layers = imageai_yolo.compile_heads(lambda: detector()._ObjectDetection__model, key,
-                                                      self.models_dir, self.options)
-        self._forward = lambda inputs: imageai_yolo.decode_heads(layers, compiled(inputs.numpy()))
+            self._forward = imageai_retinanet.compile_dense(lambda: detector()._ObjectDetection__model, key,
+                                                            self.models_dir, self.options)
+            return self._forward.dense
+        compiled, specs = imageai_yolo.compile_heads(lambda: detector()._ObjectDetection__model, key,
+                                                     self.models_dir, self.options)
+        self._forward = lambda inputs: imageai_yolo.decode_heads(specs, compiled(inputs))
         return compiled
 
     def _torch_forward(self):
@@ -135,7 +134,7 @@ class ImageAIDetector(BuiltinModel, Detector):
 
         def forward(inputs):
             with torch.no_grad():
-                return network(inputs.to(device))
+                return network(torch.from_numpy(inputs).to(device))
         return forward
 
     def network_tensors(self) -> NetworkTensors | None:
@@ -150,10 +149,10 @@ class ImageAIDetector(BuiltinModel, Detector):
                               f"RGB letterboxed to {side}x{side} (ImageAI's: bicubic, grey 128), divided by 255, NCHW")
 
     def infer_tensors(self, batch: np.ndarray) -> list[np.ndarray]:
-        import torch
-
-        with self._lock:   # ImageAI's layers keep state: one network call at a time
-            return [self._forward(torch.from_numpy(batch)).cpu().numpy()]
+        with self._lock:   # ImageAI's layers (torch's path) keep state: one network call at a time
+            output = self._forward(batch)
+        # numpy on OpenVINO's path; a tensor on the network's device on torch's.
+        return [output if isinstance(output, np.ndarray) else output.cpu().numpy()]
 
     def predict(self, images: list[Image.Image], min_score: float) -> list[list[Detection]]:
         retinanet = self.model_type == "RetinaNet"
@@ -173,41 +172,40 @@ class ImageAIDetector(BuiltinModel, Detector):
 
     def _retinanet(self, rgbs: list[np.ndarray], min_score: float) -> list[list[tuple]]:
         """Per image, (label, score, box), one network call each."""
-        import torch
-
-        network, classes = self._retinanet_steps, self.labels
-        device = torch.device("cpu") if self._runtime == OPENVINO else self._network_device()
+        classes = self.labels
         found: list[list[tuple]] = []
         for rgb in rgbs:
-            if _resized_away(network.transform, *rgb.shape[:2]):
-                found.append([])   # nothing to detect in a strip torchvision would resize to 0 pixels
-                continue
-            tensor = torch.from_numpy(rgb).permute(2, 0, 1).to(device).float().div(255.0)
-            if self._runtime == OPENVINO:
-                output = imageai_retinanet.detections(network, self._forward, tensor)
-            else:
-                with torch.no_grad():
-                    output = network([tensor])[0]
+            boxes, scores, labels = self._forward(rgb) if self._runtime == OPENVINO else self._torch_retinanet(rgb)
             found.append([(classes[label], float(score), [int(v) for v in box])
-                          for box, score, label in zip(output["boxes"].tolist(), output["scores"].tolist(),
-                                                       output["labels"].tolist())
+                          for box, score, label in zip(boxes.tolist(), scores.tolist(), labels.tolist())
                           if score >= min_score])
         return found
+
+    def _torch_retinanet(self, rgb: np.ndarray):
+        """torchvision's RetinaNet.forward on the network's device: (boxes, scores, labels)."""
+        import torch
+
+        network = self._retinanet_steps
+        if _resized_away(network.transform, *rgb.shape[:2]):
+            return imageai_retinanet.nothing_found()   # torchvision raises on a strip resized to 0 pixels
+        tensor = torch.from_numpy(rgb).permute(2, 0, 1).to(self._network_device()).float().div(255.0)
+        with torch.no_grad():
+            output = network([tensor])[0]
+        return output["boxes"], output["scores"], output["labels"]
 
 
 @functools.lru_cache(maxsize=None)
 def _imageai_classes(filename: str) -> list[str]:
-    """ImageAI's own class list, read from its package without importing it (and torch)."""
-    package = importlib.util.find_spec("imageai").submodule_search_locations[0]
-    with open(Path(package) / "Detection" / filename, encoding="utf-8") as f:
+    """ImageAI's own class list, as copied beside this module (detectors/labels: a serving-only
+    install has no ImageAI)."""
+    with open(Path(__file__).parent / "labels" / filename, encoding="utf-8") as f:
         return [line.strip() for line in f.read().splitlines()]
 
 
 def _resized_away(transform, height: int, width: int) -> bool:
     """Whether torchvision's RetinaNet transform would resize the image to 0 rows or columns (a
     2000x1 strip: its shorter side is scaled by at most 1333/2000), where it raises."""
-    scale = min(float(transform.min_size[-1]) / min(height, width), float(transform.max_size) / max(height, width))
-    return int(min(height, width) * scale) < 1
+    return min(imageai_retinanet.resized_size(height, width, transform.min_size[-1], transform.max_size)) < 1
 
 
 def _clip(box, width: int, height: int) -> tuple[int, int, int, int]:

@@ -1,7 +1,10 @@
 """What every built-in model family does the same way, written once: its weight file (found or
 downloaded and verified), OpenVINO tried first where it was asked for and no GPU is in use,
 its framework when OpenVINO cannot run the model (one log line, and /models says why), and the
-description /models shows. A family (classifiers.keras_applications, detectors.imageai_detectors)
+description /models shows. A start from the converted-model cache imports no framework: the
+framework is asked for (FrameworksNeeded) only for a conversion, a framework path or a GPU
+check; in a serving-only install (no framework) a model without a valid conversion is an honest
+"not converted" naming the command that converts it. A family (classifiers.keras_applications, detectors.imageai_detectors)
 keeps only what differs: how its framework builds the network, how OpenVINO compiles it, where
 its framework sees a GPU, and its own predict().
 """
@@ -11,10 +14,10 @@ import abc
 from pathlib import Path
 from typing import ClassVar
 
-from contract import OPENVINO, InferenceOptions, Model, ModelUnavailable
+from contract import OPENVINO, FrameworksNeeded, InferenceOptions, Model, ModelUnavailable
 from models.builtins import Builtin
 from models.weights import WeightFile, ensure_weights
-from runtimes import openvino
+from runtimes import frameworks, openvino
 
 
 class BuiltinModel(Model):
@@ -63,11 +66,19 @@ class BuiltinModel(Model):
         return self.weights.unreadable(exc)
 
     def load(self) -> None:
-        path = ensure_weights(self.weights, self.models_dir, download=self.download, check=self.build)
-        framework_model = openvino.FrameworkModel(lambda: self.build(path))
+        try:
+            self._load()
+        except FrameworksNeeded:
+            if frameworks.installed(self.frameworks):
+                raise   # the registry imports them and loads again
+            raise ModelUnavailable(self.not_converted()) from None
+
+    def _load(self) -> None:
         if self.options.runtime == OPENVINO:
-            reason = self.gpu_in_use()
+            reason = self._gpu_reason()
             if reason is None:
+                path = self._weights_path()
+                framework_model = openvino.FrameworkModel(lambda: self._build(path))
                 network, reason = openvino.attempt(self.name, self.framework_label,
                                                    lambda: self.load_openvino(framework_model, path),
                                                    framework_model)
@@ -75,8 +86,48 @@ class BuiltinModel(Model):
                     self._runtime, self._openvino = OPENVINO, network
                     return
             self._runtime_reason = reason
-        self.load_framework(framework_model())
+            self.require_frameworks()
+        path = ensure_weights(self.weights, self.models_dir, download=self.download, check=self._build)
+        self.load_framework(self._build(path))
         self._runtime = self.framework
+
+    def _weights_path(self) -> Path | None:
+        """The weight file, found or fetched. Where this install cannot run the framework (a
+        serving-only install), the converted model needs none: None when it is not there."""
+        if not frameworks.installed(self.frameworks):
+            path = self.weights.path(self.models_dir)
+            return path if path.is_file() else None
+        return ensure_weights(self.weights, self.models_dir, download=self.download, check=self._build)
+
+    def _gpu_reason(self) -> str | None:
+        """Where the framework sees a GPU, its GPU path runs the model (the reason); a host
+        without an NVIDIA driver has none, and its framework need not be imported to ask."""
+        if not frameworks.gpu_possible():
+            return None
+        self.require_frameworks()
+        return self.gpu_in_use()
+
+    def require_frameworks(self) -> None:
+        """FrameworksNeeded unless this model's frameworks are imported (in the one order that
+        works, by the registry's prepare step)."""
+        if not frameworks.imported(self.frameworks):
+            raise FrameworksNeeded()
+
+    def _build(self, weights_path: Path):
+        self.require_frameworks()
+        return self.build(weights_path)
+
+    def source_versions(self) -> str | None:
+        """The framework's versions for the converted model's cache key, read without importing
+        it; None where a package is not installed (the cache then serves any such conversion)."""
+        packages = frameworks.CONVERTERS[self.framework]
+        versions = [frameworks.version(package) for package in packages]
+        return None if None in versions else "-".join(f"{p}{v}" for p, v in zip(packages, versions))
+
+    def not_converted(self) -> str:
+        return (f"the converted model for '{self.name}' is not in MODELS_DIR/{openvino.CACHE_FOLDER} (or failed its "
+                f"check), and this install has no {self.framework_label} to convert it: run `python -m models.convert "
+                f"{self.name}` with the full install (requirements.txt) and the same MODELS_DIR")
 
     # --- what a family says ---------------------------------------------------------------------
 
@@ -93,10 +144,12 @@ class BuiltinModel(Model):
         """Where the framework sees a GPU, its GPU path runs the model: the reason; else None."""
 
     @abc.abstractmethod
-    def load_openvino(self, framework_model: openvino.FrameworkModel, weights: Path) -> openvino.CompiledNetwork:
+    def load_openvino(self, framework_model: openvino.FrameworkModel,
+                      weights: Path | None) -> openvino.CompiledNetwork:
         """Prepare predict() on OpenVINO (converted from `framework_model`, or from the cache
-        without building it); the compiled network (its precision and devices tell /models).
-        Raises openvino.Unusable."""
+        without building it; `weights` None: no weight file here, any conversion of this model
+        serves); the compiled network (its precision and devices tell /models). Raises
+        openvino.Unusable, or FrameworksNeeded where the conversion needs the framework."""
 
     @abc.abstractmethod
     def load_framework(self, network) -> None:

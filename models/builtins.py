@@ -30,12 +30,13 @@ class Builtin:
     architecture: Mapping[str, Any] = dataclasses.field(default_factory=dict, hash=False)
 
 
-def _keras(name: str, module: str, constructor: str, side: int, stored: str, **check) -> Builtin:
-    """A keras.applications network: `constructor` and its preprocess_input from `module`, a
-    square input of `side` pixels, ImageNet weights stored at `stored` in Keras' storage."""
+def _keras(name: str, module: str, constructor: str, side: int, preprocess: str, stored: str, **check) -> Builtin:
+    """A keras.applications network: `constructor` from `module`, whose preprocess_input is
+    Keras' mode `preprocess` (tf, caffe or torch), a square input of `side` pixels, ImageNet
+    weights stored at `stored` in Keras' storage."""
     weights = WeightFile(name, "classify", stored.rsplit("/", 1)[-1], KERAS_BASE + stored, **check)
     return Builtin(name, CLASSIFICATION, KERAS, weights,
-                   {"module": module, "constructor": constructor, "side": side})
+                   {"module": module, "constructor": constructor, "side": side, "preprocess": preprocess})
 
 
 def _imageai(name: str, model_type: str, filename: str, **check) -> Builtin:
@@ -48,13 +49,13 @@ def _imageai(name: str, model_type: str, filename: str, **check) -> Builtin:
 # Per task, the first row is its default model.
 BUILTINS: dict[str, Builtin] = {row.name: row for row in (
     # Keras' source has no hash for this file: its size is checked.
-    _keras("mobilenet", "mobilenet_v2", "MobileNetV2", 224,
+    _keras("mobilenet", "mobilenet_v2", "MobileNetV2", 224, "tf",
            "mobilenet_v2/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5", size=14_536_120),
-    _keras("resnet", "resnet50", "ResNet50", 224, "resnet/resnet50_weights_tf_dim_ordering_tf_kernels.h5",
+    _keras("resnet", "resnet50", "ResNet50", 224, "caffe", "resnet/resnet50_weights_tf_dim_ordering_tf_kernels.h5",
            md5="2cb95161c43110f7111970584f804107"),
-    _keras("inception", "inception_v3", "InceptionV3", 299, "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels.h5",
+    _keras("inception", "inception_v3", "InceptionV3", 299, "tf", "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels.h5",
            md5="9a0d58056eeedaa3f26cb7ebd46da564"),
-    _keras("densenet", "densenet", "DenseNet121", 224, "densenet/densenet121_weights_tf_dim_ordering_tf_kernels.h5",
+    _keras("densenet", "densenet", "DenseNet121", 224, "torch", "densenet/densenet121_weights_tf_dim_ordering_tf_kernels.h5",
            md5="9d60b8095a5708f2dcce2bca79d332c7"),
     # ImageAI publishes no checksum or size for its YOLO files: they are verified by
     # Content-Length and by loading them into the architecture before they are kept.

@@ -13,7 +13,7 @@ from typing import Callable
 
 import psutil
 
-from contract import Model, ModelUnavailable
+from contract import FrameworksNeeded, Model, ModelUnavailable
 from errors import ApiError, ClientGone, InferenceFailed, ModelNotReady
 from registry.batching import MicroBatcher
 
@@ -44,8 +44,8 @@ _load_lock = threading.Lock()
 class ModelSlot:
     def __init__(self, model: Model, *, prepare: Callable[[], None] = lambda: None,
                  policy: CallPolicy = CallPolicy(), clock=time.monotonic):
-        """`prepare()` runs before the model's load: it imports the frameworks (every
-        configured model's, in the one order that works; ModelUnavailable when one cannot be)."""
+        """`prepare()` imports the frameworks (every configured model's, in the one order that
+        works; ModelUnavailable when one cannot be), run when a load says it needs them."""
         self.model = model
         self.name = model.name
         self.task = model.task
@@ -121,9 +121,13 @@ class ModelSlot:
         with _load_lock:
             started = self._clock()
             try:
-                self._prepare()
                 rss_before = psutil.Process().memory_info().rss
-                self.model.load()
+                try:
+                    self.model.load()
+                except FrameworksNeeded:   # a conversion or a framework path: import them, then again
+                    self._prepare()
+                    rss_before = psutil.Process().memory_info().rss
+                    self.model.load()
                 rss_after = psutil.Process().memory_info().rss
             except ModelUnavailable as exc:  # a reason an operator acts on: no traceback to show
                 self._fail(self.model.load_failure(exc))

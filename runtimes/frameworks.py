@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import gc
 import importlib
+import importlib.metadata
+import importlib.util
 import logging
 import os
 import threading
@@ -42,6 +44,12 @@ _ORDER = {
     TORCH: ("torch", "torchvision", "imageai.Detection"),
     TENSORFLOW: ("tensorflow", "keras"),
 }
+# Where a GPU driver shows itself (NVIDIA's; AMD's ROCm, which torch.cuda also drives): without any
+# of these no framework can see a GPU, so a model need not import its framework to ask.
+_GPU_DRIVERS = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd")
+# The distributions whose versions shape a network converted from each framework's model (part
+# of the converted-model cache key).
+CONVERTERS = {TORCH: ("torch", "imageai"), TENSORFLOW: ("keras",)}
 # How long torch's idle OpenMP workers spin before they sleep, unless the environment says (above).
 OPENMP_SPIN_COUNT = "3000"
 _lock = threading.Lock()
@@ -78,6 +86,31 @@ def _short_openmp_spin(options: InferenceOptions) -> None:
         return
     if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
         os.environ["GOMP_SPINCOUNT"] = OPENMP_SPIN_COUNT
+
+
+def installed(needed: set[str]) -> bool:
+    """Whether every module of `needed` can be imported here (without importing it): a
+    serving-only install has OpenVINO and no framework."""
+    return all(importlib.util.find_spec(module.split(".")[0]) is not None
+               for framework in needed for module in _ORDER[framework])
+
+
+def imported(needed: set[str]) -> bool:
+    """Whether `require` has imported every framework of `needed` in this process."""
+    return set(needed) <= _done
+
+
+def gpu_possible() -> bool:
+    """Whether this host has a GPU driver at all (else no framework sees a GPU)."""
+    return any(os.path.exists(path) for path in _GPU_DRIVERS)
+
+
+def version(package: str) -> str | None:
+    """An installed distribution's version, read without importing it; None when it is absent."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def require(needed: set[str], options: InferenceOptions = InferenceOptions()) -> None:

@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import queue
+import re
 import shutil
 import sys
 import tempfile
@@ -38,7 +39,7 @@ from typing import Callable, TypeVar
 
 import numpy as np
 
-from contract import OPENVINO, InferenceOptions
+from contract import OPENVINO, FrameworksNeeded, InferenceOptions
 from runtimes import file_digests, openvino_devices
 
 log = logging.getLogger(__name__)
@@ -250,19 +251,26 @@ class Expected:
                     self.values / self.scale)
 
 
-def cache_key(model: str, weights: Path, source: str, code: tuple[str, ...] = (), *, models_dir: Path) -> str:
+# A key part a serving-only install cannot know: no weight file to hash, no framework installed.
+ANY = "*"
+
+
+def cache_key(model: str, weights: Path | None, source: str | None, code: tuple[str, ...] = (), *,
+              models_dir: Path) -> str:
     """<model>-<weights sha256 prefix>-openvino<version>-<source>-code<digest>-cpu<fingerprint>:
-    another weights file, OpenVINO release, framework version or conversion code is another
-    entry, never a stale one (compile_network adds the device: entry_key). `code`: the source
-    files that shape the converted network and read its outputs (this module's is always
+    another weights file, OpenVINO release, framework version, conversion code or kind of CPU is
+    another entry, never a stale one (compile_network adds the device: entry_key). `code`: the
+    source files that shape the converted network and read its outputs (this module's is always
     included): a start from the cache checks against the answer recorded by the code that
     converted, so another version of that code must not find the entry. The weights' digest is
-    remembered in `models_dir`'s cache folder (runtimes.file_digests)."""
+    remembered in `models_dir`'s cache folder (runtimes.file_digests). `weights` or `source`
+    None (a serving-only install): that part is ANY, and the cache serves the newest matching
+    conversion (ConvertedCache.resolve)."""
     digest = hashlib.sha256()
     for path in sorted({__file__, *code}):
         digest.update(Path(path).read_bytes())
-    weights_sha256 = file_digests.memo(Path(models_dir) / CACHE_FOLDER).sha256(weights)
-    return (f"{model}-{weights_sha256[:16]}-openvino{version()}-{source}-code{digest.hexdigest()[:8]}"
+    weights_part = ANY if weights is None else file_digests.memo(Path(models_dir) / CACHE_FOLDER).sha256(weights)[:16]
+    return (f"{model}-{weights_part}-openvino{version()}-{source or ANY}-code{digest.hexdigest()[:8]}"
             f"-cpu{cpu_fingerprint()}")
 
 
@@ -306,8 +314,9 @@ def compile_network(conversion: Conversion, models_dir: Path,
     exception where it cannot load the model."""
     ov = load_module()
     cache = ConvertedCache(Path(models_dir))
-    key = entry_key(conversion.key, options.device)
-    entry = cache.read(key)
+    exact = entry_key(conversion.key, options.device)
+    key = cache.resolve(exact)
+    entry = cache.read(key) if key else None
     if entry is not None:
         model, expected, details = entry
         try:
@@ -316,8 +325,10 @@ def compile_network(conversion: Conversion, models_dir: Path,
             return network
         except Exception as exc:
             log.warning("cached OpenVINO model %s failed its check (%s); converting again", key, _reason(exc))
-            cache.remove(key)
-    source = conversion.source()
+            if key == exact:   # a serving-only install's pick stays for the replicas it suits
+                cache.remove(key)
+    key = exact
+    source = conversion.source()   # FrameworksNeeded where they are not imported
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the converters' tracing chatter
@@ -358,6 +369,8 @@ def attempt(model: str, framework: str, make: Callable[[], T],
     (`loader` failed), its own exception is raised, as a framework start would raise it."""
     try:
         return make(), None
+    except FrameworksNeeded:
+        raise
     except Exception as exc:
         if loader is not None and exc is loader.failure:
             raise
@@ -470,6 +483,23 @@ class ConvertedCache:
 
     def __init__(self, models_dir: Path):
         self.folder = Path(models_dir) / CACHE_FOLDER
+
+    def resolve(self, key: str) -> str | None:
+        """The entry to read for `key`: itself; or, where a part is ANY (a serving-only install),
+        the most recently used entry matching it, this CPU's first. Another kind of CPU's entry
+        was checked at serving size where it was converted, and here on the small probe only
+        (one warning line); None when nothing matches."""
+        if ANY not in key:
+            return key
+        for pattern, same_cpu in ((key, True), (re.sub(r"-cpu[0-9a-f]{8}", "-cpu" + ANY, key), False)):
+            found = sorted(self.folder.glob(pattern + ".json"), key=_modified, reverse=True)
+            if found:
+                chosen = found[0].name.removesuffix(".json")
+                if not same_cpu:
+                    log.warning("OpenVINO model %s was converted on another kind of CPU: serving it, checked "
+                                "on the load probe only", chosen)
+                return chosen
+        return None
 
     def paths(self, key: str) -> dict[str, Path]:
         return {suffix: self.folder / f"{key}.{suffix}" for suffix in ("xml", "bin", "json")}

@@ -167,20 +167,23 @@ def test_detector_batches_benchmark_checks_a_batch_against_each_image_alone(tmp_
 
 @pytest.mark.slow
 def test_cold_start_benchmark_times_each_variant_to_ready_and_to_a_first_answer(random_models_dir, tmp_path):
-    """`python -m bench.cold_start`: the framework, OpenVINO from a warm cache and OpenVINO
-    converting, each started and timed to /ready and to its first answer."""
+    """`python -m bench.cold_start`: the framework, OpenVINO from a warm cache (the full install
+    and the serving-only one) and OpenVINO converting, each started and timed to /ready and to
+    its first answer, then measured after 100 requests, with the frameworks mapped."""
+    variants = ["framework", "openvino", "convert"] + (["serving"] if (ROOT / ".venv-serving").exists() else [])
     out = tmp_path / "cold.json"
     result = subprocess.run([sys.executable, "-m", "bench.cold_start", "--models", "mobilenet", "--rounds", "1",
-                             "--convert", "--models-dir", str(random_models_dir), "--json", str(out)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+                             "--variants", ",".join(variants), "--models-dir", str(random_models_dir),
+                             "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     entry = json.loads(out.read_text())["models"]["mobilenet"]
-    assert set(entry) == {"framework", "openvino", "openvino_convert"}
+    assert set(entry) == set(variants)
     for name, variant in entry.items():
-        assert len(variant["runs"]) == 1
+        assert len(variant["runs"]) == 1 and variant["median_rss_mb_after_requests"] > 50
         assert 0 < variant["median_ready_s"] <= variant["median_first_answer_s"]
-        assert variant["runs"][0]["runtime"] == ("tensorflow" if name == "framework" else "openvino")
-    assert "| mobilenet |" in result.stdout
+        assert variant["runs"][0]["runtimes"] == {"mobilenet": "tensorflow" if name == "framework" else "openvino"}
+        assert bool(variant["frameworks_mapped"]) == (name in ("framework", "convert")), (name, variant)
+    assert "| mobilenet | framework |" in result.stdout
 
 
 @pytest.mark.slow

@@ -198,6 +198,23 @@ def test_dockerfiles(dockerfile):
     assert "pip install -r requirements" in text
 
 
+def test_the_cpu_image_serves_converted_models_without_the_frameworks():
+    """Two stages: the full install converts MODELS; the final stage is the serving-only install
+    with the converted models only (no TensorFlow, no torch, no weight files)."""
+    stages = re.split(r"^FROM ", (ROOT / "Dockerfile").read_text(), flags=re.M)[1:]
+    assert len(stages) == 2 and stages[0].startswith("python:3.11-slim-bookworm AS convert")
+    assert "pip install -r requirements.txt" in stages[0]
+    assert "python -m models.download ${MODELS} && python -m models.convert ${MODELS}" in stages[0]
+    final = stages[1]
+    assert "pip install -r requirements-serving.txt" in final and "requirements.txt" not in final.replace(
+        "requirements-serving.txt", "")
+    assert "COPY --from=convert /app/models/.openvino /app/models/.openvino" in final
+    assert "torch" not in final and "tensorflow" not in final.lower()
+    serving = (ROOT / "requirements-serving.txt").read_text().lower()
+    assert not re.search(r"^(tensorflow|torch|keras|imageai)", serving, re.M)
+    assert "-r requirements-serving.txt" in (ROOT / "requirements.txt").read_text()
+
+
 def test_compose_and_drone():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     service = compose["services"]["image-classification"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import re
 import subprocess
+import sys
 
 from tests.support.paths import ROOT
 
@@ -95,6 +96,14 @@ def test_each_built_in_name_and_format_is_written_in_its_table_only():
         assert _code_with(f'"{name}"') == {"models/builtins.py"}, name
     for name in FORMATS:
         assert _code_with(f'"{name}"') == {"runtimes/formats.py"}, name
+
+
+def test_every_module_imports():
+    """A module whose imports name something that moved fails here, not in a benchmark run."""
+    names = [name.removesuffix(".py").replace("/", ".") for name in python_modules()]
+    code = "import importlib, sys\nfor name in sys.argv[1:]:\n    importlib.import_module(name)\n"
+    done = subprocess.run([sys.executable, "-c", code, *names], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_the_model_contract_is_declared_not_probed():

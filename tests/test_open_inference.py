@@ -657,8 +657,6 @@ def test_tritonclient_reads_the_metadata_and_the_configuration(served):
 def test_built_in_yolo_offers_its_network_whose_raw_output_decodes_to_v2_detect_s_boxes(random_weights):
     """TinyYOLOv3 (random weights): its letterboxed input in, ImageAI's detection layers' output
     back, which ImageAI's own thresholds and NMS (imageai_yolo.detect) turn into /v2/detect's boxes."""
-    import torch
-
     from detectors import imageai_yolo
 
     client = create_app(Settings(detection_enabled=True, detection_models=("tiny_yolo",),
@@ -668,13 +666,13 @@ def test_built_in_yolo_offers_its_network_whose_raw_output_decodes_to_v2_detect_
     assert meta["outputs"][0] == {"name": "output", "datatype": "FP32", "shape": [-1, -1, 85]}
     data = photo("darknet/dog.jpg").read_bytes()
     rgb = np.asarray(decode_image(data).image)
-    batch = imageai_yolo.letterboxed(rgb).numpy()
+    batch = imageai_yolo.letterboxed(rgb)
     tensor = {"name": "images", "datatype": "FP32", "shape": list(batch.shape), "parameters": {"binary_data_size": batch.nbytes}}
     body, headers = binary_request({"inputs": [tensor], "parameters": {"binary_data_output": True}}, batch.tobytes())
     raw = outputs_of(client.post("/v2/models/tiny_yolo/infer", data=body, headers=headers))["output"]
     assert raw.shape[0] == 1 and raw.shape[2] == 85
     labels = client.get("/models/tiny_yolo/labels").get_json()["labels"]
-    found = imageai_yolo.detect(lambda inputs: torch.from_numpy(raw), labels, [rgb], 0.3)[0]
+    found = imageai_yolo.detect(lambda inputs: raw, labels, [rgb], 0.3)[0]   # the steps after the network
     height, width = rgb.shape[:2]
     found = sorted(((label, score, [min(max(v, 0), side) for v, side in zip(box, (width, height, width, height))])
                     for label, score, box in found), key=lambda d: d[1], reverse=True)

@@ -393,6 +393,7 @@ def test_tensorflow_runtime_and_a_visible_gpu_keep_the_framework(models_dir, ref
     from classifiers import keras_applications
 
     monkeypatch.setattr(keras_applications, "_tensorflow_device", lambda: "cuda:0")
+    monkeypatch.setattr(frameworks, "gpu_possible", lambda: True)   # a host with NVIDIA's driver
     model = load(models_dir)
     assert (model.runtime, model.device) == ("tensorflow", "cuda:0")
     assert "GPU" in model.describe()["runtime_reason"]
@@ -426,6 +427,44 @@ def test_conversion_sends_no_telemetry(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "False"
     assert list(home.iterdir()) == []
+
+
+# A fresh process loads the detector from MODELS_DIR, predicts once and prints what it imported.
+_SERVE_FROM_THE_CACHE = """
+import json, sys
+from pathlib import Path
+from bench.random_weights import sample_image
+from contract import InferenceOptions
+from registry import create_model
+detector = create_model("detection", "tiny_yolo", Path(sys.argv[1]), download=False, options=InferenceOptions())
+detector.load()
+found = detector.predict([sample_image(640, 480, 6)], 0.3)[0]
+print(json.dumps({"runtime": detector.runtime, "found": [[d.label, d.score, list(d.box)] for d in found],
+                  "frameworks": sorted(m for m in sys.modules
+                                       if m.split(".")[0] in ("torch", "torchvision", "imageai", "tensorflow", "keras"))}))
+"""
+
+
+@pytest.mark.slow
+def test_a_yolo_start_from_the_cache_serves_without_importing_a_framework(tmp_path):
+    """The lean replica: YOLO's converted network read from the cache, checked on its probe and
+    serving a request (detection layers, NMS and rescaling in numpy) without torch, torchvision
+    or imageai (nor TensorFlow) in sys.modules; its detections are those of the start that
+    converted."""
+    from bench.random_weights import write_weights
+
+    write_weights("tiny_yolo", tmp_path)
+    converted = load_detector("tiny_yolo", "openvino", tmp_path)   # fills the cache (torch converts)
+    entries = sorted((tmp_path / ".openvino").glob("tiny_yolo-*.json"))
+    assert len(entries) == 1
+    env = {**os.environ, "CI": "false"}
+    result = subprocess.run([sys.executable, "-c", _SERVE_FROM_THE_CACHE, str(tmp_path)], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    served = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (served["runtime"], served["frameworks"]) == ("openvino", [])
+    assert sorted((tmp_path / ".openvino").glob("tiny_yolo-*.json")) == entries   # read, not converted again
+    assert assert_same_detections([tuple(d) for d in served["found"]], ours(converted, sample_image(640, 480, 6), 0.3)) > 100
 
 
 def break_conversion(monkeypatch):

@@ -18,7 +18,7 @@ from tests.support.paths import ROOT
 PLATFORMS = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}
 # glibc of the Debian release under python:<version>-slim-<release>.
 GLIBC = {"bookworm": (2, 36)}
-REQUIREMENTS = ("requirements.txt", "requirements-dev.txt")
+REQUIREMENTS = ("requirements-serving.txt", "requirements.txt", "requirements-dev.txt")
 
 
 def image_base() -> tuple[tuple[int, int], tuple[int, int]]:

