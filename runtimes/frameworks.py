@@ -2,8 +2,10 @@
 
 `import tensorflow` followed by `import torchvision` segfaults (triton's shared library), and
 importing torch alone first is not enough: torch, torchvision and imageai must all be loaded
-before tensorflow. Every model load goes through `require`, which imports every framework the
-configured models need, so the first model to load decides nothing about the order.
+before tensorflow. A model that serves from its converted-model cache needs neither (the
+steps around OpenVINO's networks are numpy); one that must convert, or run on its framework,
+raises contract.FrameworksNeeded, and the registry then calls `require` with every framework
+the configured models need, so the first model to load decides nothing about the order.
 
 The frameworks' own objects (millions: modules, functions, op registries) live as long as the
 process. Once they are imported they are frozen out of the garbage collector's reach
@@ -11,8 +13,8 @@ process. Once they are imported they are frozen out of the garbage collector's r
 ran next (an OpenVINO start, a request) and paused it.
 
 torch's CPU threads are OpenMP's (libgomp). An OpenMP worker that finishes a parallel operation
-spins before it sleeps (by default 300,000 rounds). Where OpenVINO runs the network and torch
-only decodes and filters around it (YOLO's detection layers and NMS), those spinning workers
+spins before it sleeps (by default 300,000 rounds). Where torch is loaded in a process whose
+networks OpenVINO runs (it converted them, or a model stayed on torch), those spinning workers
 take the cores from the next network call, so with OpenVINO running the networks they spin
 3,000 rounds (GOMP_SPINCOUNT). Sleeping at once (OMP_WAIT_POLICY=PASSIVE) did as well there
 but made torch's own networks slower, and inside a forward pass even a short spin costs torch a
