@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Creates or reuses the virtualenvs, installs the pinned requirements, runs the whole test suite.
+# Creates or reuses the virtualenvs, installs the pinned requirements, runs the whole test suite
+# but the benchmarks' own runs (pytest -m bench, by hand: docs/testing.md).
 # Extra arguments go to pytest (e.g. ./run_tests.sh -m "not slow").
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -135,12 +135,12 @@ def imageai_network(name: str):
     return torchvision.models.detection.retinanet_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91)
 
 
-def write_imageai_weights(name: str, models_dir: Path, candidates: int | None = None) -> Path:
+def write_imageai_weights(name: str, models_dir: Path, candidates: int | None = None, photos: int = 11) -> Path:
     import torch
 
     network = imageai_network(name)
     if candidates is not None:
-        calibrate_detector(name, network, candidates)
+        calibrate_detector(name, network, candidates, photos)
     path = CATALOG[name].path(models_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(network.state_dict(), path)
@@ -221,9 +221,10 @@ def write_missing(names, models_dir: Path, candidates: int | None = CALIBRATED_C
     return written
 
 
-def write_weights(name: str, models_dir: Path, candidates: int | None = None) -> Path:
+def write_weights(name: str, models_dir: Path, candidates: int | None = None, photos: int = 11) -> Path:
     """The official file for `name` with random weights; `candidates` calibrates a detector
-    to about that many candidates per image (None: plain random weights, thousands)."""
+    to about that many candidates per image (None: plain random weights, thousands), on
+    `photos` calibration photos."""
     if CATALOG[name].subdir == "classify":
         return write_keras_weights(name, models_dir)
-    return write_imageai_weights(name, models_dir, candidates)
+    return write_imageai_weights(name, models_dir, candidates, photos)

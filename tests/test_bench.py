@@ -1,4 +1,7 @@
-"""The benchmark in its seconds-long smoke mode (the real runs are by hand: docs/performance.md)."""
+"""The benchmarks in their seconds-long smoke modes (the real runs are by hand: docs/performance.md).
+Those marked `bench` run only when asked (`pytest -m bench`, docs/testing.md): each starts the
+service or the frameworks several times over, and together they took three minutes of CI's run.
+The cold-start benchmark, lean serving's measure, and the report's unit tests run every time."""
 from __future__ import annotations
 
 import json
@@ -11,6 +14,7 @@ from tests.support.paths import ROOT
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 def test_benchmark_smoke(random_models_dir, tmp_path):
     out = tmp_path / "bench.json"
     result = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--models", "mobilenet",
@@ -45,6 +49,7 @@ def test_benchmark_smoke(random_models_dir, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 def test_deepstack_benchmark_smoke(tmp_path):
     """`python -m bench.deepstack` writes calibrated random TinyYOLOv3 weights and reports
     latencies of frames sent as Frigate sends them."""
@@ -62,6 +67,7 @@ def test_deepstack_benchmark_smoke(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 def test_openmp_benchmark_times_each_setting_in_a_process_of_its_own(random_models_dir, tmp_path):
     """`python -m bench.openmp`: libgomp's default, the service's and PASSIVE, each in a fresh
     process (libgomp reads them when torch loads it); predict() and YOLO's forward step."""
@@ -77,6 +83,7 @@ def test_openmp_benchmark_times_each_setting_in_a_process_of_its_own(random_mode
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 def test_precision_benchmark_compares_bf16_with_f32(random_models_dir, tmp_path):
     """`python -m bench.precision` loads the classifier on OpenVINO at both precisions and
     reports agreement on the sample photos and the compiled call's time."""
@@ -91,6 +98,7 @@ def test_precision_benchmark_compares_bf16_with_f32(random_models_dir, tmp_path)
     assert entry["precision_in_use"]["f32"] == "f32"
 
 @pytest.mark.slow
+@pytest.mark.bench
 def test_detector_raw_cost_feeds_the_network_on_its_own_device(random_models_dir):
     """The step that crashed on CUDA (a CPU tensor into a GPU network): on torch the tensor goes to
     the network's device (the model's own forward) and timings wait for it. No GPU here: the CPU
@@ -149,6 +157,7 @@ def test_report_draws_several_runs_as_one_chart_labelled_by_their_settings(tmp_p
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 def test_detector_batches_benchmark_checks_a_batch_against_each_image_alone(tmp_path):
     """`python -m bench.detector_batches` (run on the GPU machine for docs/performance.md), here
     on the CPU with calibrated TinyYOLOv3 weights: a batch of 8 answers as each image alone."""
@@ -187,6 +196,7 @@ def test_cold_start_benchmark_times_each_variant_to_ready_and_to_a_first_answer(
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 def test_profile_benchmark_sums_the_loaded_service_s_samples(random_models_dir, tmp_path):
     """`python -m bench.profile` starts the service under py-spy, loads it, and sums the samples
     (the interpreter lock's holder, then every active thread) by what the service was doing."""

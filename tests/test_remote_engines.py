@@ -672,6 +672,7 @@ def test_the_compose_example_runs_the_service_with_valid_remote_folders(tmp_path
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 def test_the_remote_benchmark_runs(tmp_path):
     require_engine(), require_shared()
     out = tmp_path / "remote.json"
