@@ -241,7 +241,7 @@ class Server(TcpWSGIServer):
     def stop_listening(self) -> None:
         """Accept every connection already waiting, close the listening socket, and close each
         connection once it is idle (from the loop thread, at the drain's end)."""
-        while True:
+        for _ in range(max(0, self.adj.connection_limit - len(self._map))):   # a flood ends too
             before = len(self._map)
             super().handle_accept()
             if len(self._map) == before:
